@@ -1,0 +1,117 @@
+//! What can be wrong with an experiment file, said so the user can fix it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem found in the layered configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Where the value came from: a file, an environment variable or a `--set` argument.
+    pub source: String,
+    /// Dotted key, e.g. `autoencoder.ch`.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: key `{}`: {}", self.source, self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "experiment file {path} does not exist (give the path of a .toml experiment file, e.g. experiments/smoke.toml)"
+    )]
+    NotFound { path: PathBuf },
+    #[error("cannot read experiment file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: malformed TOML: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: `extends` forms a cycle: {chain}")]
+    ExtendsCycle { path: PathBuf, chain: String },
+    #[error("invalid argument `--set {arg}`: {why}")]
+    BadSet { arg: String, why: String },
+    #[error("{}", list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    let mut out = format!(
+        "the experiment configuration has {} problem{}:",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("\n  - ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+/// The valid name closest to `wrong` (edit distance), if any is reasonably close.
+pub fn closest<'a>(wrong: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (edit_distance(wrong, v), *v))
+        .filter(|(d, v)| *d <= (v.len().max(wrong.len()) / 2).max(2))
+        .min()
+        .map(|(_, v)| v)
+}
+
+/// Edits (insert, delete, substitute, swap of neighbours) between two words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_key_is_suggested() {
+        let keys = ["steps", "batch_size", "lr", "betas"];
+        assert_eq!(closest("setps", &keys), Some("steps"));
+        assert_eq!(closest("batchsize", &keys), Some("batch_size"));
+        assert_eq!(closest("lrr", &keys), Some("lr"));
+        assert_eq!(closest("completely_different", &keys), None);
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("setps", "steps"), 1);
+    }
+}

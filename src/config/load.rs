@@ -1,0 +1,225 @@
+//! Layering an experiment: `extends` base files, the file, `LDM_...` environment variables,
+//! then `--set` arguments, each later layer winning. Errors name the layer a value came from.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::error::Kind;
+use figment::providers::{Format, Toml};
+
+use super::error::{ConfigError, Problem, closest};
+use super::overrides::KeyOverride;
+use super::schema::Experiment;
+
+/// An experiment as layered from its sources, not yet validated.
+#[derive(Debug)]
+pub struct Layered {
+    /// The experiment file the user named.
+    pub path: PathBuf,
+    /// The figment the values came from, to name the source of any key later.
+    pub figment: Figment,
+    pub experiment: Experiment,
+}
+
+impl Layered {
+    /// Where the value at a dotted key came from, e.g. "file experiments/x.toml".
+    pub fn source_of(&self, key: &str) -> String {
+        source_name(&self.figment, key)
+    }
+}
+
+/// Reads and layers the experiment at `path` with the given environment and `--set` arguments.
+pub fn layer(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<Layered, ConfigError> {
+    let mut figment = Figment::new();
+    for file in extends_chain(path)? {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    for o in KeyOverride::from_env(env) {
+        figment = figment.merge(o);
+    }
+    for arg in sets {
+        figment = figment.merge(KeyOverride::from_set(arg)?);
+    }
+    let experiment = figment
+        .extract::<Experiment>()
+        .map_err(|e| ConfigError::Invalid(problems(&figment, e)))?;
+    Ok(Layered {
+        path: path.to_path_buf(),
+        figment,
+        experiment,
+    })
+}
+
+/// The files to layer, base first: follows `extends` from `path`, checking each file.
+fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut chain: Vec<PathBuf> = Vec::new();
+    let mut next = Some(path.to_path_buf());
+    while let Some(file) = next.take() {
+        let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
+        if chain
+            .iter()
+            .any(|seen| seen.canonicalize().ok().as_ref() == Some(&canonical))
+        {
+            let names: Vec<String> = chain
+                .iter()
+                .chain(std::iter::once(&file))
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(ConfigError::ExtendsCycle {
+                path: path.to_path_buf(),
+                chain: names.join(" -> "),
+            });
+        }
+        let table = read_toml(&file)?;
+        if let Some(base) = table.get("extends") {
+            let base = base.as_str().ok_or_else(|| {
+                ConfigError::Invalid(vec![Problem {
+                    source: format!("file {}", file.display()),
+                    key: "extends".into(),
+                    message: "expected a string: the path of a base experiment file".into(),
+                }])
+            })?;
+            let dir = file.parent().unwrap_or(Path::new("."));
+            next = Some(dir.join(base));
+        }
+        chain.push(file);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Parses one TOML file, reporting a missing file or a syntax error with line and column.
+fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_column(&text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Turns figment's errors into problems naming the source, the full key and a fix.
+fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let mut key: Vec<String> = e.path.clone();
+            let message = match &e.kind {
+                Kind::UnknownField(field, expected) => {
+                    key.push(field.clone());
+                    let hint = match closest(field, expected) {
+                        Some(near) => format!("; did you mean `{near}`?"),
+                        None => format!("; valid keys here: {}", expected.join(", ")),
+                    };
+                    format!("unknown key{hint}")
+                }
+                Kind::MissingField(field) => {
+                    key.push(field.to_string());
+                    "missing: this key is required".to_string()
+                }
+                Kind::UnknownVariant(found, expected) => {
+                    format!(
+                        "unknown value `{found}`; expected one of: {}",
+                        expected.join(", ")
+                    )
+                }
+                Kind::InvalidType(found, expected) => {
+                    format!("wrong type: found {found}, expected {expected}")
+                }
+                Kind::InvalidValue(found, expected) => {
+                    format!("invalid value: found {found}, expected {expected}")
+                }
+                Kind::InvalidLength(found, expected) => {
+                    format!("wrong length {found}, expected {expected}")
+                }
+                other => other.to_string(),
+            };
+            let key = key.join(".");
+            let source = if key.is_empty() {
+                e.metadata
+                    .as_ref()
+                    .map_or_else(|| "configuration".to_string(), describe)
+            } else {
+                source_name(figment, &key)
+            };
+            Problem {
+                source,
+                key,
+                message,
+            }
+        })
+        .collect()
+}
+
+/// Names the provider that supplied `key`, or the nearest parent key that has one.
+pub(crate) fn source_name(figment: &Figment, key: &str) -> String {
+    let mut probe = key.to_string();
+    loop {
+        if let Some(meta) = figment.find_metadata(&probe) {
+            return describe(meta);
+        }
+        match probe.rsplit_once('.') {
+            Some((parent, _)) => probe = parent.to_string(),
+            None => return "defaults".to_string(),
+        }
+    }
+}
+
+fn describe(meta: &figment::Metadata) -> String {
+    match &meta.source {
+        Some(figment::Source::File(path)) => format!("file {}", display_path(path)),
+        _ => meta.name.to_string(),
+    }
+}
+
+/// A path as the user would write it: relative to the working folder when it is inside it.
+fn display_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_is_one_based() {
+        let text = "a = 1\nb = \n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 10), (2, 5));
+    }
+}

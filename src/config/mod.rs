@@ -1,0 +1,138 @@
+//! Experiment configuration: raw schema, layering, validation, and the resolved plan.
+
+pub mod error;
+pub mod load;
+pub mod overrides;
+pub mod schema;
+pub mod stage;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Problem};
+pub use schema::Experiment;
+pub use stage::{SamplerSpec, StageSpec, TrainSpec};
+
+use crate::plan::graph;
+
+/// One stage, checked and typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub spec: StageSpec,
+}
+
+/// An experiment whose every value is known and checked, with its stages in execution order.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The experiment file it was read from.
+    pub path: PathBuf,
+    /// Every key with its value, defaults included; `config.toml` of a run holds exactly this.
+    pub experiment: Experiment,
+    /// Stages in execution order.
+    pub stages: Vec<Stage>,
+}
+
+impl Resolved {
+    /// The resolved configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.experiment)
+            .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+}
+
+/// Reads, layers and checks the experiment at `path` under the process environment.
+pub fn resolve(path: &Path, sets: &[String]) -> Result<Resolved, ConfigError> {
+    resolve_with_env(path, std::env::vars(), sets)
+}
+
+/// [`resolve`] with an explicit environment (tests pass their own).
+pub fn resolve_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<Resolved, ConfigError> {
+    let layered = load::layer(path, env, sets)?;
+    let source = |key: &str| layered.source_of(key);
+    let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut experiment = layered.experiment.clone();
+    experiment.extends = None;
+    for (name, stage) in experiment.stages.iter_mut() {
+        problems.extend(stage::foreign_keys(name, stage, source));
+        stage::fill_defaults(stage);
+        if let Some(p) = &stage.prompts_file {
+            let full = base_dir.join(p);
+            if full.is_file() {
+                stage.prompts_file = Some(full.canonicalize().unwrap_or(full));
+            } else {
+                problems.push(Problem {
+                    source: source(&format!("stages.{name}.prompts_file")),
+                    key: format!("stages.{name}.prompts_file"),
+                    message: format!(
+                        "prompt file {} does not exist (paths are relative to the experiment file)",
+                        full.display()
+                    ),
+                });
+            }
+        }
+    }
+    problems.extend(validate::check(&layered));
+
+    let mut specs = BTreeMap::new();
+    for (name, stage) in &experiment.stages {
+        match stage::spec_of(name, stage, &base_dir, source) {
+            Ok(spec) => {
+                specs.insert(name.clone(), spec);
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    let kinds: BTreeMap<String, _> = experiment
+        .stages
+        .iter()
+        .map(|(n, s)| (n.clone(), (s.kind, s.needs.clone())))
+        .collect();
+    let order = match graph::order(&kinds) {
+        Ok(order) => order,
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|e| Problem {
+                source: source(&format!("stages.{}.needs", e.stage)),
+                key: format!("stages.{}.needs", e.stage),
+                message: e.message,
+            }));
+            Vec::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    let stages = order
+        .into_iter()
+        .map(|name| Stage {
+            needs: experiment.stages[&name].needs.clone(),
+            spec: specs.remove(&name).expect("every ordered stage has a spec"),
+            name,
+        })
+        .collect();
+    Ok(Resolved {
+        path: path.to_path_buf(),
+        experiment,
+        stages,
+    })
+}
+
+/// The JSON Schema of experiment files, as committed in `schemas/experiment.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Experiment);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

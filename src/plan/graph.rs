@@ -1,0 +1,218 @@
+//! The stage graph: each stage names the stages it needs; they run in dependency order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::schema::StageKind;
+
+/// What each kind of stage needs, exactly one stage of each listed kind.
+pub fn required_kinds(kind: StageKind) -> &'static [StageKind] {
+    match kind {
+        StageKind::Autoencoder => &[],
+        StageKind::Diffusion => &[StageKind::Autoencoder],
+        StageKind::Sample => &[StageKind::Diffusion],
+    }
+}
+
+/// A graph problem, tied to the stage whose `needs` is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphError {
+    pub stage: String,
+    pub message: String,
+}
+
+/// Orders `stages` (name -> (kind, needs)) so every stage comes after what it needs.
+/// Ties are broken by name, so the order is the same on every run.
+pub fn order(
+    stages: &BTreeMap<String, (StageKind, Vec<String>)>,
+) -> Result<Vec<String>, Vec<GraphError>> {
+    let unknown: Vec<GraphError> = stages
+        .iter()
+        .flat_map(|(name, (_, needs))| needs.iter().map(move |need| (name, need)))
+        .filter(|(_, need)| !stages.contains_key(*need))
+        .map(|(name, need)| {
+            let known: Vec<&str> = stages.keys().map(String::as_str).collect();
+            GraphError {
+                stage: name.clone(),
+                message: format!(
+                    "needs `{need}`, which is not a stage of this experiment (stages: {})",
+                    known.join(", ")
+                ),
+            }
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
+    let mut done: Vec<String> = Vec::new();
+    let mut left: BTreeSet<&String> = stages.keys().collect();
+    while !left.is_empty() {
+        let ready = left
+            .iter()
+            .find(|n| stages[n.as_str()].1.iter().all(|d| done.contains(d)))
+            .copied();
+        let Some(name) = ready else {
+            let cycle = cycle_among(&left, stages);
+            return Err(vec![GraphError {
+                stage: cycle[0].clone(),
+                message: format!("stages form a cycle: {}", cycle.join(" -> ")),
+            }]);
+        };
+        left.remove(name);
+        done.push(name.clone());
+    }
+    let mut errors = Vec::new();
+    for (name, (kind, needs)) in stages {
+        check_kinds(name, *kind, needs, stages, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(done)
+    } else {
+        Err(errors)
+    }
+}
+
+fn check_kinds(
+    name: &str,
+    kind: StageKind,
+    needs: &[String],
+    stages: &BTreeMap<String, (StageKind, Vec<String>)>,
+    errors: &mut Vec<GraphError>,
+) {
+    let wanted = required_kinds(kind);
+    let describe = |kinds: &[StageKind]| {
+        if kinds.is_empty() {
+            "nothing".to_string()
+        } else {
+            kinds
+                .iter()
+                .map(|k| format!("one `{}` stage", k.as_str()))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        }
+    };
+    let given: Vec<StageKind> = needs
+        .iter()
+        .filter_map(|n| stages.get(n).map(|(k, _)| *k))
+        .collect();
+    let mut sorted_given = given.clone();
+    sorted_given.sort_by_key(|k| k.as_str());
+    let mut sorted_wanted = wanted.to_vec();
+    sorted_wanted.sort_by_key(|k| k.as_str());
+    if sorted_given != sorted_wanted {
+        let got: Vec<String> = needs
+            .iter()
+            .map(|n| format!("`{n}` ({})", stages[n].0.as_str()))
+            .collect();
+        errors.push(GraphError {
+            stage: name.to_string(),
+            message: format!(
+                "a `{}` stage needs {}, but `needs` lists {}",
+                kind.as_str(),
+                describe(wanted),
+                if got.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    got.join(", ")
+                }
+            ),
+        });
+    }
+}
+
+/// A cycle among stages that could not be ordered (each of them needs another one of them).
+fn cycle_among(
+    left: &BTreeSet<&String>,
+    stages: &BTreeMap<String, (StageKind, Vec<String>)>,
+) -> Vec<String> {
+    let first = left
+        .iter()
+        .next()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let mut path = vec![first.clone()];
+    let mut at = first;
+    loop {
+        let next = stages[&at]
+            .1
+            .iter()
+            .find(|n| left.contains(n))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(pos) = path.iter().position(|p| *p == next) {
+            let mut cycle = path[pos..].to_vec();
+            cycle.push(next);
+            return cycle;
+        }
+        path.push(next.clone());
+        at = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(items: &[(&str, StageKind, &[&str])]) -> BTreeMap<String, (StageKind, Vec<String>)> {
+        items
+            .iter()
+            .map(|(n, k, needs)| {
+                (
+                    n.to_string(),
+                    (*k, needs.iter().map(|s| s.to_string()).collect()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stages_run_after_what_they_need() {
+        let g = graph(&[
+            ("a_samples", StageKind::Sample, &["ldm"]),
+            ("ldm", StageKind::Diffusion, &["vae"]),
+            ("vae", StageKind::Autoencoder, &[]),
+        ]);
+        assert_eq!(order(&g).unwrap(), vec!["vae", "ldm", "a_samples"]);
+    }
+
+    #[test]
+    fn unknown_stage_is_named() {
+        let g = graph(&[
+            ("ldm", StageKind::Diffusion, &["vea"]),
+            ("vae", StageKind::Autoencoder, &[]),
+        ]);
+        let errs = order(&g).unwrap_err();
+        assert_eq!(errs[0].stage, "ldm");
+        assert!(errs[0].message.contains("`vea`"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("stages: ldm, vae"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn wrong_kind_is_refused() {
+        let g = graph(&[
+            ("s", StageKind::Sample, &["vae"]),
+            ("vae", StageKind::Autoencoder, &[]),
+        ]);
+        let errs = order(&g).unwrap_err();
+        assert!(
+            errs[0].message.contains("a `sample` stage needs one `diffusion` stage, but `needs` lists `vae` (autoencoder)"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn cycle_is_reported_with_its_path() {
+        let g = graph(&[
+            ("vae", StageKind::Autoencoder, &[]),
+            ("x", StageKind::Sample, &["y"]),
+            ("y", StageKind::Diffusion, &["x"]),
+        ]);
+        let errs = order(&g).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].message, "stages form a cycle: x -> y -> x");
+    }
+}
