@@ -1,6 +1,9 @@
 //! ldm-run: train latent diffusion models from declarative TOML experiment files.
 
 pub mod config;
+pub mod data;
 pub mod device;
+pub mod log;
+pub mod nn;
 pub mod plan;
 pub mod rng;

@@ -1,0 +1,1 @@
+//! What a run reports: TensorBoard events, PNG grids, progress.
