@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod log;
+pub mod models;
 pub mod nn;
 pub mod plan;
 pub mod rng;

@@ -1,3 +1,6 @@
 //! Reusable network blocks and the fast CPU kernels behind them.
 
+pub mod attention;
 pub mod kernels;
+pub mod layers;
+pub mod params;

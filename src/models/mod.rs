@@ -1,0 +1,6 @@
+//! The networks: autoencoder, UNet, text encoder, discriminator.
+
+pub mod autoencoder;
+pub mod unet;
+pub mod unet_blocks;
+pub mod vae_blocks;

@@ -1,0 +1,186 @@
+//! The latent diffusion UNet: predicts the noise (or v) in a noisy latent, given per-sample
+//! timesteps and an optional cross-attention context. Layout as in the lesson: average-pool
+//! down, nearest up, skip concatenation last-in first-out.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::unet_blocks::{
+    ResBlock, ResBlockConfig, SpatialTransformer, TransformerConfig, timestep_embedding,
+};
+use crate::config::schema::UnetConfig;
+use crate::nn::kernels;
+use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
+use crate::rng::Rng;
+
+#[derive(Debug, Clone)]
+enum Block {
+    Res(ResBlock),
+    Transformer(SpatialTransformer),
+    Pool,
+    Up,
+}
+
+/// What the UNet is built for, beyond its own `[unet]` sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct UnetShape {
+    pub latent_channels: usize,
+    pub latent_size: usize,
+    /// Width of the conditioning context; `None` for an unconditional model.
+    pub context_dim: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UNet {
+    time_in: Linear,
+    time_out: Linear,
+    conv_in: Conv2d,
+    downs: Vec<Vec<Block>>,
+    mid: Vec<Block>,
+    ups: Vec<Vec<Block>>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    model_channels: usize,
+}
+
+impl UNet {
+    pub fn new(cfg: &UnetConfig, shape: UnetShape, vb: VarBuilder) -> Result<Self> {
+        let ch = cfg.model_channels;
+        let time_dim = 4 * ch;
+        let res = |c_in, c_out, vb| {
+            let rc = ResBlockConfig {
+                c_in,
+                c_out,
+                time_dim,
+                groups: cfg.norm_groups,
+                dropout: cfg.dropout,
+                always_skip: cfg.lesson_skip_layers,
+            };
+            ResBlock::new(rc, vb).map(Block::Res)
+        };
+        let transformer = |c, vb| {
+            let tc = TransformerConfig {
+                channels: c,
+                heads: cfg.num_heads,
+                head_channels: cfg.head_channels,
+                context_dim: shape.context_dim,
+                groups: cfg.norm_groups,
+                dropout: cfg.dropout,
+            };
+            SpatialTransformer::new(tc, vb).map(Block::Transformer)
+        };
+        let no_bias = Conv2dConfig {
+            bias: false,
+            ..Conv2dConfig::SAME3
+        };
+        let conv_in = Conv2d::new(shape.latent_channels, ch, no_bias, vb.pp("conv_in"))?;
+
+        let levels = cfg.channel_mult.len();
+        let (mut c, mut r) = (ch, shape.latent_size);
+        let mut skips = vec![ch];
+        let mut downs = Vec::new();
+        for (i, m) in cfg.channel_mult.iter().enumerate() {
+            for _ in 0..cfg.num_res_blocks {
+                let vb_b = vb.pp(format!("down.{}", downs.len()));
+                let mut blocks = vec![res(c, ch * m, vb_b.pp("res"))?];
+                c = ch * m;
+                if cfg.attention_resolutions.contains(&r) {
+                    blocks.push(transformer(c, vb_b.pp("attn"))?);
+                }
+                downs.push(blocks);
+                skips.push(c);
+            }
+            if i + 1 != levels {
+                downs.push(vec![Block::Pool]);
+                skips.push(c);
+                r /= 2;
+            }
+        }
+        let mid = vec![
+            res(c, c, vb.pp("mid.res1"))?,
+            transformer(c, vb.pp("mid.attn"))?,
+            res(c, c, vb.pp("mid.res2"))?,
+        ];
+        let mut ups = Vec::new();
+        for i in (0..levels).rev() {
+            for j in 0..=cfg.num_res_blocks {
+                let vb_b = vb.pp(format!("up.{}", ups.len()));
+                let skip = skips.pop().unwrap_or(0);
+                let mut blocks = vec![res(c + skip, ch * cfg.channel_mult[i], vb_b.pp("res"))?];
+                c = ch * cfg.channel_mult[i];
+                if cfg.attention_resolutions.contains(&r) {
+                    blocks.push(transformer(c, vb_b.pp("attn"))?);
+                }
+                if i != 0 && j == cfg.num_res_blocks {
+                    blocks.push(Block::Up);
+                    r *= 2;
+                }
+                ups.push(blocks);
+            }
+        }
+        Ok(Self {
+            time_in: Linear::new(ch, time_dim, true, vb.pp("time_embed.0"))?,
+            time_out: Linear::new(time_dim, time_dim, true, vb.pp("time_embed.2"))?,
+            conv_in,
+            downs,
+            mid,
+            ups,
+            norm_out: GroupNorm::new(cfg.norm_groups, c, 1e-5, vb.pp("norm_out"))?,
+            conv_out: Conv2d::new(c, shape.latent_channels, no_bias, vb.pp("conv_out"))?,
+            model_channels: ch,
+        })
+    }
+
+    fn run(
+        blocks: &[Block],
+        mut h: Tensor,
+        temb: &Tensor,
+        context: Option<&Tensor>,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        for block in blocks {
+            h = match block {
+                Block::Res(b) => b.forward(&h, temb, rng.as_deref_mut())?,
+                Block::Transformer(b) => b.forward(&h, context, rng.as_deref_mut())?,
+                Block::Pool => h.avg_pool2d(2)?,
+                Block::Up => kernels::upsample_nearest2x(&h)?,
+            };
+        }
+        Ok(h)
+    }
+
+    /// x (B, z, s, s), t (B) timesteps, context (B, S, context_dim) -> (B, z, s, s).
+    /// `rng` drives dropout in training; `None` evaluates.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        context: Option<&Tensor>,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let temb = timestep_embedding(t, self.model_channels)?;
+        let temb = self
+            .time_out
+            .forward(&self.time_in.forward(&temb)?.silu()?)?;
+        let mut h = self.conv_in.forward(x)?;
+        let mut skips = vec![h.clone()];
+        for blocks in &self.downs {
+            h = Self::run(blocks, h, &temb, context, rng.as_deref_mut())?;
+            skips.push(h.clone());
+        }
+        h = Self::run(&self.mid, h, &temb, context, rng.as_deref_mut())?;
+        for blocks in &self.ups {
+            let skip = skips
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("UNet skip stack ran out".into()))?;
+            h = Self::run(
+                blocks,
+                Tensor::cat(&[&h, &skip], 1)?,
+                &temb,
+                context,
+                rng.as_deref_mut(),
+            )?;
+        }
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
+    }
+}
