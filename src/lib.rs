@@ -1,8 +1,10 @@
 //! ldm-run: train latent diffusion models from declarative TOML experiment files.
 
+pub mod conditioning;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod diffusion;
 pub mod log;
 pub mod models;
 pub mod nn;

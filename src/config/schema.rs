@@ -329,7 +329,7 @@ pub enum Prediction {
 #[serde(deny_unknown_fields)]
 pub struct ConditioningConfig {
     /// `text` (prompts through a text encoder trained with the UNet), `class` (a label
-    /// embedding), `none` (unconditional) or `clip` (a frozen CLIP text encoder, feature `clip`).
+    /// embedding as a one-token context) or `none` (unconditional).
     #[serde(default)]
     pub kind: ConditioningKind,
     /// Probability of dropping a sample's context during training (classifier-free guidance).
@@ -347,9 +347,6 @@ pub struct ConditioningConfig {
     /// Longest prompt in tokens (longer prompts are an error).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
-    /// Local safetensors file of a CLIP text model (`kind = "clip"` only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clip_weights: Option<PathBuf>,
 }
 
 fn default_context_dropout() -> f64 {
@@ -371,7 +368,6 @@ impl Default for ConditioningConfig {
             layers: 1,
             heads: default_text_heads(),
             max_tokens: default_max_tokens(),
-            clip_weights: None,
         }
     }
 }
@@ -384,7 +380,6 @@ pub enum ConditioningKind {
     Text,
     Class,
     None,
-    Clip,
 }
 
 /// One stage of the experiment. `kind` decides which of the other keys apply; a key that

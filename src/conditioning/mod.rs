@@ -1,0 +1,91 @@
+//! Prompt conditioning: turns prompts into the cross-attention context of the UNet, with the
+//! null context classifier-free guidance needs.
+
+pub mod vocab;
+
+use candle_core::{Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::config::schema::{ConditioningConfig, ConditioningKind};
+use crate::models::text_encoder::{TextEncoder, TextEncoderConfig};
+pub use vocab::{PromptError, Vocabulary};
+
+/// What a prompt becomes in the UNet.
+#[derive(Debug, Clone)]
+pub enum Conditioner {
+    /// Prompts through a transformer text encoder: a (B, max_tokens, width) context.
+    Text(TextEncoder),
+    /// The prompt's class through an embedding table (last row = null): a (B, 1, width) context.
+    Class { table: Tensor, classes: usize },
+    /// Unconditional: no context.
+    None,
+}
+
+impl Conditioner {
+    /// Builds the conditioner of `cfg` for a vocabulary, `width` wide.
+    pub fn new(
+        cfg: &ConditioningConfig,
+        vocab: &Vocabulary,
+        width: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(match cfg.kind {
+            ConditioningKind::Text => Self::Text(TextEncoder::new(
+                TextEncoderConfig {
+                    vocab: vocab.words.len(),
+                    max_tokens: vocab.max_tokens,
+                    width,
+                    layers: cfg.layers,
+                    heads: cfg.heads,
+                },
+                vb.pp("text_encoder"),
+            )?),
+            ConditioningKind::Class => {
+                let classes = vocab.class_names.len();
+                let init = Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                };
+                Self::Class {
+                    table: vb.get_with_hints((classes + 1, width), "class_embedding", init)?,
+                    classes,
+                }
+            }
+            ConditioningKind::None => Self::None,
+        })
+    }
+
+    /// Width of the context, `None` when unconditional.
+    pub fn is_conditional(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// The context for a batch of prompts; `None` entries get the null context (for guidance
+    /// and context dropout). Unknown words are errors.
+    pub fn context(
+        &self,
+        vocab: &Vocabulary,
+        prompts: &[Option<&str>],
+        device: &Device,
+    ) -> anyhow::Result<Option<Tensor>> {
+        match self {
+            Self::None => Ok(None),
+            Self::Text(encoder) => {
+                let mut ids = Vec::with_capacity(prompts.len() * vocab.max_tokens);
+                for p in prompts {
+                    ids.extend(vocab.encode(p.unwrap_or(""))?);
+                }
+                let ids = Tensor::from_vec(ids, (prompts.len(), vocab.max_tokens), device)?;
+                Ok(Some(encoder.forward(&ids)?))
+            }
+            Self::Class { table, classes } => {
+                let labels: Vec<u32> = prompts
+                    .iter()
+                    .map(|p| p.map_or(Ok(*classes as u32), |p| vocab.label_of(p)))
+                    .collect::<std::result::Result<_, _>>()?;
+                let idx = Tensor::from_vec(labels, prompts.len(), device)?;
+                Ok(Some(table.index_select(&idx, 0)?.unsqueeze(1)?))
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Classifier-free guidance (Ho and Salimans 2022): out = out_u + s (out_c - out_u), with the
+//! conditional and unconditional halves evaluated in one batch.
+
+use candle_core::{Result, Tensor};
+
+use super::sampler::Denoiser;
+use crate::models::unet::UNet;
+
+/// The UNet with a fixed context for every sample, guided by `scale`.
+pub struct Guided<'a> {
+    pub unet: &'a UNet,
+    /// Context of each sample (B, S, D); `None` for an unconditional model.
+    pub cond: Option<Tensor>,
+    /// The null context (B, S, D) guidance pushes away from.
+    pub uncond: Option<Tensor>,
+    pub scale: f64,
+}
+
+impl Denoiser for Guided<'_> {
+    fn predict(&self, x_t: &Tensor, t: usize) -> Result<Tensor> {
+        let b = x_t.dim(0)?;
+        let times = |n: usize| Tensor::from_vec(vec![t as f32; n], n, x_t.device());
+        match (&self.cond, &self.uncond) {
+            (Some(cond), Some(uncond)) if self.scale != 1.0 => {
+                let x2 = Tensor::cat(&[x_t, x_t], 0)?;
+                let ctx = Tensor::cat(&[cond, uncond], 0)?;
+                let out = self.unet.forward(&x2, &times(2 * b)?, Some(&ctx), None)?;
+                let (out_c, out_u) = (out.narrow(0, 0, b)?, out.narrow(0, b, b)?);
+                &out_u + ((&out_c - &out_u)? * self.scale)?
+            }
+            (cond, _) => self.unet.forward(x_t, &times(b)?, cond.as_ref(), None),
+        }
+    }
+}

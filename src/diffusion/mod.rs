@@ -1,0 +1,6 @@
+//! The diffusion process: schedules, training targets, samplers and guidance.
+
+pub mod guidance;
+pub mod objective;
+pub mod sampler;
+pub mod schedule;

@@ -1,0 +1,129 @@
+//! Noise schedules: the betas of the forward process and the quantities derived from them.
+
+use crate::config::schema::BetaSchedule;
+
+/// The forward process q(x_t | x_0) = N(sqrt(a_t) x_0, (1 - a_t) I), a_t = alphas_cumprod[t].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseSchedule {
+    pub betas: Vec<f64>,
+    pub alphas_cumprod: Vec<f64>,
+}
+
+impl NoiseSchedule {
+    pub fn new(kind: BetaSchedule, timesteps: usize, beta_start: f64, beta_end: f64) -> Self {
+        let betas = match kind {
+            BetaSchedule::Linear => linspace(beta_start, beta_end, timesteps),
+            // Stable Diffusion's: linear in sqrt(beta).
+            BetaSchedule::ScaledLinear => linspace(beta_start.sqrt(), beta_end.sqrt(), timesteps)
+                .into_iter()
+                .map(|b| b * b)
+                .collect(),
+            BetaSchedule::Cosine => cosine_betas(timesteps),
+        };
+        let alphas_cumprod = betas
+            .iter()
+            .scan(1.0, |acc, b| {
+                *acc *= 1.0 - b;
+                Some(*acc)
+            })
+            .collect();
+        Self {
+            betas,
+            alphas_cumprod,
+        }
+    }
+
+    pub fn timesteps(&self) -> usize {
+        self.betas.len()
+    }
+
+    /// a_{t-1}, with a_{-1} = 1.
+    pub fn alpha_cumprod_prev(&self, t: usize) -> f64 {
+        if t == 0 {
+            1.0
+        } else {
+            self.alphas_cumprod[t - 1]
+        }
+    }
+
+    /// Variance of the true posterior q(x_{t-1} | x_t, x_0).
+    pub fn posterior_variance(&self, t: usize) -> f64 {
+        let a = self.alphas_cumprod[t];
+        self.betas[t] * (1.0 - self.alpha_cumprod_prev(t)) / (1.0 - a)
+    }
+}
+
+fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![start];
+    }
+    (0..n)
+        .map(|i| start + (end - start) * i as f64 / (n - 1) as f64)
+        .collect()
+}
+
+/// Nichol and Dhariwal 2021: a_t = f(t)/f(0), f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), s = 0.008,
+/// betas clipped at 0.999.
+fn cosine_betas(timesteps: usize) -> Vec<f64> {
+    let s = 0.008;
+    let f = |t: f64| {
+        (((t / timesteps as f64 + s) / (1.0 + s)) * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
+    (0..timesteps)
+        .map(|t| (1.0 - f(t as f64 + 1.0) / f(t as f64)).min(0.999))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * b.abs().max(1e-12)
+    }
+
+    #[test]
+    fn linear_schedule_matches_known_values() {
+        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02);
+        assert_eq!(s.betas.len(), 1000);
+        assert!(close(s.betas[0], 1e-4, 1e-12));
+        assert!(close(s.betas[999], 0.02, 1e-12));
+        assert!(close(s.alphas_cumprod[0], 0.9999, 1e-12));
+        // Closed form: prod_{i<=t} (1 - beta_i), checked against values computed independently.
+        assert!(close(
+            s.alphas_cumprod[1],
+            0.9999 * (1.0 - (1e-4 + 0.0199 / 999.0)),
+            1e-12
+        ));
+        assert!(
+            close(s.alphas_cumprod[499], 0.078_587_242_881_778, 1e-9),
+            "{}",
+            s.alphas_cumprod[499]
+        );
+        assert!(
+            close(s.alphas_cumprod[999], 4.035_829_765_375_675e-5, 1e-9),
+            "{}",
+            s.alphas_cumprod[999]
+        );
+    }
+
+    #[test]
+    fn scaled_linear_is_linear_in_sqrt_beta() {
+        let s = NoiseSchedule::new(BetaSchedule::ScaledLinear, 1000, 0.00085, 0.012);
+        assert!(close(s.betas[0], 0.00085, 1e-12));
+        assert!(close(s.betas[999], 0.012, 1e-12));
+        let mid = ((0.00085f64.sqrt() + 0.012f64.sqrt()) / 2.0).powi(2);
+        assert!(close((s.betas[499] + s.betas[500]) / 2.0, mid, 1e-4));
+    }
+
+    #[test]
+    fn cosine_schedule_decays_to_near_zero() {
+        let s = NoiseSchedule::new(BetaSchedule::Cosine, 1000, 0.0, 0.0);
+        assert!(s.alphas_cumprod[0] > 0.9999);
+        assert!(s.alphas_cumprod[999] < 1e-4);
+        assert!(s.betas.iter().all(|&b| b > 0.0 && b <= 0.999));
+        assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
+    }
+}
