@@ -10,3 +10,4 @@ pub mod models;
 pub mod nn;
 pub mod plan;
 pub mod rng;
+pub mod train;

@@ -1,0 +1,158 @@
+//! Adam (Kingma and Ba 2015) with decoupled weight decay (Loshchilov and Hutter 2019), whose
+//! moments and step count are kept by parameter name so a checkpoint can hold them (candle's
+//! own AdamW keeps them private).
+
+use std::collections::BTreeMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+
+/// Adam state: step count and the two moments of every parameter that has had a gradient.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub step: u64,
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+}
+
+impl Adam {
+    pub fn new(betas: [f64; 2], weight_decay: f64) -> Self {
+        Self {
+            betas,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        }
+    }
+
+    /// One update of every variable that has a gradient, with learning rate `lr` and the
+    /// gradients multiplied by `grad_scale` (gradient clipping). Parameters without a gradient
+    /// (unused layers) are left alone, as PyTorch does.
+    pub fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        grads: &GradStore,
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()> {
+        self.step += 1;
+        let [b1, b2] = self.betas;
+        let bc1 = 1.0 - b1.powi(self.step as i32);
+        let bc2 = 1.0 - b2.powi(self.step as i32);
+        for (name, var) in vars {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = if grad_scale == 1.0 {
+                g.clone()
+            } else {
+                (g * grad_scale)?
+            };
+            let m = match self.m.get(name) {
+                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
+                None => (&g * (1.0 - b1))?,
+            };
+            let v = match self.v.get(name) {
+                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                None => (g.sqr()? * (1.0 - b2))?,
+            };
+            // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+            let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
+            let update = (m.div(&denom)? * (lr / bc1))?;
+            let p = var.as_tensor();
+            let decayed = if self.weight_decay > 0.0 {
+                (p * (1.0 - lr * self.weight_decay))?
+            } else {
+                p.clone()
+            };
+            var.set(&decayed.sub(&update)?)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// The moments as named tensors (`m/<param>`, `v/<param>`), for a checkpoint.
+    pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
+        let m = self.m.iter().map(|(k, t)| (format!("m/{k}"), t.clone()));
+        let v = self.v.iter().map(|(k, t)| (format!("v/{k}"), t.clone()));
+        m.chain(v).collect()
+    }
+
+    /// Restores moments saved by [`Adam::state_tensors`] and the step count.
+    pub fn restore(&mut self, step: u64, tensors: &BTreeMap<String, Tensor>) {
+        self.step = step;
+        self.m.clear();
+        self.v.clear();
+        for (k, t) in tensors {
+            if let Some(name) = k.strip_prefix("m/") {
+                self.m.insert(name.to_string(), t.clone());
+            } else if let Some(name) = k.strip_prefix("v/") {
+                self.v.insert(name.to_string(), t.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn first_steps_match_the_adam_formula() {
+        // f(p) = sum(p^2)/2, grad = p. Hand-computed with lr 0.1, betas (0.9, 0.999).
+        let p = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let vars = vec![("p".to_string(), p.clone())];
+        let mut opt = Adam::new([0.9, 0.999], 0.0);
+        let loss = (p.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+        opt.step(&vars, &loss.backward().unwrap(), 0.1, 1.0)
+            .unwrap();
+        // Step 1: m_hat = g, v_hat = g^2, update = lr * sign(g) (up to eps).
+        let v: Vec<f32> = p.as_tensor().to_vec1().unwrap();
+        assert!(
+            (v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6,
+            "{v:?}"
+        );
+        let loss = (p.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+        opt.step(&vars, &loss.backward().unwrap(), 0.1, 1.0)
+            .unwrap();
+        // Step 2 for p0: g1 = 1, g2 = 0.9.
+        let m = 0.9 * 0.1 * 1.0 + 0.1 * 0.9;
+        let vv = 0.999 * 0.001 * 1.0 + 0.001 * 0.81;
+        let expected = 0.9 - 0.1 * (m / (1.0 - 0.81)) / ((vv / (1.0 - 0.998_001f64)).sqrt() + 1e-8);
+        let got = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!(
+            (f64::from(got) - expected).abs() < 1e-6,
+            "{got} vs {expected}"
+        );
+        assert_eq!(opt.step, 2);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let p = Var::new(&[1.0f32, 2.0, 3.0], &Device::Cpu).unwrap();
+        let vars = vec![("w".to_string(), p.clone())];
+        let mut a = Adam::new([0.5, 0.9], 0.01);
+        let loss = p.as_tensor().sqr().unwrap().sum_all().unwrap();
+        a.step(&vars, &loss.backward().unwrap(), 0.01, 0.5).unwrap();
+        let mut b = Adam::new([0.5, 0.9], 0.01);
+        b.restore(a.step, &a.state_tensors());
+        let q = Var::new(&[1.0f32, 2.0, 3.0], &Device::Cpu).unwrap();
+        q.set(p.as_tensor()).unwrap();
+        let vars_q = vec![("w".to_string(), q.clone())];
+        let lp = p.as_tensor().sqr().unwrap().sum_all().unwrap();
+        let lq = q.as_tensor().sqr().unwrap().sum_all().unwrap();
+        a.step(&vars, &lp.backward().unwrap(), 0.01, 1.0).unwrap();
+        b.step(&vars_q, &lq.backward().unwrap(), 0.01, 1.0).unwrap();
+        assert_eq!(
+            p.as_tensor().to_vec1::<f32>().unwrap(),
+            q.as_tensor().to_vec1::<f32>().unwrap()
+        );
+    }
+}
