@@ -1,3 +1,5 @@
 //! Planning a run: the stage graph, the run directory and its manifest.
 
 pub mod graph;
+pub mod manifest;
+pub mod run_dir;

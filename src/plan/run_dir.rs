@@ -1,0 +1,143 @@
+//! The run directory: `<runs>/<experiment>/<timestamp>[-N]/` with the resolved `config.toml`,
+//! `manifest.json`, the TensorBoard events and one folder per stage.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    #[error(
+        "cannot create the run directory under {dir}: {source}\n  (is the runs directory writable? choose another with --runs-dir)"
+    )]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Paths of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a new run folder for `experiment` under `runs`, named by `when` (a suffix `-2`,
+    /// `-3`... when that second is taken). Never reuses an existing folder.
+    pub fn create(runs: &Path, experiment: &str, when: DateTime<Utc>) -> Result<Self, RunDirError> {
+        let parent = runs.join(experiment);
+        let err = |source| RunDirError::Create {
+            dir: parent.clone(),
+            source,
+        };
+        fs::create_dir_all(&parent).map_err(err)?;
+        let stamp = when.format("%Y-%m-%dT%H-%M-%S").to_string();
+        for n in 1.. {
+            let name = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let root = parent.join(name);
+            match fs::create_dir(&root) {
+                Ok(()) => return Ok(Self { root }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        unreachable!("the suffix loop only ends by returning")
+    }
+
+    /// An existing run folder.
+    pub fn open(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn stage(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn checkpoints(&self, stage: &str) -> PathBuf {
+        self.stage(stage).join("checkpoints")
+    }
+
+    pub fn samples(&self, stage: &str) -> PathBuf {
+        self.stage(stage).join("samples")
+    }
+
+    /// Writes `text` to `name` inside the run folder atomically.
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf, RunDirError> {
+        write_atomic(&self.root.join(name), text.as_bytes())
+    }
+}
+
+/// Writes a file through a temporary sibling and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<PathBuf, RunDirError> {
+    use std::io::Write;
+    let err = |source| RunDirError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err(e)
+    })?;
+    Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn same_second_gets_a_suffix() {
+        let runs = tempfile::tempdir().unwrap();
+        let when = Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap();
+        let a = RunDir::create(runs.path(), "exp", when).unwrap();
+        let b = RunDir::create(runs.path(), "exp", when).unwrap();
+        assert!(a.root.ends_with("exp/2026-11-25T10-00-00"));
+        assert!(b.root.ends_with("exp/2026-11-25T10-00-00-2"));
+        a.write("config.toml", "x = 1\n").unwrap();
+        assert_eq!(fs::read_to_string(a.config()).unwrap(), "x = 1\n");
+    }
+
+    #[test]
+    fn unwritable_runs_dir_is_a_clear_error() {
+        let runs = tempfile::tempdir().unwrap();
+        let file = runs.path().join("not-a-dir");
+        fs::write(&file, "").unwrap();
+        let err = RunDir::create(&file, "exp", Utc::now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot create the run directory"), "{err}");
+        assert!(err.contains("--runs-dir"), "{err}");
+    }
+}
