@@ -5,7 +5,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::attention::{AttentionConfig, MultiHeadAttention};
-use crate::nn::layers::{Conv2d, Conv2dConfig, Dropout, GroupNorm, LayerNorm, Linear};
+use crate::nn::layers::{Conv2d, Conv2dConfig, ConvInit, Dropout, GroupNorm, LayerNorm, Linear};
 use crate::rng::Rng;
 
 /// Sinusoidal embedding of per-sample timesteps t (B) into `dim` features:

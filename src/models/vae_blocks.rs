@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::kernels;
-use crate::nn::layers::{Conv2d, Conv2dConfig, Dropout, GroupNorm};
+use crate::nn::layers::{Conv2d, Conv2dConfig, ConvInit, Dropout, GroupNorm};
 use crate::rng::Rng;
 
 /// GroupNorm epsilon of the autoencoder.

@@ -1,0 +1,3 @@
+//! Measures of sample and reconstruction quality.
+
+pub mod psnr;

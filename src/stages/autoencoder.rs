@@ -1,0 +1,251 @@
+//! `kind = "autoencoder"`: trains the AutoencoderKL with L1 reconstruction + KL (+ an optional
+//! patch discriminator with the adaptive weight), draws reconstructions and decoded random
+//! latents, and reports the test-set PSNR at the end.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::context::{Outcome, Outputs, StageContext, images_tensor};
+use crate::config::StageSpec;
+use crate::data::{BatchOrder, Dataset, Split};
+use crate::log::{EventWriter, grid};
+use crate::metrics::psnr;
+use crate::models::autoencoder::AutoencoderKl;
+use crate::models::discriminator::{Discriminator, adaptive_weight, hinge_loss};
+use crate::nn::params::ParamStore;
+use crate::rng::Rng;
+use crate::train::adam::Adam;
+use crate::train::checkpoint::{Checkpoint, with_prefix};
+use crate::train::clip::{clip_scale, global_norm};
+use crate::train::trainer::Trainee;
+
+/// Settings of the loss.
+#[derive(Debug, Clone, Copy)]
+struct LossWeights {
+    kl: f64,
+    disc: f64,
+    disc_start: u64,
+    grad_clip: f64,
+}
+
+/// The patch discriminator and its optimizer (only when `disc_weight` > 0).
+struct Adversary {
+    net: Discriminator,
+    store: ParamStore,
+    opt: Adam,
+}
+
+/// Resumable positions of the stage's random streams and data order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    order: BatchOrder,
+    noise: Rng,
+    dropout: Rng,
+}
+
+struct AutoencoderTrainee<'a> {
+    ctx: &'a StageContext<'a>,
+    model: AutoencoderKl,
+    store: ParamStore,
+    opt: Adam,
+    adversary: Option<Adversary>,
+    weights: LossWeights,
+    data: Dataset,
+    batch_size: usize,
+    state: State,
+    /// Fixed images and latents the sample grids show at every step.
+    shown: Tensor,
+    latents: Tensor,
+}
+
+/// Trains the autoencoder stage; the outcome holds the test-set PSNR.
+pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+    let StageSpec::Autoencoder { train, kl_weight, disc_weight, disc_start, eval_images } = &ctx.stage.spec else {
+        anyhow::bail!("stage `{}` is not an autoencoder stage", ctx.stage.name);
+    };
+    let e = &ctx.resolved.experiment;
+    let data = ctx.load_data(Split::Train)?;
+    let (c, s) = (data.channels, data.size);
+    let store = ParamStore::seeded(ctx.seed, ctx.device);
+    let model = AutoencoderKl::new(&e.autoencoder, c, s, store.vb())?;
+    let adversary = if *disc_weight > 0.0 {
+        let dstore = ParamStore::seeded(ctx.seed ^ 0xD15C, ctx.device);
+        Some(Adversary {
+            net: Discriminator::new(c, dstore.vb())?,
+            store: dstore,
+            opt: Adam::new(train.betas, train.weight_decay),
+        })
+    } else {
+        None
+    };
+    let n_show = (ctx.grid_size() * ctx.grid_size()).min(data.len());
+    let shown = images_tensor(&data, &(0..n_show).collect::<Vec<_>>(), ctx.device)?;
+    let latent = s >> (e.autoencoder.ch_mult.len() - 1);
+    let mut sample_rng = ctx.rng("vae-sample-latents");
+    let latents = Tensor::from_vec(
+        sample_rng.normal_vec(n_show * e.autoencoder.embed_dim * latent * latent),
+        (n_show, e.autoencoder.embed_dim, latent, latent),
+        ctx.device,
+    )?;
+    let mut trainee = AutoencoderTrainee {
+        ctx,
+        model,
+        store,
+        opt: Adam::new(train.betas, train.weight_decay),
+        adversary,
+        weights: LossWeights {
+            kl: *kl_weight,
+            disc: *disc_weight,
+            disc_start: *disc_start as u64,
+            grad_clip: train.grad_clip,
+        },
+        state: State {
+            order: BatchOrder::new(ctx.seed, data.len()),
+            noise: ctx.rng("vae-posterior-noise"),
+            dropout: ctx.rng("vae-dropout"),
+        },
+        data,
+        batch_size: train.batch_size,
+        shown,
+        latents,
+    };
+    let end = ctx.train_loop(&mut trainee, train, out)?;
+    if !end.finished() {
+        return Ok(Outcome { interrupted: true, ..Outcome::default() });
+    }
+    let test = ctx.load_data(Split::Test)?;
+    let psnr = test_psnr(&trainee.model, &test, *eval_images, ctx.device)?;
+    out.events.scalar(&format!("{}/test/psnr", ctx.stage.name), psnr, train.steps as u64)?;
+    eprintln!("{}: test PSNR {psnr:.2} dB", ctx.stage.name);
+    let metrics = BTreeMap::from([("test/psnr".to_string(), psnr)]);
+    Ok(Outcome { interrupted: false, metrics, notes: BTreeMap::new() })
+}
+
+/// Mean PSNR (dB, images mapped to [0, 1]) of reconstructions from the posterior mean.
+pub fn test_psnr(model: &AutoencoderKl, test: &Dataset, count: usize, device: &Device) -> anyhow::Result<f64> {
+    let n = if count == 0 { test.len() } else { count.min(test.len()) };
+    let mut total = 0.0;
+    for start in (0..n).step_by(100) {
+        let idx: Vec<usize> = (start..(start + 100).min(n)).collect();
+        let x = images_tensor(test, &idx, device)?;
+        let x_hat = model.decode(&model.encode(&x, None)?.mean, None)?;
+        total += psnr::batch_sum(&x, &x_hat)?;
+    }
+    Ok(total / n as f64)
+}
+
+impl AutoencoderTrainee<'_> {
+    /// The generator's gradients, with the adversarial term balanced by the adaptive weight.
+    fn generator_grads(&self, step: u64, x_hat: &Tensor, loss: &Tensor) -> anyhow::Result<(GradStore, Option<f64>)> {
+        let mut grads = loss.backward()?;
+        let Some(adv) = self.adversary.as_ref().filter(|_| step >= self.weights.disc_start) else {
+            return Ok((grads, None));
+        };
+        let g_loss = adv.net.forward(x_hat)?.mean_all()?.neg()?;
+        let g_grads = g_loss.backward()?;
+        let last = self.model.decoder.last_weight();
+        let w = adaptive_weight(&grads, &g_grads, last)? * self.weights.disc;
+        for (_, var) in self.store.vars() {
+            if let Some(g) = g_grads.get(var.as_tensor()) {
+                let sum = match grads.get(var.as_tensor()) {
+                    Some(a) => (a + (g * w)?)?,
+                    None => (g * w)?,
+                };
+                grads.insert(var.as_tensor(), sum);
+            }
+        }
+        Ok((grads, Some(f64::from(g_loss.to_scalar::<f32>()?))))
+    }
+}
+
+impl Trainee for AutoencoderTrainee<'_> {
+    fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
+        let idx = self.state.order.next(self.batch_size);
+        let x = images_tensor(&self.data, &idx, self.ctx.device)?;
+        let b = idx.len() as f64;
+        let posterior = self.model.encode(&x, Some(&mut self.state.dropout))?;
+        let z = posterior.sample(&mut self.state.noise)?;
+        let x_hat = self.model.decode(&z, Some(&mut self.state.dropout))?;
+        let rec = (&x - &x_hat)?.abs()?;
+        let nll = (rec.sum_all()? / b)?;
+        let kl = posterior.kl()?;
+        let loss = (&nll + (&kl * self.weights.kl)?)?;
+        let (grads, g_loss) = self.generator_grads(step, &x_hat, &loss)?;
+        let vars = self.store.vars();
+        let norm = global_norm(&vars, &grads)?;
+        self.opt.step(&vars, &grads, lr, clip_scale(norm, self.weights.grad_clip))?;
+        let scalar = |t: &Tensor| -> anyhow::Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
+        let mut out = vec![
+            ("loss/total".to_string(), scalar(&loss)?),
+            ("loss/rec".to_string(), scalar(&rec.mean_all()?)?),
+            ("loss/nll".to_string(), scalar(&nll)?),
+            ("loss/kl".to_string(), scalar(&kl)?),
+            ("grad_norm".to_string(), norm),
+            ("posterior/mean".to_string(), scalar(&posterior.mean.mean_all()?)?),
+            ("posterior/std".to_string(), scalar(&posterior.std()?.mean_all()?)?),
+        ];
+        if let (Some(adv), Some(g)) = (self.adversary.as_mut(), g_loss) {
+            let d_loss = hinge_loss(&adv.net.forward(&x)?, &adv.net.forward(&x_hat.detach())?)?;
+            let d_grads = d_loss.backward()?;
+            let d_vars = adv.store.vars();
+            let d_norm = global_norm(&d_vars, &d_grads)?;
+            adv.opt.step(&d_vars, &d_grads, lr, clip_scale(d_norm, self.weights.grad_clip))?;
+            out.push(("loss/g".to_string(), g));
+            out.push(("loss/disc".to_string(), scalar(&d_loss)?));
+        }
+        Ok(out)
+    }
+
+    fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
+        let (n, c, h, w) = self.shown.dims4()?;
+        let cols = self.ctx.grid_size();
+        let recon = self.model.decode(&self.model.encode(&self.shown, None)?.mean, None)?;
+        let random = self.model.decode(&self.latents, None)?;
+        let flat = |t: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+        let pairs = grid::pairs(&flat(&self.shown)?, &flat(&recon)?, n, c, h, w, cols, 2);
+        let random = grid::grid(&flat(&random)?, n, c, h, w, cols, 2);
+        let stage = &self.ctx.stage.name;
+        self.ctx.save_sample(&format!("step-{step:06}-reconstructions.png"), &pairs)?;
+        self.ctx.save_sample(&format!("step-{step:06}-random.png"), &random)?;
+        events.image(&format!("{stage}/reconstructions"), &pairs, step)?;
+        events.image(&format!("{stage}/random_latents"), &random, step)?;
+        Ok(())
+    }
+
+    fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
+        let mut tensors = BTreeMap::new();
+        with_prefix(&mut tensors, "model", self.store.tensors());
+        with_prefix(&mut tensors, "opt", self.opt.state_tensors());
+        let mut state = serde_json::json!({ "stage": self.state, "adam_step": self.opt.step });
+        if let Some(adv) = &self.adversary {
+            with_prefix(&mut tensors, "disc", adv.store.tensors());
+            with_prefix(&mut tensors, "disc_opt", adv.opt.state_tensors());
+            state["disc_adam_step"] = adv.opt.step.into();
+        }
+        Ok(Checkpoint { step, tensors, state })
+    }
+
+    fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
+        set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
+        self.opt.restore(ckpt.state["adam_step"].as_u64().unwrap_or(0), &ckpt.group("opt"));
+        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        if let Some(adv) = self.adversary.as_mut() {
+            set_vars(&adv.store, &ckpt.group("disc")).context("discriminator weights")?;
+            adv.opt.restore(ckpt.state["disc_adam_step"].as_u64().unwrap_or(0), &ckpt.group("disc_opt"));
+        }
+        Ok(())
+    }
+}
+
+/// Overwrites every variable of `store` with the tensor of the same name.
+pub fn set_vars(store: &ParamStore, tensors: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
+    for (name, var) in store.vars() {
+        let t = tensors.get(&name).with_context(|| format!("the checkpoint has no tensor {name}"))?;
+        var.set(t).with_context(|| format!("tensor {name}"))?;
+    }
+    Ok(())
+}

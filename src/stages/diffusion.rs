@@ -1,0 +1,278 @@
+//! `kind = "diffusion"`: trains the UNet (and the text encoder) on the latents of the frozen
+//! autoencoder of the stage it needs, with classifier-free context dropout and an EMA of the
+//! weights, and draws prompt grids with the EMA weights.
+//!
+//! Latents: the autoencoder is frozen and has no dropout at evaluation, so q(z | x) of every
+//! training image never changes. The stage encodes the training set once, keeps each image's
+//! posterior mean and standard deviation, and draws z = mean + std * eps per batch: the same
+//! distribution as encoding every batch (as the lesson does), at a fraction of the cost.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::autoencoder::set_vars;
+use super::context::{Outcome, Outputs, StageContext, images_tensor};
+use super::trained::{self, Ldm, VOCAB_FILE};
+use crate::conditioning::{Conditioner, Vocabulary};
+use crate::config::{SamplerSpec, StageSpec};
+use crate::data::{BatchOrder, Split};
+use crate::diffusion::objective::{q_sample, target};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::log::{EventWriter, grid};
+use crate::models::autoencoder::AutoencoderKl;
+use crate::models::unet::UNet;
+use crate::nn::params::ParamStore;
+use crate::plan::run_dir::write_atomic;
+use crate::rng::Rng;
+use crate::train::adam::Adam;
+use crate::train::checkpoint::{Checkpoint, with_prefix};
+use crate::train::clip::{clip_scale, global_norm};
+use crate::train::ema::Ema;
+use crate::train::trainer::Trainee;
+
+/// Posterior mean and standard deviation of every training image, and its label.
+struct LatentCache {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    labels: Vec<u32>,
+    class_names: Vec<String>,
+    /// (channels, side) of one latent.
+    shape: (usize, usize),
+}
+
+impl LatentCache {
+    fn build(vae: &AutoencoderKl, ctx: &StageContext) -> anyhow::Result<Self> {
+        let data = ctx.load_data(Split::Train)?;
+        let (mut mean, mut std) = (Vec::new(), Vec::new());
+        let mut shape = (0, 0);
+        for start in (0..data.len()).step_by(256) {
+            let idx: Vec<usize> = (start..(start + 256).min(data.len())).collect();
+            let post = vae.encode(&images_tensor(&data, &idx, ctx.device)?, None)?;
+            let (_, c, s, _) = post.mean.dims4()?;
+            shape = (c, s);
+            mean.extend(post.mean.flatten_all()?.to_vec1::<f32>()?);
+            std.extend(post.std()?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Self { mean, std, labels: data.labels, class_names: data.class_names, shape })
+    }
+
+    /// z = mean + std * eps for the images `idx`, as (B, C, s, s).
+    fn sample(&self, idx: &[usize], rng: &mut Rng, device: &candle_core::Device) -> anyhow::Result<Tensor> {
+        let (c, s) = self.shape;
+        let len = c * s * s;
+        let mut z = Vec::with_capacity(idx.len() * len);
+        for &i in idx {
+            let (m, sd) = (&self.mean[i * len..(i + 1) * len], &self.std[i * len..(i + 1) * len]);
+            z.extend(m.iter().zip(sd).map(|(m, sd)| m + sd * rng.normal() as f32));
+        }
+        Ok(Tensor::from_vec(z, (idx.len(), c, s, s), device)?)
+    }
+}
+
+/// Resumable positions of every random stream and the data order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    order: BatchOrder,
+    prompt: Rng,
+    context_drop: Rng,
+    time: Rng,
+    noise: Rng,
+    latent: Rng,
+    dropout: Rng,
+}
+
+struct DiffusionTrainee<'a> {
+    ctx: &'a StageContext<'a>,
+    unet: UNet,
+    conditioner: Conditioner,
+    store: ParamStore,
+    opt: Adam,
+    ema: Option<Ema>,
+    vae: AutoencoderKl,
+    vocab: Vocabulary,
+    schedule: NoiseSchedule,
+    latents: LatentCache,
+    scale_factor: f64,
+    batch_size: usize,
+    grad_clip: f64,
+    sampling: SamplerSpec,
+    state: State,
+}
+
+/// Trains the diffusion stage.
+pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+    let StageSpec::Diffusion { train, ema_decay, sampling } = &ctx.stage.spec else {
+        anyhow::bail!("stage `{}` is not a diffusion stage", ctx.stage.name);
+    };
+    let e = &ctx.resolved.experiment;
+    let vae_stage = ctx.stage.needs.first().context("a diffusion stage needs an autoencoder stage")?;
+    let vae = trained::autoencoder(ctx.run, ctx.resolved, vae_stage, ctx.device)?;
+    eprintln!("{}: encoding the training set with the frozen autoencoder `{vae_stage}`", ctx.stage.name);
+    let latents = LatentCache::build(&vae, ctx)?;
+    let vocab = Vocabulary::for_classes(&latents.class_names, e.conditioning.max_tokens);
+    write_atomic(&ctx.run.stage(&ctx.stage.name).join(VOCAB_FILE), serde_json::to_string_pretty(&vocab)?.as_bytes())?;
+
+    let store = ParamStore::seeded(ctx.seed, ctx.device);
+    let (unet, conditioner) = trained::denoiser(e, &vocab, &store)?;
+    let state = State {
+        order: BatchOrder::new(ctx.seed, latents.labels.len()),
+        prompt: ctx.rng("prompts"),
+        context_drop: ctx.rng("context-dropout"),
+        time: ctx.rng("timesteps"),
+        noise: ctx.rng("noise"),
+        latent: ctx.rng("latent-sample"),
+        dropout: ctx.rng("dropout"),
+    };
+    let scale_factor = match e.schedule.scale_factor {
+        Some(f) => f,
+        None => first_batch_scale(&latents, &state, train.batch_size, ctx)?,
+    };
+    let ema = (*ema_decay > 0.0).then(|| Ema::new(*ema_decay, &store.vars())).transpose()?;
+    let s = &e.schedule;
+    let mut trainee = DiffusionTrainee {
+        ctx,
+        unet,
+        conditioner,
+        opt: Adam::new(train.betas, train.weight_decay),
+        ema,
+        store,
+        vae,
+        vocab,
+        schedule: NoiseSchedule::new(s.kind, s.timesteps, s.beta_start, s.beta_end),
+        latents,
+        scale_factor,
+        batch_size: train.batch_size,
+        grad_clip: train.grad_clip,
+        sampling: sampling.clone(),
+        state,
+    };
+    let end = ctx.train_loop(&mut trainee, train, out)?;
+    let notes = BTreeMap::from([("scale_factor".to_string(), format!("{}", trainee.scale_factor))]);
+    Ok(Outcome { interrupted: !end.finished(), metrics: BTreeMap::new(), notes })
+}
+
+/// 1 / std of the latents of the first training batch (the latent diffusion paper's choice).
+fn first_batch_scale(latents: &LatentCache, state: &State, batch: usize, ctx: &StageContext) -> anyhow::Result<f64> {
+    let mut order = state.order.clone();
+    let mut rng = state.latent.clone();
+    let z = latents.sample(&order.next(batch), &mut rng, ctx.device)?;
+    let var = f64::from(z.flatten_all()?.to_dtype(DType::F64)?.var(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+    let factor = 1.0 / var.sqrt().max(1e-8);
+    eprintln!("{}: latent scale factor {factor:.5} (1/std of the first batch)", ctx.stage.name);
+    Ok(factor)
+}
+
+impl DiffusionTrainee<'_> {
+    /// The model as sampling sees it: EMA weights when kept.
+    fn sampling_model(&self) -> anyhow::Result<Ldm> {
+        let weights = match &self.ema {
+            Some(ema) => ema.shadow.clone(),
+            None => self.store.tensors(),
+        };
+        Ldm::from_tensors(
+            &self.ctx.resolved.experiment,
+            self.vae.clone(),
+            weights,
+            self.vocab.clone(),
+            self.scale_factor,
+            self.ctx.device,
+        )
+    }
+}
+
+impl Trainee for DiffusionTrainee<'_> {
+    fn step(&mut self, _step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
+        let dev = self.ctx.device;
+        let p_drop = self.ctx.resolved.experiment.conditioning.context_dropout;
+        let st = &mut self.state;
+        let idx = st.order.next(self.batch_size);
+        let b = idx.len();
+        let prompts: Vec<Option<String>> = idx
+            .iter()
+            .map(|&i| {
+                let prompt = self.vocab.prompt_for(self.latents.labels[i], &mut st.prompt);
+                (st.context_drop.uniform() >= p_drop).then_some(prompt)
+            })
+            .collect();
+        let refs: Vec<Option<&str>> = prompts.iter().map(|p| p.as_deref()).collect();
+        let context = self.conditioner.context(&self.vocab, &refs, dev)?;
+        let z0 = (self.latents.sample(&idx, &mut st.latent, dev)? * self.scale_factor)?;
+        let t: Vec<usize> = (0..b).map(|_| st.time.below(self.schedule.timesteps())).collect();
+        let noise = Tensor::from_vec(st.noise.normal_vec(z0.elem_count()), z0.shape(), dev)?;
+        let x_t = q_sample(&self.schedule, &z0, &t, &noise)?;
+        let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
+        let out = self.unet.forward(&x_t, &t_tensor, context.as_ref(), Some(&mut st.dropout))?;
+        let prediction = self.ctx.resolved.experiment.schedule.prediction;
+        let loss = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?.sqr()?.mean_all()?;
+        let grads = loss.backward()?;
+        let vars = self.store.vars();
+        let norm = global_norm(&vars, &grads)?;
+        self.opt.step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.update(&vars)?;
+        }
+        Ok(vec![("loss/mse".to_string(), f64::from(loss.to_scalar::<f32>()?)), ("grad_norm".to_string(), norm)])
+    }
+
+    fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
+        let ldm = self.sampling_model()?;
+        let stage = self.ctx.stage.name.clone();
+        let cols = self.ctx.grid_size();
+        let prompts: Vec<Option<String>> = match &self.sampling.prompts_file {
+            Some(path) => trained::read_prompts(path)?,
+            None => trained::random_prompts(&self.vocab, cols * cols, &mut self.ctx.rng("sample-prompts")),
+        }
+        .into_iter()
+        .map(Some)
+        .collect();
+        let mut grids = vec![("unconditional", vec![None; cols * cols])];
+        if self.conditioner.is_conditional() {
+            grids.insert(0, ("samples", prompts));
+        }
+        for (name, prompts) in grids {
+            let images = ldm.generate(&prompts, &self.sampling, &mut self.ctx.rng("sample-noise"), self.ctx.device)?;
+            let (n, c, h, w) = images.dims4()?;
+            let picture = grid::grid(&images.flatten_all()?.to_vec1::<f32>()?, n, c, h, w, cols, 2);
+            let suffix = if name == "samples" { String::new() } else { format!("-{name}") };
+            self.ctx.save_sample(&format!("step-{step:06}{suffix}.png"), &picture)?;
+            events.image(&format!("{stage}/{name}"), &picture, step)?;
+            if name == "samples" {
+                let text = trained::prompt_grid_text(&prompts, cols);
+                self.ctx.save_sample_text(&format!("step-{step:06}.txt"), &text)?;
+                events.text(&format!("{stage}/prompts"), &format!("```\n{text}```"), step)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
+        let mut tensors = BTreeMap::new();
+        with_prefix(&mut tensors, "model", self.store.tensors());
+        with_prefix(&mut tensors, "opt", self.opt.state_tensors());
+        let mut state = serde_json::json!({
+            "stage": self.state,
+            "adam_step": self.opt.step,
+            "scale_factor": self.scale_factor,
+        });
+        if let Some(ema) = &self.ema {
+            with_prefix(&mut tensors, "ema", ema.shadow.clone());
+            state["ema_updates"] = ema.updates.into();
+        }
+        Ok(Checkpoint { step, tensors, state })
+    }
+
+    fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
+        set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
+        self.opt.restore(ckpt.state["adam_step"].as_u64().unwrap_or(0), &ckpt.group("opt"));
+        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        self.scale_factor = ckpt.state["scale_factor"].as_f64().context("scale_factor")?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.shadow = ckpt.group("ema");
+            ema.updates = ckpt.state["ema_updates"].as_u64().unwrap_or(0);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The training loop every training stage shares: resume from the newest valid checkpoint, step,
+//! log scalars, draw samples, checkpoint and rotate, stop cleanly on a signal or a bad loss.
+//! A stage only says how to take one step, what to draw, and what its state is.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::Device;
+
+use super::checkpoint::{self, Checkpoint};
+use super::lr::lr_at;
+use crate::config::TrainSpec;
+use crate::log::{EventWriter, Progress};
+
+/// What a training stage provides to the shared loop.
+pub trait Trainee {
+    /// One optimisation step (0-based `step`) at learning rate `lr`; returns the scalars to log,
+    /// the loss first.
+    fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>>;
+    /// Draws and logs samples after `step` steps.
+    fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()>;
+    /// Everything a resume needs, after `step` steps.
+    fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint>;
+    /// Restores the state saved by [`Trainee::checkpoint`].
+    fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()>;
+}
+
+/// Where and how often the loop works.
+pub struct LoopSettings<'a> {
+    pub stage: &'a str,
+    pub train: &'a TrainSpec,
+    pub log_every: u64,
+    pub sample_every: u64,
+    pub checkpoint_dir: PathBuf,
+    pub device: &'a Device,
+    /// Set when the user asked to stop (Ctrl-C, SIGTERM): the loop checkpoints and returns.
+    pub stop: &'a std::sync::atomic::AtomicBool,
+}
+
+/// How a training loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopEnd {
+    Finished { steps: u64 },
+    Interrupted { steps: u64 },
+}
+
+/// Called after every checkpoint with the steps done, to record progress.
+pub type OnCheckpoint<'a> = dyn FnMut(u64) -> anyhow::Result<()> + 'a;
+
+/// Runs `trainee` from its newest valid checkpoint (or the start) to `train.steps`.
+pub fn run(
+    trainee: &mut dyn Trainee,
+    s: &LoopSettings,
+    events: &mut EventWriter,
+    on_checkpoint: &mut OnCheckpoint,
+) -> anyhow::Result<LoopEnd> {
+    let total = s.train.steps as u64;
+    let (found, skipped) = checkpoint::latest_valid(&s.checkpoint_dir, s.device);
+    for bad in skipped {
+        eprintln!("warning: {bad}; using an older checkpoint");
+    }
+    let mut step = 0;
+    if let Some(ckpt) = found {
+        trainee
+            .restore(&ckpt)
+            .with_context(|| format!("cannot resume stage `{}` from its step-{} checkpoint", s.stage, ckpt.step))?;
+        step = ckpt.step;
+        events.resume_at(step)?;
+        eprintln!("{}: resuming at step {step} of {total}", s.stage);
+    }
+    let mut progress = Progress::new(s.stage, total, step);
+    let prefix = |k: &str| format!("{}/{k}", s.stage);
+    let mut since = Instant::now();
+    let mut since_step = step;
+    while step < total {
+        if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            save(trainee, s, step, on_checkpoint)?;
+            progress.finish();
+            return Ok(LoopEnd::Interrupted { steps: step });
+        }
+        let lr = lr_at(s.train.lr, s.train.warmup_steps, step);
+        let scalars = trainee.step(step, lr)?;
+        step += 1;
+        if let Some((name, value)) = scalars.iter().find(|(_, v)| !v.is_finite()) {
+            progress.finish();
+            bail!(
+                "stage `{}` stopped at step {step}: {name} became {value}; the last good checkpoint is kept \
+                 (try a lower stages.{}.lr or a grad_clip)",
+                s.stage,
+                s.stage
+            );
+        }
+        let shown: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        progress.update(step, &shown);
+        if step % s.log_every == 0 || step == total {
+            let rate = (step - since_step) as f64 / since.elapsed().as_secs_f64().max(1e-9);
+            for (k, v) in &scalars {
+                events.scalar(&prefix(k), *v, step)?;
+            }
+            events.scalar(&prefix("lr"), lr, step)?;
+            events.scalar(&prefix("steps_per_sec"), rate, step)?;
+            since = Instant::now();
+            since_step = step;
+        }
+        if step % s.sample_every == 0 || step == total {
+            trainee.samples(step, events)?;
+        }
+        if step % s.train.checkpoint_every as u64 == 0 || step == total {
+            save(trainee, s, step, on_checkpoint)?;
+        }
+    }
+    progress.finish();
+    Ok(LoopEnd::Finished { steps: step })
+}
+
+fn save(
+    trainee: &mut dyn Trainee,
+    s: &LoopSettings,
+    step: u64,
+    on_checkpoint: &mut OnCheckpoint,
+) -> anyhow::Result<()> {
+    let ckpt = trainee.checkpoint(step)?;
+    checkpoint::save(&s.checkpoint_dir, &ckpt)?;
+    checkpoint::rotate(&s.checkpoint_dir, s.train.keep_checkpoints, s.device)?;
+    on_checkpoint(step)
+}
