@@ -3,3 +3,4 @@
 pub mod error;
 pub mod idx;
 pub mod resize;
+pub mod batches;
