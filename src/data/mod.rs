@@ -1,1 +1,19 @@
 //! Data sets: IDX (MNIST, Fashion-MNIST) and image folders, download with checksums, batching.
+//!
+//! [`load`] gives one split of the data set an experiment's `[dataset]` table describes, as
+//! f32 images in [-1, 1] resized to `image_size`; [`BatchOrder`] draws seeded batches from it
+//! with a position a checkpoint can save.
+
+pub mod batches;
+pub mod dataset;
+pub mod download;
+pub mod error;
+pub mod files;
+pub mod idx;
+pub mod image_folder;
+pub mod resize;
+
+pub use batches::BatchOrder;
+pub use dataset::{Dataset, Split, load};
+pub use error::{Attempt, DataError};
+pub use files::DATA_DIR_ENV;

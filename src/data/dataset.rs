@@ -1,0 +1,226 @@
+//! A data set in memory: images as f32 in [-1, 1], planar, resized to `image_size`.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::download::ensure_files;
+use super::error::DataError;
+use super::files::{self, KnownFile};
+use super::{idx, image_folder, resize};
+use crate::config::schema::{DatasetConfig, DatasetName};
+
+/// Which part of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Test => "test",
+        }
+    }
+}
+
+pub const MNIST_CLASSES: [&str; 10] = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
+
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+];
+
+/// Images and labels of one split, in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// N x C x H x W values in [-1, 1].
+    pub images: Vec<f32>,
+    /// Class index of each image, into `class_names`.
+    pub labels: Vec<u32>,
+    pub channels: usize,
+    /// Side of the square images.
+    pub size: usize,
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per image: C x H x W.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Image `i`, C x H x W values. Panics if `i >= len()`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let l = self.image_len();
+        &self.images[i * l..(i + 1) * l]
+    }
+
+    /// The images (concatenated, B x C x H x W) and labels at `indices`, in that order.
+    /// Panics if an index is out of range.
+    pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<u32>) {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        (images, labels)
+    }
+}
+
+/// Loads one split of the data set `cfg` describes, resized to `cfg.image_size` and scaled to
+/// [-1, 1]; for the train split, only the first `cfg.train_limit` images (0: all).
+/// `env_data_dir` is the value of `LDM_DATA_DIR` (passed in, so tests need not set it).
+pub fn load(
+    cfg: &DatasetConfig,
+    split: Split,
+    env_data_dir: Option<&str>,
+) -> Result<Dataset, DataError> {
+    if cfg.image_size == 0 {
+        return Err(DataError::Config {
+            key: "image_size",
+            message: "must be at least 1".into(),
+        });
+    }
+    let limit = match split {
+        Split::Train if cfg.train_limit > 0 => Some(cfg.train_limit),
+        _ => None,
+    };
+    match cfg.name {
+        DatasetName::Mnist => load_idx(cfg, split, env_data_dir, &MNIST_CLASSES, limit),
+        DatasetName::FashionMnist => {
+            load_idx(cfg, split, env_data_dir, &FASHION_MNIST_CLASSES, limit)
+        }
+        DatasetName::ImageFolder => image_folder::load(cfg, split, limit),
+    }
+}
+
+fn load_idx(
+    cfg: &DatasetConfig,
+    split: Split,
+    env_data_dir: Option<&str>,
+    classes: &[&str],
+    limit: Option<usize>,
+) -> Result<Dataset, DataError> {
+    if cfg.channels != 1 {
+        return Err(DataError::Config {
+            key: "channels",
+            message: format!(
+                "{} images have 1 channel, not {}",
+                cfg.name.as_str(),
+                cfg.channels
+            ),
+        });
+    }
+    let Some(set) = files::known_files(cfg.name) else {
+        // Unreachable: only IDX data sets come here.
+        return Err(DataError::Config {
+            key: "name",
+            message: format!("{} is not an IDX data set", cfg.name.as_str()),
+        });
+    };
+    let (images_file, labels_file) = set.split(split);
+    let paths = ensure_files(cfg, &[images_file, labels_file], env_data_dir)?;
+    let (images_path, labels_path) = (&paths[0], &paths[1]);
+    let images = idx::parse_images(&read(images_path, &images_file)?, images_path)?;
+    let labels = idx::parse_labels(&read(labels_path, &labels_file)?, labels_path)?;
+    idx::check_pair(&images, &labels, images_path, labels_path)?;
+
+    let count = limit.map_or(images.count, |l| l.min(images.count));
+    let size = cfg.image_size;
+    let (rows, cols) = (images.rows, images.cols);
+    let mut out = vec![0.0f32; count * size * size];
+    if count > 0 {
+        out.par_chunks_mut(size * size)
+            .zip(images.pixels.par_chunks(rows * cols))
+            .for_each(|(dst, src)| resize::prepare_u8_into(src, 1, (rows, cols), size, dst));
+    }
+    Ok(Dataset {
+        images: out,
+        labels: labels[..count].iter().map(|&l| u32::from(l)).collect(),
+        channels: 1,
+        size,
+        class_names: classes.iter().map(|c| c.to_string()).collect(),
+    })
+}
+
+fn read(path: &Path, file: &KnownFile) -> Result<Vec<u8>, DataError> {
+    files::read_verified(path, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Dataset {
+        Dataset {
+            images: (0..3 * 2 * 2 * 2).map(|v| v as f32).collect(),
+            labels: vec![7, 8, 9],
+            channels: 2,
+            size: 2,
+            class_names: vec![],
+        }
+    }
+
+    #[test]
+    fn image_and_gather() {
+        let d = tiny();
+        assert_eq!(d.len(), 3);
+        assert!(!d.is_empty());
+        assert_eq!(d.image_len(), 8);
+        assert_eq!(
+            d.image(1),
+            &(8..16).map(|v| v as f32).collect::<Vec<_>>()[..]
+        );
+        let (x, y) = d.gather(&[2, 0, 2]);
+        assert_eq!(y, vec![9, 7, 9]);
+        assert_eq!(x.len(), 24);
+        assert_eq!(x[0], 16.0);
+        assert_eq!(x[8], 0.0);
+        assert_eq!(x[23], 23.0);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cfg = DatasetConfig {
+            image_size: 0,
+            ..DatasetConfig::default()
+        };
+        let err = load(&cfg, Split::Train, None).unwrap_err();
+        assert!(err.to_string().starts_with("dataset.image_size"), "{err}");
+        let cfg = DatasetConfig {
+            channels: 3,
+            root: Some("/nonexistent".into()),
+            ..DatasetConfig::default()
+        };
+        let err = load(&cfg, Split::Train, None).unwrap_err();
+        assert!(err.to_string().contains("1 channel, not 3"), "{err}");
+    }
+}

@@ -1,0 +1,187 @@
+//! `image_folder` data sets: PNG files under `<root>/train/<class>/` and `<root>/test/<class>/`.
+//!
+//! Classes are the sub-folders of `train/`, sorted by name; a label is a class's index there,
+//! for both splits (a test class folder must also exist under `train/`). Images are converted to
+//! `dataset.channels` (1: luma with PIL's weights `L = R*299/1000 + G*587/1000 + B*114/1000`,
+//! 3: RGB; alpha is dropped), stretched to `image_size` x `image_size` with the bilinear resize,
+//! and scaled to [-1, 1]. The images are ordered round-robin over classes (each class's files
+//! sorted by name): first file of every class, then the second, ... so that `train_limit` keeps
+//! every class represented.
+
+use std::path::{Path, PathBuf};
+
+use image::ImageFormat;
+use rayon::prelude::*;
+
+use super::dataset::{Dataset, Split};
+use super::error::DataError;
+use super::resize;
+use crate::config::schema::DatasetConfig;
+
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+
+const LAYOUT_HINT: &str =
+    "an image_folder data set holds train/<class>/*.png and test/<class>/*.png";
+
+/// Loads one split of an image folder. `limit`: keep only the first N images.
+pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<Dataset, DataError> {
+    if cfg.channels != 1 && cfg.channels != 3 {
+        return Err(DataError::Config {
+            key: "channels",
+            message: format!(
+                "{} is not supported; expected 1 (grey) or 3 (RGB)",
+                cfg.channels
+            ),
+        });
+    }
+    let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
+    if !root.is_dir() {
+        return Err(DataError::MissingFolder {
+            path: root.to_path_buf(),
+            hint: format!("set dataset.root to an existing folder; {LAYOUT_HINT}"),
+        });
+    }
+    let classes = class_names(root)?;
+    let split_dir = root.join(split.as_str());
+    if !split_dir.is_dir() {
+        return Err(DataError::MissingFolder {
+            path: split_dir,
+            hint: LAYOUT_HINT.into(),
+        });
+    }
+
+    // Files of each class present in this split, sorted.
+    let mut per_class: Vec<(u32, Vec<PathBuf>)> = Vec::new();
+    for dir in sub_folders(&split_dir)? {
+        let name = file_name(&dir);
+        let Some(label) = classes.iter().position(|c| *c == name) else {
+            return Err(DataError::UnknownClass {
+                path: dir,
+                train_classes: classes,
+            });
+        };
+        let files = class_files(&dir)?;
+        if files.is_empty() {
+            return Err(DataError::EmptyClass { path: dir });
+        }
+        per_class.push((label as u32, files));
+    }
+    if per_class.is_empty() {
+        return Err(DataError::NoClasses { path: split_dir });
+    }
+
+    // Round-robin over classes, then the limit.
+    let longest = per_class.iter().map(|(_, f)| f.len()).max().unwrap_or(0);
+    let mut items: Vec<(&Path, u32)> = (0..longest)
+        .flat_map(|k| {
+            per_class
+                .iter()
+                .filter_map(move |(label, files)| files.get(k).map(|f| (f.as_path(), *label)))
+        })
+        .collect();
+    if let Some(l) = limit {
+        items.truncate(l);
+    }
+
+    let (size, channels) = (cfg.image_size, cfg.channels);
+    let images: Vec<Vec<f32>> = items
+        .par_iter()
+        .map(|(path, _)| decode(path, channels, size))
+        .collect::<Result<_, _>>()?;
+    Ok(Dataset {
+        images: images.concat(),
+        labels: items.iter().map(|(_, l)| *l).collect(),
+        channels,
+        size,
+        class_names: classes,
+    })
+}
+
+/// The class names of an image folder: the sub-folders of `<root>/train`, sorted.
+pub fn class_names(root: &Path) -> Result<Vec<String>, DataError> {
+    let train = root.join("train");
+    if !train.is_dir() {
+        return Err(DataError::MissingFolder {
+            path: train,
+            hint: format!("the classes are its sub-folders; {LAYOUT_HINT}"),
+        });
+    }
+    let names: Vec<String> = sub_folders(&train)?.iter().map(|d| file_name(d)).collect();
+    if names.is_empty() {
+        return Err(DataError::NoClasses { path: train });
+    }
+    Ok(names)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn is_hidden(p: &Path) -> bool {
+    file_name(p).starts_with('.')
+}
+
+/// Entries of `dir` (hidden ones left out), sorted by name.
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::io("list", dir, e))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let path = entry.map_err(|e| DataError::io("list", dir, e))?.path();
+        if !is_hidden(&path) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sub_folders(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    Ok(entries(dir)?.into_iter().filter(|p| p.is_dir()).collect())
+}
+
+/// The files of a class folder (nested folders are ignored), sorted.
+fn class_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    Ok(entries(dir)?.into_iter().filter(|p| p.is_file()).collect())
+}
+
+/// Reads a PNG, converts it to `channels`, resizes to `size` and scales to [-1, 1].
+fn decode(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io("read", path, e))?;
+    if !bytes.starts_with(&PNG_SIGNATURE) {
+        return Err(DataError::NotPng {
+            path: path.to_path_buf(),
+            reason: "it does not start with the PNG signature".into(),
+        });
+    }
+    let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| {
+        DataError::NotPng {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    let rgb = img.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(DataError::NotPng {
+            path: path.to_path_buf(),
+            reason: "it has no pixels".into(),
+        });
+    }
+    let px = rgb.as_raw();
+    let planar: Vec<u8> = if channels == 1 {
+        px.chunks_exact(3)
+            .map(|p| {
+                // PIL's convert("L"): fixed point ITU-R 601-2 luma, rounded.
+                let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
+                ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+            })
+            .collect()
+    } else {
+        (0..3)
+            .flat_map(|c| px.iter().skip(c).step_by(3).copied())
+            .collect()
+    };
+    Ok(resize::prepare_u8(&planar, channels, h, w, size))
+}
