@@ -1,13 +1,19 @@
 //! ldm-run: train latent diffusion models from declarative TOML experiment files.
 
+pub mod cli;
+pub mod commands;
 pub mod conditioning;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod diffusion;
 pub mod log;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod plan;
 pub mod rng;
+pub mod runner;
+pub mod runs;
+pub mod stages;
 pub mod train;

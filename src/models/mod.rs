@@ -1,6 +1,7 @@
 //! The networks: autoencoder, UNet, text encoder, discriminator.
 
 pub mod autoencoder;
+pub mod discriminator;
 pub mod text_encoder;
 pub mod unet;
 pub mod unet_blocks;

@@ -153,7 +153,7 @@ impl SpatialTransformer {
             MultiHeadAttention::new(a, vb)
         };
         let zero = Conv2dConfig {
-            zero_init: true,
+            init: ConvInit::Zero,
             ..Conv2dConfig::POINT
         };
         Ok(Self {

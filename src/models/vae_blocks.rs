@@ -109,7 +109,7 @@ impl Downsample {
             stride: 2,
             padding: 0,
             bias: true,
-            zero_init: false,
+            init: ConvInit::Default,
         };
         Ok(Self {
             conv: Conv2d::new(c, c, cfg, vb.pp("conv"))?,

@@ -32,8 +32,18 @@ pub struct Conv2dConfig {
     pub stride: usize,
     pub padding: usize,
     pub bias: bool,
-    /// Start from zeros (the "zero module" output projections of the UNet).
-    pub zero_init: bool,
+    pub init: ConvInit,
+}
+
+/// How a convolution's parameters start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConvInit {
+    /// PyTorch's default: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Default,
+    /// All zeros (the "zero module" output projections of the UNet).
+    Zero,
+    /// Weight N(0, std), bias as the default (pix2pix's discriminator).
+    Normal(f64),
 }
 
 impl Conv2dConfig {
@@ -43,7 +53,7 @@ impl Conv2dConfig {
         stride: 1,
         padding: 1,
         bias: true,
-        zero_init: false,
+        init: ConvInit::Default,
     };
     /// 1x1 with bias.
     pub const POINT: Self = Self {
@@ -51,21 +61,22 @@ impl Conv2dConfig {
         stride: 1,
         padding: 0,
         bias: true,
-        zero_init: false,
+        init: ConvInit::Default,
     };
 }
 
 impl Conv2d {
     pub fn new(c_in: usize, c_out: usize, cfg: Conv2dConfig, vb: VarBuilder) -> Result<Self> {
         let k = cfg.kernel;
-        let init = if cfg.zero_init {
-            Init::Const(0.)
-        } else {
-            fan_in_uniform(c_in * k * k)
+        let default = fan_in_uniform(c_in * k * k);
+        let (w_init, b_init) = match cfg.init {
+            ConvInit::Default => (default, default),
+            ConvInit::Zero => (Init::Const(0.), Init::Const(0.)),
+            ConvInit::Normal(stdev) => (Init::Randn { mean: 0.0, stdev }, default),
         };
-        let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", init)?;
+        let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", w_init)?;
         let bias = if cfg.bias {
-            Some(vb.get_with_hints(c_out, "bias", init)?)
+            Some(vb.get_with_hints(c_out, "bias", b_init)?)
         } else {
             None
         };

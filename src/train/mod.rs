@@ -5,3 +5,4 @@ pub mod checkpoint;
 pub mod clip;
 pub mod ema;
 pub mod lr;
+pub mod trainer;

@@ -1,0 +1,154 @@
+//! Command-line arguments, parsed raw by clap, then dispatched to [`crate::commands`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::config::schema::SamplerKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ldm-run",
+    version,
+    about = "Train latent diffusion models from declarative TOML experiment files",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Running experiments (the default command).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment files to run, in order (quoted glob patterns such as 'experiments/*.toml' work).
+    #[arg(required = true, value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<String>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// Settings shared by the commands that read experiments.
+#[derive(Debug, Args)]
+pub struct Overrides {
+    /// Override one key, value parsed as TOML: --set stages.vae.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Folder that holds the runs.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Device, shorthand for --set experiment.device=...: cpu, cuda, cuda:1.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl Overrides {
+    fn all_sets(&self) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(d) = &self.device {
+            sets.push(format!("experiment.device={d}"));
+        }
+        sets
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the resolved configuration, the stages in order and the model sizes; runs nothing.
+    Plan {
+        #[arg(value_name = "EXPERIMENT.toml")]
+        experiment: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the JSON Schema of experiment files.
+    Schema,
+    /// Sample a grid from a finished run's diffusion stage.
+    Sample {
+        /// The run folder, e.g. runs/mnist_kl_f4/2026-11-25T10-00-00.
+        run_dir: PathBuf,
+        /// Prompts, one word each: "one nine 2 3".
+        #[arg(long, conflicts_with = "prompts_file")]
+        prompts: Option<String>,
+        /// File of prompts (whitespace-separated words, e.g. 8 per line).
+        #[arg(long, value_name = "FILE")]
+        prompts_file: Option<PathBuf>,
+        /// Diffusion stage to sample from (needed when the run has several).
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long, value_enum)]
+        sampler: Option<SamplerArg>,
+        /// DDIM steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// DDIM eta (0: deterministic).
+        #[arg(long)]
+        eta: Option<f64>,
+        /// Classifier-free guidance scale.
+        #[arg(long)]
+        guidance: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output PNG (the prompts go beside it as .txt).
+        #[arg(long, value_name = "FILE.png")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SamplerArg {
+    Ddim,
+    Ddpm,
+}
+
+impl From<SamplerArg> for SamplerKind {
+    fn from(s: SamplerArg) -> Self {
+        match s {
+            SamplerArg::Ddim => SamplerKind::Ddim,
+            SamplerArg::Ddpm => SamplerKind::Ddpm,
+        }
+    }
+}
+
+/// Parses the command line and runs the command; errors leave through `main`.
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let ok = |b: bool| if b { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    match cli.command {
+        None => {
+            let o = &cli.run.overrides;
+            Ok(ok(commands::run::run(&cli.run.experiments, &o.all_sets(), &o.runs_dir)?))
+        }
+        Some(Command::Plan { experiment, overrides }) => {
+            let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
+            print!("{}", commands::plan::report(&resolved, &overrides.runs_dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Schema) => {
+            print!("{}", crate::config::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Sample { run_dir, prompts, prompts_file, stage, sampler, steps, eta, guidance, seed, out }) => {
+            let args = commands::sample::SampleArgs {
+                run_dir,
+                prompts,
+                prompts_file,
+                stage,
+                sampler: sampler.map(Into::into),
+                steps,
+                eta,
+                guidance,
+                seed,
+                out,
+            };
+            let path = commands::sample::run(&args)?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
