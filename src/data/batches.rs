@@ -139,6 +139,23 @@ mod tests {
     }
 
     #[test]
+    fn epoch_order_is_the_named_stream() {
+        // Pinned to the documented stream, built here independently of `permutation`.
+        let mut o = BatchOrder::new(11, 30);
+        let drawn = draw(&mut o, 4, 30);
+        for (e, batch) in drawn.iter().enumerate() {
+            let mut want: Vec<usize> = (0..30).collect();
+            Rng::stream(11, &format!("data-order-{e}")).shuffle(&mut want);
+            assert_eq!(*batch, want, "epoch {e}");
+        }
+        for a in 0..4 {
+            for b in a + 1..4 {
+                assert_ne!(drawn[a], drawn[b], "epochs {a} and {b}");
+            }
+        }
+    }
+
+    #[test]
     fn batches_cross_epoch_boundaries_full() {
         let mut o = BatchOrder::new(3, 10);
         let b1 = o.next(7);

@@ -120,6 +120,7 @@ pub fn download(url: &str, file: &KnownFile, dest: &Path) -> Result<PathBuf, Str
 fn fetch_into(url: &str, file: &KnownFile, part: &Path, dest: &Path) -> Result<PathBuf, String> {
     let response = agent(url).get(url).call().map_err(|e| match e {
         ureq::Error::StatusCode(code) => format!("HTTP {code}"),
+        ureq::Error::Io(e) => e.to_string(),
         e => e.to_string(),
     })?;
     // For the message only: ureq itself fails a body cut short of its Content-Length (and

@@ -214,3 +214,37 @@ fn missing_message(
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_message_for_fashion_mentions_the_debian_package() {
+        let err = DataError::Missing {
+            dataset: "fashion_mnist",
+            missing: vec!["t10k-images-idx3-ubyte".into()],
+            searched: vec![
+                "data/fashion_mnist".into(),
+                "/usr/share/datasets/fashion-mnist".into(),
+            ],
+            attempts: vec![Attempt {
+                url: "http://m/t10k-images-idx3-ubyte.gz".into(),
+                outcome: "HTTP 503".into(),
+            }],
+            download: true,
+            debian_package: Some("dataset-fashion-mnist"),
+        };
+        let msg = err.to_string();
+        for needle in [
+            "fashion_mnist: file missing: t10k-images-idx3-ubyte",
+            "  data/fashion_mnist\n  /usr/share/datasets/fashion-mnist\n",
+            "http://m/t10k-images-idx3-ubyte.gz: HTTP 503",
+            "copy the files (raw or .gz) into data/fashion_mnist",
+            "LDM_DATA_DIR",
+            "apt install dataset-fashion-mnist",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} not in:\n{msg}");
+        }
+    }
+}
