@@ -118,22 +118,49 @@ impl From<SamplerArg> for SamplerKind {
 /// Parses the command line and runs the command; errors leave through `main`.
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let ok = |b: bool| if b { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    let ok = |b: bool| {
+        if b {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    };
     match cli.command {
         None => {
             let o = &cli.run.overrides;
-            Ok(ok(commands::run::run(&cli.run.experiments, &o.all_sets(), &o.runs_dir)?))
+            Ok(ok(commands::run::run(
+                &cli.run.experiments,
+                &o.all_sets(),
+                &o.runs_dir,
+            )?))
         }
-        Some(Command::Plan { experiment, overrides }) => {
+        Some(Command::Plan {
+            experiment,
+            overrides,
+        }) => {
             let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
-            print!("{}", commands::plan::report(&resolved, &overrides.runs_dir)?);
+            print!(
+                "{}",
+                commands::plan::report(&resolved, &overrides.runs_dir)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Schema) => {
             print!("{}", crate::config::json_schema());
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Sample { run_dir, prompts, prompts_file, stage, sampler, steps, eta, guidance, seed, out }) => {
+        Some(Command::Sample {
+            run_dir,
+            prompts,
+            prompts_file,
+            stage,
+            sampler,
+            steps,
+            eta,
+            guidance,
+            seed,
+            out,
+        }) => {
             let args = commands::sample::SampleArgs {
                 run_dir,
                 prompts,

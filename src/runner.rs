@@ -61,7 +61,11 @@ fn fresh_manifest(resolved: &Resolved) -> Manifest {
 }
 
 /// Runs `resolved` in a new folder under `opts.runs_dir`.
-pub fn run_new(resolved: &Resolved, opts: &RunOptions, stop: &AtomicBool) -> anyhow::Result<RunReport> {
+pub fn run_new(
+    resolved: &Resolved,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> anyhow::Result<RunReport> {
     let device = device::parse(&resolved.experiment.experiment.device)
         .map_err(anyhow::Error::msg)?
         .open()?;
@@ -87,7 +91,11 @@ pub fn execute(
     events.text("config", &format!("```toml\n{}```", resolved.to_toml()), 0)?;
     let mut status = Status::Finished;
     for stage in &resolved.stages {
-        if manifest.stages.get(&stage.name).is_some_and(|r| r.status == Status::Finished) {
+        if manifest
+            .stages
+            .get(&stage.name)
+            .is_some_and(|r| r.status == Status::Finished)
+        {
             eprintln!("{}: finished earlier, skipped", stage.name);
             continue;
         }
@@ -106,7 +114,10 @@ pub fn execute(
             data_dir_env: opts.data_dir_env.clone(),
             stop,
         };
-        let mut out = Outputs { events: &mut events, manifest };
+        let mut out = Outputs {
+            events: &mut events,
+            manifest,
+        };
         let result = stages::run_stage(&ctx, &mut out);
         match result {
             Ok(outcome) if outcome.interrupted => {
@@ -128,7 +139,11 @@ pub fn execute(
                 manifest.status = Status::Failed;
                 manifest.save(&run.root)?;
                 events.flush()?;
-                return Err(e.context(format!("stage `{}` failed (run folder {})", stage.name, run.root.display())));
+                return Err(e.context(format!(
+                    "stage `{}` failed (run folder {})",
+                    stage.name,
+                    run.root.display()
+                )));
             }
         }
         manifest.save(&run.root)?;
@@ -141,9 +156,14 @@ pub fn execute(
     if status == Status::Finished {
         manifest.finished = Some(now());
     }
-    manifest.save(&run.root).context("cannot record the end of the run")?;
+    manifest
+        .save(&run.root)
+        .context("cannot record the end of the run")?;
     events.flush()?;
-    Ok(RunReport { dir: run.root.clone(), status })
+    Ok(RunReport {
+        dir: run.root.clone(),
+        status,
+    })
 }
 
 fn set_stage(manifest: &mut Manifest, name: &str, f: impl FnOnce(&mut StageRecord)) {

@@ -25,5 +25,7 @@ pub fn latest_matching(runs_dir: &Path, resolved: &Resolved) -> Option<(PathBuf,
     let wanted = resolved.to_toml();
     of_experiment(runs_dir, &resolved.experiment.experiment.name)
         .into_iter()
-        .find(|(dir, _)| std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|t| t == wanted))
+        .find(|(dir, _)| {
+            std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|t| t == wanted)
+        })
 }

@@ -22,7 +22,7 @@ pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -34,7 +34,10 @@ pub fn thousands(n: usize) -> String {
 pub fn class_names(e: &Experiment) -> anyhow::Result<Vec<String>> {
     Ok(match e.dataset.name {
         DatasetName::Mnist => MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
-        DatasetName::FashionMnist => FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+        DatasetName::FashionMnist => FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         DatasetName::ImageFolder => {
             let root = e.dataset.root.as_deref().unwrap_or(Path::new("."));
             crate::data::image_folder::class_names(root)?
@@ -51,7 +54,12 @@ pub fn parameter_counts(resolved: &Resolved) -> anyhow::Result<Vec<(String, usiz
         match &stage.spec {
             StageSpec::Autoencoder { disc_weight, .. } => {
                 let store = ParamStore::seeded(0, &dev);
-                AutoencoderKl::new(&e.autoencoder, e.dataset.channels, e.dataset.image_size, store.vb())?;
+                AutoencoderKl::new(
+                    &e.autoencoder,
+                    e.dataset.channels,
+                    e.dataset.image_size,
+                    store.vb(),
+                )?;
                 counts.push((format!("{}.autoencoder", stage.name), store.count()));
                 if *disc_weight > 0.0 {
                     let store = ParamStore::seeded(0, &dev);
@@ -64,7 +72,12 @@ pub fn parameter_counts(resolved: &Resolved) -> anyhow::Result<Vec<(String, usiz
                 let store = ParamStore::seeded(0, &dev);
                 trained::denoiser(e, &vocab, &store)?;
                 let sum = |prefix: &str| -> usize {
-                    store.tensors().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, t)| t.elem_count()).sum()
+                    store
+                        .tensors()
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(prefix))
+                        .map(|(_, t)| t.elem_count())
+                        .sum()
                 };
                 counts.push((format!("{}.unet", stage.name), sum("unet.")));
                 let cond = sum("cond.");
@@ -85,22 +98,55 @@ pub fn parameter_counts(resolved: &Resolved) -> anyhow::Result<Vec<(String, usiz
 /// The whole `plan` report.
 pub fn report(resolved: &Resolved, runs_dir: &Path) -> anyhow::Result<String> {
     let mut out = String::new();
-    writeln!(out, "# resolved configuration of {}", resolved.path.display())?;
+    writeln!(
+        out,
+        "# resolved configuration of {}",
+        resolved.path.display()
+    )?;
     out.push_str(&resolved.to_toml());
     let previous = runs::latest_matching(runs_dir, resolved);
     writeln!(out, "\n# stages, in execution order")?;
     match &previous {
-        Some((dir, _)) => writeln!(out, "# (state from the latest run with this configuration: {})", dir.display())?,
-        None => writeln!(out, "# (no earlier run with this configuration under {})", runs_dir.display())?,
+        Some((dir, _)) => writeln!(
+            out,
+            "# (state from the latest run with this configuration: {})",
+            dir.display()
+        )?,
+        None => writeln!(
+            out,
+            "# (no earlier run with this configuration under {})",
+            runs_dir.display()
+        )?,
     }
-    let width = resolved.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let width = resolved
+        .stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
     for stage in &resolved.stages {
         let status = previous
             .as_ref()
             .and_then(|(_, m)| m.stages.get(&stage.name))
-            .map_or("pending", |r| if r.status == Status::Finished { "done" } else { "pending" });
-        let needs = if stage.needs.is_empty() { "-".to_string() } else { stage.needs.join(",") };
-        writeln!(out, "stage {:width$}  {:11}  needs: {:10}  {status}", stage.name, stage.spec.kind().as_str(), needs)?;
+            .map_or("pending", |r| {
+                if r.status == Status::Finished {
+                    "done"
+                } else {
+                    "pending"
+                }
+            });
+        let needs = if stage.needs.is_empty() {
+            "-".to_string()
+        } else {
+            stage.needs.join(",")
+        };
+        writeln!(
+            out,
+            "stage {:width$}  {:11}  needs: {:10}  {status}",
+            stage.name,
+            stage.spec.kind().as_str(),
+            needs
+        )?;
     }
     writeln!(out)?;
     for (model, n) in parameter_counts(resolved)? {

@@ -77,7 +77,11 @@ pub fn run(patterns: &[String], sets: &[String], runs_dir: &Path) -> anyhow::Res
                         report.dir.display()
                     );
                 }
-                summary.push((name, report.dir.display().to_string(), report.status.as_str().to_string()));
+                summary.push((
+                    name,
+                    report.dir.display().to_string(),
+                    report.status.as_str().to_string(),
+                ));
                 if report.status == Status::Interrupted {
                     break;
                 }

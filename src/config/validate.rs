@@ -142,7 +142,7 @@ fn autoencoder_section(c: &mut Checker, e: &Experiment) -> Option<usize> {
     let levels = a.ch_mult.len().max(1);
     let size = e.dataset.image_size;
     let factor = 1usize << (levels - 1);
-    if size == 0 || size % factor != 0 {
+    if size == 0 || !size.is_multiple_of(factor) {
         c.fail(
             "autoencoder.ch_mult",
             format!(
@@ -174,7 +174,7 @@ fn unet_section(c: &mut Checker, e: &Experiment, latent: Option<usize>) {
     c.positive("unet.context_dim", u.context_dim);
     c.positive("unet.norm_groups", u.norm_groups);
     c.probability("unet.dropout", u.dropout);
-    if u.model_channels % 2 != 0 {
+    if !u.model_channels.is_multiple_of(2) {
         c.fail(
             "unet.model_channels",
             format!(
@@ -194,30 +194,30 @@ fn unet_section(c: &mut Checker, e: &Experiment, latent: Option<usize>) {
         u.norm_groups,
         "unet.norm_groups",
     );
-    if let Some(wanted) = u.latent_channels {
-        if wanted != e.autoencoder.embed_dim {
-            c.fail(
+    if let Some(wanted) = u.latent_channels
+        && wanted != e.autoencoder.embed_dim
+    {
+        c.fail(
                 "unet.latent_channels",
                 format!(
                     "{wanted} does not match the autoencoder's latent channels (autoencoder.embed_dim = {})",
                     e.autoencoder.embed_dim
                 ),
             );
-        }
     }
     let Some(latent) = latent else { return };
-    if let Some(wanted) = u.latent_size {
-        if wanted != latent {
-            c.fail(
-                "unet.latent_size",
-                format!(
-                    "{wanted} does not match the autoencoder's latent side {latent} \
+    if let Some(wanted) = u.latent_size
+        && wanted != latent
+    {
+        c.fail(
+            "unet.latent_size",
+            format!(
+                "{wanted} does not match the autoencoder's latent side {latent} \
                      (dataset.image_size {} halved {} times by autoencoder.ch_mult)",
-                    e.dataset.image_size,
-                    e.autoencoder.ch_mult.len().saturating_sub(1)
-                ),
-            );
-        }
+                e.dataset.image_size,
+                e.autoencoder.ch_mult.len().saturating_sub(1)
+            ),
+        );
     }
     let levels = u.channel_mult.len().max(1);
     let factor = 1usize << (levels - 1);
@@ -253,13 +253,13 @@ fn schedule_section(c: &mut Checker, e: &Experiment) {
             ),
         );
     }
-    if let Some(f) = s.scale_factor {
-        if !(f.is_finite() && f > 0.0) {
-            c.fail(
-                "schedule.scale_factor",
-                format!("{f} must be a positive number"),
-            );
-        }
+    if let Some(f) = s.scale_factor
+        && !(f.is_finite() && f > 0.0)
+    {
+        c.fail(
+            "schedule.scale_factor",
+            format!("{f} must be a positive number"),
+        );
     }
 }
 
@@ -283,7 +283,7 @@ fn conditioning_section(c: &mut Checker, e: &Experiment) {
             ),
         );
     }
-    if k.heads > 0 && width % k.heads != 0 {
+    if k.heads > 0 && !width.is_multiple_of(k.heads) {
         c.fail(
             "conditioning.heads",
             format!(
@@ -323,10 +323,10 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
                 c.fail(&key(k), "must be at least 1".into());
             }
         }
-        if let Some(lr) = stage.lr {
-            if !(lr.is_finite() && lr > 0.0) {
-                c.fail(&key("lr"), format!("{lr} must be a positive number"));
-            }
+        if let Some(lr) = stage.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            c.fail(&key("lr"), format!("{lr} must be a positive number"));
         }
         if let Some([b1, b2]) = stage.betas {
             c.probability(&key("betas"), b1);
@@ -340,25 +340,26 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
             ("eta", stage.eta),
             ("guidance", stage.guidance),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    c.fail(&key(k), format!("{v} must be zero or positive"));
-                }
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                c.fail(&key(k), format!("{v} must be zero or positive"));
             }
         }
         if let Some(d) = stage.ema_decay {
             c.probability(&key("ema_decay"), d);
         }
-        if let Some(n) = stage.sampler_steps {
-            if stage.kind != StageKind::Autoencoder && n > e.schedule.timesteps {
-                c.fail(
-                    &key("sampler_steps"),
-                    format!(
-                        "{n} is more than schedule.timesteps ({})",
-                        e.schedule.timesteps
-                    ),
-                );
-            }
+        if let Some(n) = stage.sampler_steps
+            && stage.kind != StageKind::Autoencoder
+            && n > e.schedule.timesteps
+        {
+            c.fail(
+                &key("sampler_steps"),
+                format!(
+                    "{n} is more than schedule.timesteps ({})",
+                    e.schedule.timesteps
+                ),
+            );
         }
     }
 }

@@ -8,7 +8,16 @@ pub fn batch_sum(x: &Tensor, x_hat: &Tensor) -> Result<f64> {
     let x01 = ((x + 1.0)? * 0.5)?;
     let y01 = ((x_hat.clamp(-1f32, 1f32)? + 1.0)? * 0.5)?;
     let mse: Vec<f32> = (x01 - y01)?.sqr()?.flatten_from(1)?.mean(1)?.to_vec1()?;
-    Ok(mse.iter().map(|&m| if m <= 0.0 { 100.0 } else { -10.0 * f64::from(m).log10() }).sum())
+    Ok(mse
+        .iter()
+        .map(|&m| {
+            if m <= 0.0 {
+                100.0
+            } else {
+                -10.0 * f64::from(m).log10()
+            }
+        })
+        .sum())
 }
 
 #[cfg(test)]

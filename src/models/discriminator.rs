@@ -17,7 +17,14 @@ struct BatchNorm {
 impl BatchNorm {
     fn new(c: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            gamma: vb.get_with_hints(c, "weight", Init::Randn { mean: 1.0, stdev: 0.02 })?,
+            gamma: vb.get_with_hints(
+                c,
+                "weight",
+                Init::Randn {
+                    mean: 1.0,
+                    stdev: 0.02,
+                },
+            )?,
             beta: vb.get_with_hints(c, "bias", Init::Const(0.0))?,
         })
     }
@@ -54,10 +61,20 @@ impl Discriminator {
         for i in 0..5 {
             let stride = if i < 3 { 2 } else { 1 };
             let bias = i == 0 || i == 4;
-            let cfg = Conv2dConfig { kernel: 4, stride, padding: 1, bias, init: ConvInit::Normal(0.02) };
+            let cfg = Conv2dConfig {
+                kernel: 4,
+                stride,
+                padding: 1,
+                bias,
+                init: ConvInit::Normal(0.02),
+            };
             let vb_i = vb.pp(format!("main.{i}"));
             convs.push(Conv2d::new(widths[i], widths[i + 1], cfg, vb_i.pp("conv"))?);
-            norms.push(if (1..4).contains(&i) { Some(BatchNorm::new(widths[i + 1], vb_i.pp("norm"))?) } else { None });
+            norms.push(if (1..4).contains(&i) {
+                Some(BatchNorm::new(widths[i + 1], vb_i.pp("norm"))?)
+            } else {
+                None
+            });
         }
         Ok(Self { convs, norms })
     }

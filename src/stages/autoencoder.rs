@@ -64,7 +64,14 @@ struct AutoencoderTrainee<'a> {
 
 /// Trains the autoencoder stage; the outcome holds the test-set PSNR.
 pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
-    let StageSpec::Autoencoder { train, kl_weight, disc_weight, disc_start, eval_images } = &ctx.stage.spec else {
+    let StageSpec::Autoencoder {
+        train,
+        kl_weight,
+        disc_weight,
+        disc_start,
+        eval_images,
+    } = &ctx.stage.spec
+    else {
         anyhow::bail!("stage `{}` is not an autoencoder stage", ctx.stage.name);
     };
     let e = &ctx.resolved.experiment;
@@ -115,19 +122,39 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     };
     let end = ctx.train_loop(&mut trainee, train, out)?;
     if !end.finished() {
-        return Ok(Outcome { interrupted: true, ..Outcome::default() });
+        return Ok(Outcome {
+            interrupted: true,
+            ..Outcome::default()
+        });
     }
     let test = ctx.load_data(Split::Test)?;
     let psnr = test_psnr(&trainee.model, &test, *eval_images, ctx.device)?;
-    out.events.scalar(&format!("{}/test/psnr", ctx.stage.name), psnr, train.steps as u64)?;
+    out.events.scalar(
+        &format!("{}/test/psnr", ctx.stage.name),
+        psnr,
+        train.steps as u64,
+    )?;
     eprintln!("{}: test PSNR {psnr:.2} dB", ctx.stage.name);
     let metrics = BTreeMap::from([("test/psnr".to_string(), psnr)]);
-    Ok(Outcome { interrupted: false, metrics, notes: BTreeMap::new() })
+    Ok(Outcome {
+        interrupted: false,
+        metrics,
+        notes: BTreeMap::new(),
+    })
 }
 
 /// Mean PSNR (dB, images mapped to [0, 1]) of reconstructions from the posterior mean.
-pub fn test_psnr(model: &AutoencoderKl, test: &Dataset, count: usize, device: &Device) -> anyhow::Result<f64> {
-    let n = if count == 0 { test.len() } else { count.min(test.len()) };
+pub fn test_psnr(
+    model: &AutoencoderKl,
+    test: &Dataset,
+    count: usize,
+    device: &Device,
+) -> anyhow::Result<f64> {
+    let n = if count == 0 {
+        test.len()
+    } else {
+        count.min(test.len())
+    };
     let mut total = 0.0;
     for start in (0..n).step_by(100) {
         let idx: Vec<usize> = (start..(start + 100).min(n)).collect();
@@ -140,9 +167,18 @@ pub fn test_psnr(model: &AutoencoderKl, test: &Dataset, count: usize, device: &D
 
 impl AutoencoderTrainee<'_> {
     /// The generator's gradients, with the adversarial term balanced by the adaptive weight.
-    fn generator_grads(&self, step: u64, x_hat: &Tensor, loss: &Tensor) -> anyhow::Result<(GradStore, Option<f64>)> {
+    fn generator_grads(
+        &self,
+        step: u64,
+        x_hat: &Tensor,
+        loss: &Tensor,
+    ) -> anyhow::Result<(GradStore, Option<f64>)> {
         let mut grads = loss.backward()?;
-        let Some(adv) = self.adversary.as_ref().filter(|_| step >= self.weights.disc_start) else {
+        let Some(adv) = self
+            .adversary
+            .as_ref()
+            .filter(|_| step >= self.weights.disc_start)
+        else {
             return Ok((grads, None));
         };
         let g_loss = adv.net.forward(x_hat)?.mean_all()?.neg()?;
@@ -177,7 +213,8 @@ impl Trainee for AutoencoderTrainee<'_> {
         let (grads, g_loss) = self.generator_grads(step, &x_hat, &loss)?;
         let vars = self.store.vars();
         let norm = global_norm(&vars, &grads)?;
-        self.opt.step(&vars, &grads, lr, clip_scale(norm, self.weights.grad_clip))?;
+        self.opt
+            .step(&vars, &grads, lr, clip_scale(norm, self.weights.grad_clip))?;
         let scalar = |t: &Tensor| -> anyhow::Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
         let mut out = vec![
             ("loss/total".to_string(), scalar(&loss)?),
@@ -185,15 +222,26 @@ impl Trainee for AutoencoderTrainee<'_> {
             ("loss/nll".to_string(), scalar(&nll)?),
             ("loss/kl".to_string(), scalar(&kl)?),
             ("grad_norm".to_string(), norm),
-            ("posterior/mean".to_string(), scalar(&posterior.mean.mean_all()?)?),
-            ("posterior/std".to_string(), scalar(&posterior.std()?.mean_all()?)?),
+            (
+                "posterior/mean".to_string(),
+                scalar(&posterior.mean.mean_all()?)?,
+            ),
+            (
+                "posterior/std".to_string(),
+                scalar(&posterior.std()?.mean_all()?)?,
+            ),
         ];
         if let (Some(adv), Some(g)) = (self.adversary.as_mut(), g_loss) {
             let d_loss = hinge_loss(&adv.net.forward(&x)?, &adv.net.forward(&x_hat.detach())?)?;
             let d_grads = d_loss.backward()?;
             let d_vars = adv.store.vars();
             let d_norm = global_norm(&d_vars, &d_grads)?;
-            adv.opt.step(&d_vars, &d_grads, lr, clip_scale(d_norm, self.weights.grad_clip))?;
+            adv.opt.step(
+                &d_vars,
+                &d_grads,
+                lr,
+                clip_scale(d_norm, self.weights.grad_clip),
+            )?;
             out.push(("loss/g".to_string(), g));
             out.push(("loss/disc".to_string(), scalar(&d_loss)?));
         }
@@ -203,14 +251,18 @@ impl Trainee for AutoencoderTrainee<'_> {
     fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
         let (n, c, h, w) = self.shown.dims4()?;
         let cols = self.ctx.grid_size();
-        let recon = self.model.decode(&self.model.encode(&self.shown, None)?.mean, None)?;
+        let recon = self
+            .model
+            .decode(&self.model.encode(&self.shown, None)?.mean, None)?;
         let random = self.model.decode(&self.latents, None)?;
         let flat = |t: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
         let pairs = grid::pairs(&flat(&self.shown)?, &flat(&recon)?, n, c, h, w, cols, 2);
         let random = grid::grid(&flat(&random)?, n, c, h, w, cols, 2);
         let stage = &self.ctx.stage.name;
-        self.ctx.save_sample(&format!("step-{step:06}-reconstructions.png"), &pairs)?;
-        self.ctx.save_sample(&format!("step-{step:06}-random.png"), &random)?;
+        self.ctx
+            .save_sample(&format!("step-{step:06}-reconstructions.png"), &pairs)?;
+        self.ctx
+            .save_sample(&format!("step-{step:06}-random.png"), &random)?;
         events.image(&format!("{stage}/reconstructions"), &pairs, step)?;
         events.image(&format!("{stage}/random_latents"), &random, step)?;
         Ok(())
@@ -226,16 +278,26 @@ impl Trainee for AutoencoderTrainee<'_> {
             with_prefix(&mut tensors, "disc_opt", adv.opt.state_tensors());
             state["disc_adam_step"] = adv.opt.step.into();
         }
-        Ok(Checkpoint { step, tensors, state })
+        Ok(Checkpoint {
+            step,
+            tensors,
+            state,
+        })
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
         set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
-        self.opt.restore(ckpt.state["adam_step"].as_u64().unwrap_or(0), &ckpt.group("opt"));
+        self.opt.restore(
+            ckpt.state["adam_step"].as_u64().unwrap_or(0),
+            &ckpt.group("opt"),
+        );
         self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
         if let Some(adv) = self.adversary.as_mut() {
             set_vars(&adv.store, &ckpt.group("disc")).context("discriminator weights")?;
-            adv.opt.restore(ckpt.state["disc_adam_step"].as_u64().unwrap_or(0), &ckpt.group("disc_opt"));
+            adv.opt.restore(
+                ckpt.state["disc_adam_step"].as_u64().unwrap_or(0),
+                &ckpt.group("disc_opt"),
+            );
         }
         Ok(())
     }
@@ -244,7 +306,9 @@ impl Trainee for AutoencoderTrainee<'_> {
 /// Overwrites every variable of `store` with the tensor of the same name.
 pub fn set_vars(store: &ParamStore, tensors: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
     for (name, var) in store.vars() {
-        let t = tensors.get(&name).with_context(|| format!("the checkpoint has no tensor {name}"))?;
+        let t = tensors
+            .get(&name)
+            .with_context(|| format!("the checkpoint has no tensor {name}"))?;
         var.set(t).with_context(|| format!("tensor {name}"))?;
     }
     Ok(())

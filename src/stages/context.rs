@@ -61,8 +61,14 @@ impl StageContext<'_> {
 
     pub fn load_data(&self, split: Split) -> anyhow::Result<Dataset> {
         let cfg = &self.resolved.experiment.dataset;
-        data::load(cfg, split, self.data_dir_env.as_deref())
-            .with_context(|| format!("stage `{}` cannot load the {} split of {}", self.stage.name, split.as_str(), cfg.name.as_str()))
+        data::load(cfg, split, self.data_dir_env.as_deref()).with_context(|| {
+            format!(
+                "stage `{}` cannot load the {} split of {}",
+                self.stage.name,
+                split.as_str(),
+                cfg.name.as_str()
+            )
+        })
     }
 
     /// Writes a PNG into the stage's `samples/` folder.
@@ -74,11 +80,19 @@ impl StageContext<'_> {
 
     /// Writes a text file into the stage's `samples/` folder.
     pub fn save_sample_text(&self, file: &str, text: &str) -> anyhow::Result<PathBuf> {
-        Ok(write_atomic(&self.run.samples(&self.stage.name).join(file), text.as_bytes())?)
+        Ok(write_atomic(
+            &self.run.samples(&self.stage.name).join(file),
+            text.as_bytes(),
+        )?)
     }
 
     /// Runs the shared training loop for `trainee`, recording progress in the manifest.
-    pub fn train_loop(&self, trainee: &mut dyn Trainee, train: &TrainSpec, out: &mut Outputs) -> anyhow::Result<LoopEnd> {
+    pub fn train_loop(
+        &self,
+        trainee: &mut dyn Trainee,
+        train: &TrainSpec,
+        out: &mut Outputs,
+    ) -> anyhow::Result<LoopEnd> {
         let logging = &self.resolved.experiment.logging;
         let settings = LoopSettings {
             stage: &self.stage.name,
@@ -106,5 +120,9 @@ impl StageContext<'_> {
 /// The images `idx` of `data` as a (B, C, H, W) tensor.
 pub fn images_tensor(data: &Dataset, idx: &[usize], device: &Device) -> anyhow::Result<Tensor> {
     let (pixels, _) = data.gather(idx);
-    Ok(Tensor::from_vec(pixels, (idx.len(), data.channels, data.size, data.size), device)?)
+    Ok(Tensor::from_vec(
+        pixels,
+        (idx.len(), data.channels, data.size, data.size),
+        device,
+    )?)
 }

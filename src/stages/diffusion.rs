@@ -56,16 +56,30 @@ impl LatentCache {
             mean.extend(post.mean.flatten_all()?.to_vec1::<f32>()?);
             std.extend(post.std()?.flatten_all()?.to_vec1::<f32>()?);
         }
-        Ok(Self { mean, std, labels: data.labels, class_names: data.class_names, shape })
+        Ok(Self {
+            mean,
+            std,
+            labels: data.labels,
+            class_names: data.class_names,
+            shape,
+        })
     }
 
     /// z = mean + std * eps for the images `idx`, as (B, C, s, s).
-    fn sample(&self, idx: &[usize], rng: &mut Rng, device: &candle_core::Device) -> anyhow::Result<Tensor> {
+    fn sample(
+        &self,
+        idx: &[usize],
+        rng: &mut Rng,
+        device: &candle_core::Device,
+    ) -> anyhow::Result<Tensor> {
         let (c, s) = self.shape;
         let len = c * s * s;
         let mut z = Vec::with_capacity(idx.len() * len);
         for &i in idx {
-            let (m, sd) = (&self.mean[i * len..(i + 1) * len], &self.std[i * len..(i + 1) * len]);
+            let (m, sd) = (
+                &self.mean[i * len..(i + 1) * len],
+                &self.std[i * len..(i + 1) * len],
+            );
             z.extend(m.iter().zip(sd).map(|(m, sd)| m + sd * rng.normal() as f32));
         }
         Ok(Tensor::from_vec(z, (idx.len(), c, s, s), device)?)
@@ -104,16 +118,31 @@ struct DiffusionTrainee<'a> {
 
 /// Trains the diffusion stage.
 pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
-    let StageSpec::Diffusion { train, ema_decay, sampling } = &ctx.stage.spec else {
+    let StageSpec::Diffusion {
+        train,
+        ema_decay,
+        sampling,
+    } = &ctx.stage.spec
+    else {
         anyhow::bail!("stage `{}` is not a diffusion stage", ctx.stage.name);
     };
     let e = &ctx.resolved.experiment;
-    let vae_stage = ctx.stage.needs.first().context("a diffusion stage needs an autoencoder stage")?;
+    let vae_stage = ctx
+        .stage
+        .needs
+        .first()
+        .context("a diffusion stage needs an autoencoder stage")?;
     let vae = trained::autoencoder(ctx.run, ctx.resolved, vae_stage, ctx.device)?;
-    eprintln!("{}: encoding the training set with the frozen autoencoder `{vae_stage}`", ctx.stage.name);
+    eprintln!(
+        "{}: encoding the training set with the frozen autoencoder `{vae_stage}`",
+        ctx.stage.name
+    );
     let latents = LatentCache::build(&vae, ctx)?;
     let vocab = Vocabulary::for_classes(&latents.class_names, e.conditioning.max_tokens);
-    write_atomic(&ctx.run.stage(&ctx.stage.name).join(VOCAB_FILE), serde_json::to_string_pretty(&vocab)?.as_bytes())?;
+    write_atomic(
+        &ctx.run.stage(&ctx.stage.name).join(VOCAB_FILE),
+        serde_json::to_string_pretty(&vocab)?.as_bytes(),
+    )?;
 
     let store = ParamStore::seeded(ctx.seed, ctx.device);
     let (unet, conditioner) = trained::denoiser(e, &vocab, &store)?;
@@ -130,7 +159,9 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         Some(f) => f,
         None => first_batch_scale(&latents, &state, train.batch_size, ctx)?,
     };
-    let ema = (*ema_decay > 0.0).then(|| Ema::new(*ema_decay, &store.vars())).transpose()?;
+    let ema = (*ema_decay > 0.0)
+        .then(|| Ema::new(*ema_decay, &store.vars()))
+        .transpose()?;
     let s = &e.schedule;
     let mut trainee = DiffusionTrainee {
         ctx,
@@ -150,18 +181,39 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         state,
     };
     let end = ctx.train_loop(&mut trainee, train, out)?;
-    let notes = BTreeMap::from([("scale_factor".to_string(), format!("{}", trainee.scale_factor))]);
-    Ok(Outcome { interrupted: !end.finished(), metrics: BTreeMap::new(), notes })
+    let notes = BTreeMap::from([(
+        "scale_factor".to_string(),
+        format!("{}", trainee.scale_factor),
+    )]);
+    Ok(Outcome {
+        interrupted: !end.finished(),
+        metrics: BTreeMap::new(),
+        notes,
+    })
 }
 
 /// 1 / std of the latents of the first training batch (the latent diffusion paper's choice).
-fn first_batch_scale(latents: &LatentCache, state: &State, batch: usize, ctx: &StageContext) -> anyhow::Result<f64> {
+fn first_batch_scale(
+    latents: &LatentCache,
+    state: &State,
+    batch: usize,
+    ctx: &StageContext,
+) -> anyhow::Result<f64> {
     let mut order = state.order.clone();
     let mut rng = state.latent.clone();
     let z = latents.sample(&order.next(batch), &mut rng, ctx.device)?;
-    let var = f64::from(z.flatten_all()?.to_dtype(DType::F64)?.var(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+    let var = f64::from(
+        z.flatten_all()?
+            .to_dtype(DType::F64)?
+            .var(0)?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?,
+    );
     let factor = 1.0 / var.sqrt().max(1e-8);
-    eprintln!("{}: latent scale factor {factor:.5} (1/std of the first batch)", ctx.stage.name);
+    eprintln!(
+        "{}: latent scale factor {factor:.5} (1/std of the first batch)",
+        ctx.stage.name
+    );
     Ok(factor)
 }
 
@@ -193,28 +245,40 @@ impl Trainee for DiffusionTrainee<'_> {
         let prompts: Vec<Option<String>> = idx
             .iter()
             .map(|&i| {
-                let prompt = self.vocab.prompt_for(self.latents.labels[i], &mut st.prompt);
+                let prompt = self
+                    .vocab
+                    .prompt_for(self.latents.labels[i], &mut st.prompt);
                 (st.context_drop.uniform() >= p_drop).then_some(prompt)
             })
             .collect();
         let refs: Vec<Option<&str>> = prompts.iter().map(|p| p.as_deref()).collect();
         let context = self.conditioner.context(&self.vocab, &refs, dev)?;
         let z0 = (self.latents.sample(&idx, &mut st.latent, dev)? * self.scale_factor)?;
-        let t: Vec<usize> = (0..b).map(|_| st.time.below(self.schedule.timesteps())).collect();
+        let t: Vec<usize> = (0..b)
+            .map(|_| st.time.below(self.schedule.timesteps()))
+            .collect();
         let noise = Tensor::from_vec(st.noise.normal_vec(z0.elem_count()), z0.shape(), dev)?;
         let x_t = q_sample(&self.schedule, &z0, &t, &noise)?;
         let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
-        let out = self.unet.forward(&x_t, &t_tensor, context.as_ref(), Some(&mut st.dropout))?;
+        let out = self
+            .unet
+            .forward(&x_t, &t_tensor, context.as_ref(), Some(&mut st.dropout))?;
         let prediction = self.ctx.resolved.experiment.schedule.prediction;
-        let loss = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?.sqr()?.mean_all()?;
+        let loss = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?
+            .sqr()?
+            .mean_all()?;
         let grads = loss.backward()?;
         let vars = self.store.vars();
         let norm = global_norm(&vars, &grads)?;
-        self.opt.step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
+        self.opt
+            .step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
         if let Some(ema) = self.ema.as_mut() {
             ema.update(&vars)?;
         }
-        Ok(vec![("loss/mse".to_string(), f64::from(loss.to_scalar::<f32>()?)), ("grad_norm".to_string(), norm)])
+        Ok(vec![
+            ("loss/mse".to_string(), f64::from(loss.to_scalar::<f32>()?)),
+            ("grad_norm".to_string(), norm),
+        ])
     }
 
     fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
@@ -223,7 +287,11 @@ impl Trainee for DiffusionTrainee<'_> {
         let cols = self.ctx.grid_size();
         let prompts: Vec<Option<String>> = match &self.sampling.prompts_file {
             Some(path) => trained::read_prompts(path)?,
-            None => trained::random_prompts(&self.vocab, cols * cols, &mut self.ctx.rng("sample-prompts")),
+            None => trained::random_prompts(
+                &self.vocab,
+                cols * cols,
+                &mut self.ctx.rng("sample-prompts"),
+            ),
         }
         .into_iter()
         .map(Some)
@@ -233,16 +301,39 @@ impl Trainee for DiffusionTrainee<'_> {
             grids.insert(0, ("samples", prompts));
         }
         for (name, prompts) in grids {
-            let images = ldm.generate(&prompts, &self.sampling, &mut self.ctx.rng("sample-noise"), self.ctx.device)?;
+            let images = ldm.generate(
+                &prompts,
+                &self.sampling,
+                &mut self.ctx.rng("sample-noise"),
+                self.ctx.device,
+            )?;
             let (n, c, h, w) = images.dims4()?;
-            let picture = grid::grid(&images.flatten_all()?.to_vec1::<f32>()?, n, c, h, w, cols, 2);
-            let suffix = if name == "samples" { String::new() } else { format!("-{name}") };
-            self.ctx.save_sample(&format!("step-{step:06}{suffix}.png"), &picture)?;
+            let picture = grid::grid(
+                &images.flatten_all()?.to_vec1::<f32>()?,
+                n,
+                c,
+                h,
+                w,
+                cols,
+                2,
+            );
+            let suffix = if name == "samples" {
+                String::new()
+            } else {
+                format!("-{name}")
+            };
+            self.ctx
+                .save_sample(&format!("step-{step:06}{suffix}.png"), &picture)?;
             events.image(&format!("{stage}/{name}"), &picture, step)?;
             if name == "samples" {
                 let text = trained::prompt_grid_text(&prompts, cols);
-                self.ctx.save_sample_text(&format!("step-{step:06}.txt"), &text)?;
-                events.text(&format!("{stage}/prompts"), &format!("```\n{text}```"), step)?;
+                self.ctx
+                    .save_sample_text(&format!("step-{step:06}.txt"), &text)?;
+                events.text(
+                    &format!("{stage}/prompts"),
+                    &format!("```\n{text}```"),
+                    step,
+                )?;
             }
         }
         Ok(())
@@ -261,14 +352,23 @@ impl Trainee for DiffusionTrainee<'_> {
             with_prefix(&mut tensors, "ema", ema.shadow.clone());
             state["ema_updates"] = ema.updates.into();
         }
-        Ok(Checkpoint { step, tensors, state })
+        Ok(Checkpoint {
+            step,
+            tensors,
+            state,
+        })
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
         set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
-        self.opt.restore(ckpt.state["adam_step"].as_u64().unwrap_or(0), &ckpt.group("opt"));
+        self.opt.restore(
+            ckpt.state["adam_step"].as_u64().unwrap_or(0),
+            &ckpt.group("opt"),
+        );
         self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
-        self.scale_factor = ckpt.state["scale_factor"].as_f64().context("scale_factor")?;
+        self.scale_factor = ckpt.state["scale_factor"]
+            .as_f64()
+            .context("scale_factor")?;
         if let Some(ema) = self.ema.as_mut() {
             ema.shadow = ckpt.group("ema");
             ema.updates = ckpt.state["ema_updates"].as_u64().unwrap_or(0);

@@ -23,8 +23,16 @@ use crate::train::checkpoint::{self, Checkpoint};
 pub const VOCAB_FILE: &str = "tokenizer.json";
 
 /// The final checkpoint of a finished training stage.
-pub fn final_checkpoint(run: &RunDir, resolved: &Resolved, stage: &str, device: &Device) -> anyhow::Result<Checkpoint> {
-    let spec = &resolved.stage(stage).with_context(|| format!("no stage `{stage}` in this experiment"))?.spec;
+pub fn final_checkpoint(
+    run: &RunDir,
+    resolved: &Resolved,
+    stage: &str,
+    device: &Device,
+) -> anyhow::Result<Checkpoint> {
+    let spec = &resolved
+        .stage(stage)
+        .with_context(|| format!("no stage `{stage}` in this experiment"))?
+        .spec;
     let steps = spec.train().map_or(0, |t| t.steps as u64);
     let dir = run.checkpoints(stage);
     let (found, skipped) = checkpoint::latest_valid(&dir, device);
@@ -33,24 +41,43 @@ pub fn final_checkpoint(run: &RunDir, resolved: &Resolved, stage: &str, device: 
     }
     match found {
         Some(c) if c.step >= steps => Ok(c),
-        Some(c) => bail!("stage `{stage}` has not finished: its newest checkpoint is step {} of {steps}", c.step),
-        None => bail!("stage `{stage}` has no valid checkpoint in {}: has it run?", dir.display()),
+        Some(c) => bail!(
+            "stage `{stage}` has not finished: its newest checkpoint is step {} of {steps}",
+            c.step
+        ),
+        None => bail!(
+            "stage `{stage}` has no valid checkpoint in {}: has it run?",
+            dir.display()
+        ),
     }
 }
 
 /// Side and channels of the autoencoder's latent.
 pub fn latent_shape(e: &Experiment) -> (usize, usize) {
     let levels = e.autoencoder.ch_mult.len().max(1);
-    (e.autoencoder.embed_dim, e.dataset.image_size >> (levels - 1))
+    (
+        e.autoencoder.embed_dim,
+        e.dataset.image_size >> (levels - 1),
+    )
 }
 
 /// The frozen autoencoder trained by stage `stage`.
-pub fn autoencoder(run: &RunDir, resolved: &Resolved, stage: &str, device: &Device) -> anyhow::Result<AutoencoderKl> {
+pub fn autoencoder(
+    run: &RunDir,
+    resolved: &Resolved,
+    stage: &str,
+    device: &Device,
+) -> anyhow::Result<AutoencoderKl> {
     let ckpt = final_checkpoint(run, resolved, stage, device)?;
     let e = &resolved.experiment;
     let store = ParamStore::from_tensors(ckpt.group("model"), false, device);
-    AutoencoderKl::new(&e.autoencoder, e.dataset.channels, e.dataset.image_size, store.vb())
-        .with_context(|| format!("the checkpoint of stage `{stage}` does not fit [autoencoder]"))
+    AutoencoderKl::new(
+        &e.autoencoder,
+        e.dataset.channels,
+        e.dataset.image_size,
+        store.vb(),
+    )
+    .with_context(|| format!("the checkpoint of stage `{stage}` does not fit [autoencoder]"))
 }
 
 /// The UNet's shape for this experiment.
@@ -64,7 +91,11 @@ pub fn unet_shape(e: &Experiment) -> UnetShape {
 }
 
 /// Builds the UNet (`unet/...`) and conditioner (`cond/...`) over one parameter store.
-pub fn denoiser(e: &Experiment, vocab: &Vocabulary, store: &ParamStore) -> candle_core::Result<(UNet, Conditioner)> {
+pub fn denoiser(
+    e: &Experiment,
+    vocab: &Vocabulary,
+    store: &ParamStore,
+) -> candle_core::Result<(UNet, Conditioner)> {
     let vb = store.vb();
     let unet = UNet::new(&e.unet, unet_shape(e), vb.pp("unet"))?;
     let cond = Conditioner::new(&e.conditioning, vocab, e.unet.context_dim, vb.pp("cond"))?;
@@ -107,49 +138,99 @@ impl Ldm {
     }
 
     /// The model trained by diffusion stage `stage` of `run` (its EMA weights when it kept them).
-    pub fn load(run: &RunDir, resolved: &Resolved, stage: &str, device: &Device) -> anyhow::Result<Self> {
-        let spec = &resolved.stage(stage).with_context(|| format!("no stage `{stage}`"))?;
+    pub fn load(
+        run: &RunDir,
+        resolved: &Resolved,
+        stage: &str,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let spec = &resolved
+            .stage(stage)
+            .with_context(|| format!("no stage `{stage}`"))?;
         let StageSpec::Diffusion { .. } = spec.spec else {
-            bail!("stage `{stage}` is a {} stage, not a diffusion stage", spec.spec.kind().as_str());
+            bail!(
+                "stage `{stage}` is a {} stage, not a diffusion stage",
+                spec.spec.kind().as_str()
+            );
         };
-        let vae_stage = spec.needs.first().context("the diffusion stage names no autoencoder")?;
+        let vae_stage = spec
+            .needs
+            .first()
+            .context("the diffusion stage names no autoencoder")?;
         let vae = autoencoder(run, resolved, vae_stage, device)?;
         let ckpt = final_checkpoint(run, resolved, stage, device)?;
         let ema = ckpt.group("ema");
-        let weights = if ema.is_empty() { ckpt.group("model") } else { ema };
+        let weights = if ema.is_empty() {
+            ckpt.group("model")
+        } else {
+            ema
+        };
         let vocab_path = run.stage(stage).join(VOCAB_FILE);
         let vocab: Vocabulary = serde_json::from_str(
-            &std::fs::read_to_string(&vocab_path).with_context(|| format!("cannot read {}", vocab_path.display()))?,
+            &std::fs::read_to_string(&vocab_path)
+                .with_context(|| format!("cannot read {}", vocab_path.display()))?,
         )
         .with_context(|| format!("{} is not a vocabulary", vocab_path.display()))?;
-        let scale_factor = ckpt.state["scale_factor"].as_f64().context("the checkpoint has no scale_factor")?;
-        Self::from_tensors(&resolved.experiment, vae, weights, vocab, scale_factor, device)
-            .with_context(|| format!("the checkpoint of stage `{stage}` does not fit [unet]/[conditioning]"))
+        let scale_factor = ckpt.state["scale_factor"]
+            .as_f64()
+            .context("the checkpoint has no scale_factor")?;
+        Self::from_tensors(
+            &resolved.experiment,
+            vae,
+            weights,
+            vocab,
+            scale_factor,
+            device,
+        )
+        .with_context(|| {
+            format!("the checkpoint of stage `{stage}` does not fit [unet]/[conditioning]")
+        })
     }
 
     /// Samples one image per prompt (`None`: unconditional), as (B, C, H, W) in [-1, 1].
-    pub fn generate(&self, prompts: &[Option<String>], s: &SamplerSpec, rng: &mut Rng, device: &Device) -> anyhow::Result<Tensor> {
+    pub fn generate(
+        &self,
+        prompts: &[Option<String>],
+        s: &SamplerSpec,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> anyhow::Result<Tensor> {
         let n = prompts.len();
         let (c, side) = latent_shape(&self.experiment);
         let refs: Vec<Option<&str>> = prompts.iter().map(|p| p.as_deref()).collect();
         let cond = self.conditioner.context(&self.vocab, &refs, device)?;
-        let uncond = self.conditioner.context(&self.vocab, &vec![None; n], device)?;
-        let guided = Guided { unet: &self.unet, cond, uncond, scale: s.guidance };
+        let uncond = self
+            .conditioner
+            .context(&self.vocab, &vec![None; n], device)?;
+        let guided = Guided {
+            unet: &self.unet,
+            cond,
+            uncond,
+            scale: s.guidance,
+        };
         let cfg = SamplerConfig {
             kind: s.sampler,
             steps: s.steps,
             eta: s.eta,
             prediction: self.experiment.schedule.prediction,
         };
-        let x_t = Tensor::from_vec(rng.normal_vec(n * c * side * side), (n, c, side, side), device)?;
+        let x_t = Tensor::from_vec(
+            rng.normal_vec(n * c * side * side),
+            (n, c, side, side),
+            device,
+        )?;
         let z0 = sampler::sample(&guided, &self.schedule, cfg, x_t, rng)?;
-        Ok(self.vae.decode(&(z0 / self.scale_factor)?, None)?.clamp(-1f32, 1f32)?)
+        Ok(self
+            .vae
+            .decode(&(z0 / self.scale_factor)?, None)?
+            .clamp(-1f32, 1f32)?)
     }
 }
 
 /// Prompts of a prompt-grid file: whitespace-separated words, one prompt each.
 pub fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read prompt file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read prompt file {}", path.display()))?;
     let prompts: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     if prompts.is_empty() {
         bail!("prompt file {} holds no prompts", path.display());
@@ -169,7 +250,10 @@ pub fn random_prompts(vocab: &Vocabulary, count: usize, rng: &mut Rng) -> Vec<St
 
 /// Prompts laid out `cols` per line, as written beside a sample grid.
 pub fn prompt_grid_text(prompts: &[Option<String>], cols: usize) -> String {
-    let words: Vec<&str> = prompts.iter().map(|p| p.as_deref().unwrap_or("<none>")).collect();
+    let words: Vec<&str> = prompts
+        .iter()
+        .map(|p| p.as_deref().unwrap_or("<none>"))
+        .collect();
     let mut out = String::new();
     for row in words.chunks(cols.max(1)) {
         out.push_str(&row.join(" "));

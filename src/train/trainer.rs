@@ -62,9 +62,12 @@ pub fn run(
     }
     let mut step = 0;
     if let Some(ckpt) = found {
-        trainee
-            .restore(&ckpt)
-            .with_context(|| format!("cannot resume stage `{}` from its step-{} checkpoint", s.stage, ckpt.step))?;
+        trainee.restore(&ckpt).with_context(|| {
+            format!(
+                "cannot resume stage `{}` from its step-{} checkpoint",
+                s.stage, ckpt.step
+            )
+        })?;
         step = ckpt.step;
         events.resume_at(step)?;
         eprintln!("{}: resuming at step {step} of {total}", s.stage);
