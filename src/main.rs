@@ -6,10 +6,7 @@ fn main() -> ExitCode {
     match ldm_run::cli::main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprintln!("error: {}", ldm_run::commands::describe_error(&e));
             ExitCode::FAILURE
         }
     }

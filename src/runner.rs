@@ -69,6 +69,8 @@ pub fn run_new(
     let device = device::parse(&resolved.experiment.experiment.device)
         .map_err(anyhow::Error::msg)?
         .open()?;
+    crate::data::dataset::preflight(&resolved.experiment.dataset, opts.data_dir_env.as_deref())
+        .context("the data set is not ready; nothing was written")?;
     let name = &resolved.experiment.experiment.name;
     let run = RunDir::create(&opts.runs_dir, name, chrono::Utc::now())?;
     run.write("config.toml", &resolved.to_toml())?;

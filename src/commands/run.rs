@@ -87,7 +87,7 @@ pub fn run(patterns: &[String], sets: &[String], runs_dir: &Path) -> anyhow::Res
                 }
             }
             Err(e) => {
-                eprintln!("error: {name}: {e:#}");
+                eprintln!("error: {name}: {}", super::describe_error(&e));
                 summary.push((name, "-".into(), "failed".into()));
             }
         }

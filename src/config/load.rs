@@ -136,7 +136,9 @@ fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
             let mut key: Vec<String> = e.path.clone();
             let message = match &e.kind {
                 Kind::UnknownField(field, expected) => {
-                    key.push(field.clone());
+                    if key.last() != Some(field) {
+                        key.push(field.clone());
+                    }
                     let hint = match closest(field, expected) {
                         Some(near) => format!("; did you mean `{near}`?"),
                         None => format!("; valid keys here: {}", expected.join(", ")),
@@ -144,7 +146,9 @@ fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
                     format!("unknown key{hint}")
                 }
                 Kind::MissingField(field) => {
-                    key.push(field.to_string());
+                    if key.last().map(String::as_str) != Some(field.as_ref()) {
+                        key.push(field.to_string());
+                    }
                     "missing: this key is required".to_string()
                 }
                 Kind::UnknownVariant(found, expected) => {

@@ -180,7 +180,10 @@ pub fn spec_of(
         .map(|(key, _)| Problem {
             source: source(&format!("stages.{name}")),
             key: format!("stages.{name}.{key}"),
-            message: format!("missing: a `{}` stage needs it", stage.kind.as_str()),
+            message: format!(
+                "missing: a stage of kind `{}` needs it",
+                stage.kind.as_str()
+            ),
         })
         .collect();
     if !problems.is_empty() {

@@ -45,17 +45,23 @@ impl Checker<'_> {
         }
     }
 
-    fn divisible(&mut self, key: &str, widths: &[usize], groups: usize, groups_key: &str) {
+    /// Every width must split into `groups` GroupNorm groups; the problem is the groups key's.
+    fn divisible(&mut self, widths: &[usize], widths_from: &str, groups: usize, groups_key: &str) {
         if groups == 0 {
             return;
         }
-        let bad: Vec<usize> = widths.iter().copied().filter(|w| w % groups != 0).collect();
+        let bad: Vec<usize> = widths
+            .iter()
+            .copied()
+            .filter(|w| !w.is_multiple_of(groups))
+            .collect();
         if !bad.is_empty() {
             self.fail(
-                key,
+                groups_key,
                 format!(
-                    "gives channel widths {bad:?} that GroupNorm cannot split into {groups} groups \
-                     (`{groups_key}`); use widths divisible by {groups}"
+                    "GroupNorm cannot split the channel widths {bad:?} ({widths_from}) into {groups} \
+                     groups; use a group count that divides every width (e.g. 32 with widths that \
+                     are multiples of 32)"
                 ),
             );
         }
@@ -134,8 +140,8 @@ fn autoencoder_section(c: &mut Checker, e: &Experiment) -> Option<usize> {
     c.probability("autoencoder.dropout", a.dropout);
     let widths: Vec<usize> = a.ch_mult.iter().map(|m| a.ch * m).collect();
     c.divisible(
-        "autoencoder.ch_mult",
         &widths,
+        "autoencoder.ch x autoencoder.ch_mult",
         a.norm_groups,
         "autoencoder.norm_groups",
     );
@@ -189,8 +195,8 @@ fn unet_section(c: &mut Checker, e: &Experiment, latent: Option<usize>) {
         .map(|m| u.model_channels * m)
         .collect();
     c.divisible(
-        "unet.channel_mult",
         &widths,
+        "unet.model_channels x unet.channel_mult",
         u.norm_groups,
         "unet.norm_groups",
     );
@@ -224,7 +230,9 @@ fn unet_section(c: &mut Checker, e: &Experiment, latent: Option<usize>) {
     if latent % factor != 0 {
         c.fail(
             "unet.channel_mult",
-            format!("{levels} levels need a latent side divisible by {factor}, but it is {latent}"),
+            format!(
+                "{levels} levels need a latent side divisible by {factor}, but the autoencoder's latent side is {latent}"
+            ),
         );
         return;
     }

@@ -122,6 +122,25 @@ pub fn load(
     }
 }
 
+/// Checks, before a run starts, that every file of the data set is there (downloading the
+/// missing ones if allowed) and intact, so a run never begins without its data.
+pub fn preflight(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Result<(), DataError> {
+    match files::known_files(cfg.name) {
+        Some(set) => {
+            let wanted = set.all();
+            let paths = ensure_files(cfg, &wanted, env_data_dir)?;
+            for (path, file) in paths.iter().zip(&wanted) {
+                read(path, file)?;
+            }
+            Ok(())
+        }
+        None => {
+            let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
+            image_folder::class_names(root).map(|_| ())
+        }
+    }
+}
+
 fn load_idx(
     cfg: &DatasetConfig,
     split: Split,
