@@ -5,45 +5,11 @@
 //! prints what it saw as JSON. Needs `python3` with `pip install tensorboard`; without them
 //! this test fails (it does not skip).
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use common::read_with_tensorboard;
 use ldm_run::log::{EventWriter, GridImage, HParamValue, SessionStatus, grid};
 use serde_json::Value;
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
-fn read_with_tensorboard(logdir: &Path) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_events.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(logdir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{}` ({e}): this test needs Python 3 with TensorBoard: pip install tensorboard",
-                python()
-            )
-        });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        panic!("TensorBoard's Python package is missing: pip install tensorboard\n{stderr}");
-    }
-    assert!(
-        out.status.success(),
-        "{} failed ({}); stderr:\n{stderr}\n(if tensorboard is missing: pip install tensorboard)",
-        script.display(),
-        out.status
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "read_events.py printed no JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 /// `[[step, value], ...]` as Rust pairs.
 fn points(v: &Value) -> Vec<(u64, f64)> {

@@ -174,7 +174,7 @@ fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
                     .as_ref()
                     .map_or_else(|| "configuration".to_string(), describe)
             } else {
-                source_name(figment, &key)
+                parent_source_name(figment, &key)
             };
             Problem {
                 source,
@@ -185,8 +185,17 @@ fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
         .collect()
 }
 
-/// Names the provider that supplied `key`, or the nearest parent key that has one.
+/// Names the provider that supplied `key`; a key no layer sets has its default value.
 pub(crate) fn source_name(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(meta) => describe(meta),
+        None => "default value".to_string(),
+    }
+}
+
+/// Names the provider of `key` or, failing that, of its nearest parent (for keys that are
+/// missing or unknown, where the parent table is where the fix goes).
+fn parent_source_name(figment: &Figment, key: &str) -> String {
     let mut probe = key.to_string();
     loop {
         if let Some(meta) = figment.find_metadata(&probe) {

@@ -1,0 +1,343 @@
+//! Experiment files: layering (extends, environment, --set) and every kind of bad input, each
+//! with a message that names the source, the key and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use ldm_run::config::{self, ConfigError, StageSpec};
+
+const BASE: &str = r#"
+[experiment]
+name = "t"
+seed = 5
+
+[stages.vae]
+kind = "autoencoder"
+steps = 10
+batch_size = 4
+lr = 1e-3
+
+[stages.ldm]
+kind = "diffusion"
+needs = ["vae"]
+steps = 20
+batch_size = 8
+lr = 2e-4
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn resolve(
+    path: &Path,
+    env: &[(&str, &str)],
+    sets: &[&str],
+) -> Result<config::Resolved, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    config::resolve_with_env(path, env, &sets)
+}
+
+fn error(path: &Path, env: &[(&str, &str)], sets: &[&str]) -> String {
+    resolve(path, env, sets)
+        .expect_err("should be refused")
+        .to_string()
+}
+
+fn lr_of(r: &config::Resolved, stage: &str) -> f64 {
+    r.stage(stage).unwrap().spec.train().unwrap().lr
+}
+
+#[test]
+fn layers_apply_in_order_base_file_env_set() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "base.toml",
+        &BASE.replace("seed = 5", "seed = 1"),
+    );
+    let file = write(
+        dir.path(),
+        "exp.toml",
+        "extends = \"base.toml\"\n[experiment]\nname = \"child\"\n[autoencoder]\nch = 64\n",
+    );
+    let r = resolve(&file, &[], &[]).unwrap();
+    assert_eq!(r.experiment.experiment.name, "child");
+    assert_eq!(r.experiment.experiment.seed, 1, "from the base");
+    assert_eq!(
+        r.experiment.autoencoder.ch, 64,
+        "the file wins over the base"
+    );
+    assert_eq!(lr_of(&r, "vae"), 1e-3);
+
+    let env = [
+        ("LDM_STAGES__VAE__LR", "5e-4"),
+        ("LDM_DATA_DIR", "/elsewhere"),
+    ];
+    let r = resolve(&file, &env, &[]).unwrap();
+    assert_eq!(
+        lr_of(&r, "vae"),
+        5e-4,
+        "env parsed as a float; LDM_DATA_DIR is not a key"
+    );
+
+    let r = resolve(
+        &file,
+        &env,
+        &[
+            "stages.vae.lr=1e-4",
+            "autoencoder.ch_mult=[1, 2]",
+            "autoencoder.attn_resolutions=[16]",
+        ],
+    )
+    .unwrap();
+    assert_eq!(lr_of(&r, "vae"), 1e-4, "--set wins over env and is a float");
+    assert_eq!(r.experiment.autoencoder.ch_mult, vec![1, 2]);
+    assert!(
+        r.experiment.extends.is_none(),
+        "the resolved config is flat"
+    );
+}
+
+#[test]
+fn stages_come_in_dependency_order_with_defaults_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let r = resolve(&file, &[], &[]).unwrap();
+    let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["vae", "ldm"]);
+    let StageSpec::Diffusion {
+        ema_decay,
+        sampling,
+        ..
+    } = &r.stage("ldm").unwrap().spec
+    else {
+        panic!("ldm is a diffusion stage")
+    };
+    assert_eq!(*ema_decay, 0.999);
+    assert_eq!(sampling.steps, 50);
+    let text = r.to_toml();
+    assert!(
+        text.contains("kl_weight = 1e-6") || text.contains("kl_weight = 0.000001"),
+        "{text}"
+    );
+    assert!(text.contains("ema_decay = 0.999"), "{text}");
+}
+
+#[test]
+fn missing_file_is_an_error_not_a_default() {
+    let err = error(Path::new("no/such/experiment.toml"), &[], &[]);
+    assert!(
+        err.contains("no/such/experiment.toml does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_toml_gives_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bad.toml",
+        "[experiment]\nname = \"t\"\nseed = = 3\n",
+    );
+    let err = error(&file, &[], &[]);
+    assert!(err.contains("bad.toml:3:"), "{err}");
+    assert!(err.contains("malformed TOML"), "{err}");
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "e.toml",
+        &format!("{BASE}\n[unet]\nmodel_chanels = 64\n"),
+    );
+    let err = error(&file, &[], &[]);
+    assert!(
+        err.contains("key `unet.model_chanels`: unknown key; did you mean `model_channels`?"),
+        "{err}"
+    );
+    assert!(err.contains("e.toml"), "names the file: {err}");
+}
+
+#[test]
+fn key_of_another_stage_kind_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[], &["stages.vae.ema_decay=0.9"]);
+    assert!(err.contains("`--set stages.vae.ema_decay=0.9`"), "{err}");
+    assert!(
+        err.contains("not a setting of a `autoencoder` stage"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_source_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[("LDM_AUTOENCODER__CH", "wide")], &[]);
+    assert!(
+        err.contains("environment variable `LDM_AUTOENCODER__CH`"),
+        "{err}"
+    );
+    assert!(err.contains("key `autoencoder.ch`: wrong type"), "{err}");
+    assert!(err.contains("expected usize"), "{err}");
+}
+
+#[test]
+fn set_of_a_key_that_does_not_exist_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[], &["stages.vae.lrr=1"]);
+    assert!(
+        err.contains(
+            "`--set stages.vae.lrr=1`: key `stages.vae.lrr`: unknown key; did you mean `lr`?"
+        ),
+        "{err}"
+    );
+    let err = error(&file, &[], &["stages.vae.lr"]);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+}
+
+#[test]
+fn out_of_range_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[], &["autoencoder.ch=0"]);
+    assert!(
+        err.contains("key `autoencoder.ch`: must be at least 1"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["autoencoder.ch=48"]);
+    assert!(
+        err.contains(
+            "key `autoencoder.norm_groups`: GroupNorm cannot split the channel widths [48, 48]"
+        ),
+        "{err}"
+    );
+    let err = error(&file, &[], &["unet.latent_size=4"]);
+    assert!(
+        err.contains("key `unet.latent_size`: 4 does not match the autoencoder's latent side 8"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["unet.latent_channels=3"]);
+    assert!(
+        err.contains(
+            "key `unet.latent_channels`: 3 does not match the autoencoder's latent channels"
+        ),
+        "{err}"
+    );
+    let err = error(&file, &[], &["unet.attention_resolutions=[3]"]);
+    assert!(
+        err.contains("resolution 3 is never reached; the UNet sees [8, 4, 2]"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["dataset.image_size=30"]);
+    assert!(
+        err.contains("dataset.image_size 30 is not divisible by 4"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["stages.ldm.lr=-1"]);
+    assert!(
+        err.contains("key `stages.ldm.lr`: -1 must be a positive number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn text_encoder_width_must_match_the_unet_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[], &["conditioning.width=64"]);
+    assert!(
+        err.contains("the text encoder's width 64 does not match unet.context_dim 768"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stage_graph_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[], &["stages.ldm.needs=[\"vea\"]"]);
+    assert!(
+        err.contains("needs `vea`, which is not a stage of this experiment (stages: ldm, vae)"),
+        "{err}"
+    );
+    let cyc = format!("{BASE}\n[stages.s]\nkind = \"sample\"\nneeds = [\"ldm\"]\n");
+    let file = write(dir.path(), "c.toml", &cyc);
+    let err = error(&file, &[], &["stages.ldm.needs=[\"s\"]"]);
+    assert!(
+        err.contains("stages form a cycle: ldm -> s -> ldm"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["stages.s.needs=[\"vae\"]"]);
+    assert!(
+        err.contains(
+            "a `sample` stage needs one `diffusion` stage, but `needs` lists `vae` (autoencoder)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_required_stage_keys_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "e.toml",
+        "[experiment]\nname = \"t\"\n[stages.vae]\nkind = \"autoencoder\"\n",
+    );
+    let err = error(&file, &[], &[]);
+    for key in ["steps", "batch_size", "lr"] {
+        assert!(
+            err.contains(&format!("key `stages.vae.{key}`: missing")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn extends_cycle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.toml", "extends = \"b.toml\"\n");
+    let b = write(dir.path(), "b.toml", "extends = \"a.toml\"\n");
+    let err = error(&b, &[], &[]);
+    assert!(err.contains("`extends` forms a cycle"), "{err}");
+}
+
+#[test]
+fn missing_prompt_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e.toml", BASE);
+    let err = error(&file, &[], &["stages.ldm.prompts_file=\"nope.txt\""]);
+    assert!(err.contains("nope.txt does not exist"), "{err}");
+}
+
+#[test]
+fn committed_schema_matches_the_types() {
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json"),
+    )
+    .expect("schemas/experiment.schema.json is committed");
+    assert!(
+        committed == config::json_schema(),
+        "schemas/experiment.schema.json is out of date: run `cargo run -- schema > schemas/experiment.schema.json`"
+    );
+}
+
+#[test]
+fn shipped_experiments_resolve() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for name in ["smoke.toml", "mnist_kl_f4.toml", "mnist_kl_f4_seed.toml"] {
+        resolve(&dir.join(name), &[], &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
