@@ -5,11 +5,10 @@
 //! dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale, dQ = dS K, dK = dSᵀ Q.
 
 use super::util::{
-    SendPtr, fast_exp, multiversion, num_threads, sgemm, slice, uninit_vec, with_scratch,
-    with_slice,
+    SendPtr, fast_exp, multiversion, num_threads, par_chunks_mut, par_for, sgemm, slice,
+    uninit_vec, with_scratch, with_slice,
 };
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 use std::sync::Mutex;
 
 multiversion! {
@@ -30,12 +29,23 @@ multiversion! {
             if m == f32::NEG_INFINITY {
                 m = 0.0;
             }
+            // Sixteen partial sums, so the loop vectorises (a single f32 sum would not).
+            let mut lanes = [0f32; 16];
+            let mut it = row.chunks_exact_mut(16);
+            for ch in &mut it {
+                for (l, v) in lanes.iter_mut().zip(ch.iter_mut()) {
+                    let e = fast_exp(*v - m);
+                    *v = e;
+                    *l += e;
+                }
+            }
             let mut s = 0f32;
-            for v in row.iter_mut() {
+            for v in it.into_remainder() {
                 let e = fast_exp(*v - m);
                 *v = e;
                 s += e;
             }
+            s += lanes.iter().sum::<f32>();
             let inv = 1.0 / s;
             for v in row.iter_mut() {
                 *v *= inv;
@@ -70,7 +80,7 @@ multiversion! {
     }
 }
 
-/// Rows of `n` handed to one rayon task at least.
+/// Rows of `n` handed to one pool task at least.
 fn min_rows(n: usize) -> usize {
     (8192 / n.max(1)).max(1)
 }
@@ -87,8 +97,7 @@ impl CustomOp1 for Softmax {
         let n = l.shape().dims().last().copied().unwrap_or(1);
         let mut y = x.to_vec();
         if n > 0 {
-            y.par_chunks_mut(n * min_rows(n))
-                .for_each(|c| softmax_rows(c, n));
+            par_chunks_mut(&mut y, n * min_rows(n), |_, c| softmax_rows(c, n));
         }
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -117,9 +126,9 @@ impl CustomOp2 for SoftmaxBwd {
         let n = l1.shape().dims().last().copied().unwrap_or(1);
         if n > 0 {
             let k = min_rows(n);
-            dx.par_chunks_mut(n * k)
-                .zip(y.par_chunks(n * k))
-                .for_each(|(d, y)| softmax_bwd_rows(y, d, n, 1.0));
+            par_chunks_mut(&mut dx, n * k, |i, d| {
+                softmax_bwd_rows(&y[i * n * k..i * n * k + d.len()], d, n, 1.0)
+            });
         }
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
@@ -244,7 +253,7 @@ impl CustomOp3 for Attention {
             }
         };
         if par {
-            (0..n).into_par_iter().for_each(item);
+            par_for(n, item);
         } else {
             (0..n).for_each(item);
         }
@@ -375,7 +384,7 @@ impl CustomOp3 for Attention {
                             });
                         };
                         if par {
-                            (0..n).into_par_iter().for_each(item);
+                            par_for(n, item);
                         } else {
                             (0..n).for_each(item);
                         }

@@ -8,9 +8,10 @@
 //! Three ops, each the adjoint of the others, so gradients of gradients stay on this path:
 //! forward y = F(x, w), input gradient dx = Gx(dy, w), weight gradient dw = Gw(x, dy).
 
-use super::util::{SendPtr, multiversion, num_threads, sgemm, slice, uninit_vec, with_scratch};
+use super::util::{
+    SendPtr, multiversion, num_threads, par_fold, par_for, sgemm, slice, uninit_vec, with_scratch,
+};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 /// Aim for about this many GEMM columns (g·P) per work unit.
 const TARGET_COLS: usize = 512;
@@ -329,7 +330,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> V
         });
     };
     if gt == 1 {
-        (0..units).into_par_iter().for_each(unit);
+        par_for(units, unit);
     } else {
         (0..units).for_each(unit);
     }
@@ -403,7 +404,7 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
         });
     };
     if gt == 1 {
-        (0..units).into_par_iter().for_each(unit);
+        par_for(units, unit);
     } else {
         (0..units).for_each(unit);
     }
@@ -414,12 +415,9 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (k, p, cout, cin, hw) = (g.k(), g.p(), g.cout, g.cin, g.hw());
     let (gi, units, gt) = g.split();
-    // Each of `chunks` tasks accumulates its own dw over a contiguous range of units.
-    let chunks = if gt == 1 { num_threads().min(units) } else { 1 };
-    let per = units.div_ceil(chunks);
-    let task = |t: usize| -> Vec<f32> {
-        let mut acc = vec![0.0f32; cout * k];
-        for u in t * per..((t + 1) * per).min(units) {
+    // Each pool thread accumulates its own dw over the units it takes; then they are summed.
+    let unit = |acc: &mut Vec<f32>, u: usize| {
+        {
             let b0 = u * gi;
             let gn = gi.min(g.b - b0);
             let n = gn * p;
@@ -470,13 +468,18 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
                 };
             });
         }
-        acc
     };
-    let mut parts: Vec<Vec<f32>> = if chunks > 1 {
-        (0..chunks).into_par_iter().map(task).collect()
+    let init = || vec![0.0f32; cout * k];
+    let mut parts: Vec<Vec<f32>> = if gt == 1 {
+        par_fold(units, init, unit)
     } else {
-        vec![task(0)]
+        let mut acc = init();
+        (0..units).for_each(|u| unit(&mut acc, u));
+        vec![acc]
     };
+    if parts.is_empty() {
+        return init();
+    }
     let mut dw = parts.swap_remove(0);
     for part in parts {
         add_assign(&mut dw, &part);

@@ -6,9 +6,10 @@
 //! f32 lanes over short runs into f64, then writes y in a third fused pass. The backward takes
 //! two passes: per-channel sums of dŷ and dŷ·x̂ (dŷ stored in dx), then dx in place.
 
-use super::util::{SendPtr, fast_sigmoid, multiversion, slice, uninit_vec, with_slice};
+use super::util::{
+    SendPtr, fast_sigmoid, multiversion, par_chunks_mut, slice, uninit_vec, with_slice,
+};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Floats summed in f32 lanes before being added into an f64 total.
@@ -238,34 +239,34 @@ impl CustomOp3 for GroupNorm {
         let mut y = uninit_vec(x.len());
         let mut stats = vec![(0f32, 0f32); b * self.groups];
         if blk > 0 {
-            y.par_chunks_mut(blk)
-                .zip(x.par_chunks(blk))
-                .zip(stats.par_iter_mut())
-                .enumerate()
-                .for_each(|(i, ((yb, xb), st))| {
-                    let g = i % self.groups;
-                    let (mean, rstd) = block_stats(xb, self.eps);
-                    *st = (mean, rstd);
-                    let mut a = [0f32; 64];
-                    let mut bb = [0f32; 64];
-                    // Channels in chunks of 64 so the coefficients live on the stack.
-                    for c0 in (0..cpg).step_by(64) {
-                        let n = (cpg - c0).min(64);
-                        for j in 0..n {
-                            let ch = g * cpg + c0 + j;
-                            a[j] = gamma[ch] * rstd;
-                            bb[j] = beta[ch] - mean * a[j];
-                        }
-                        block_forward(
-                            &xb[c0 * s..(c0 + n) * s],
-                            &mut yb[c0 * s..(c0 + n) * s],
-                            s,
-                            &a[..n],
-                            &bb[..n],
-                            self.silu,
-                        );
+            let sp = SendPtr(stats.as_mut_ptr().cast());
+            par_chunks_mut(&mut y, blk, |i, yb| {
+                let sp = sp;
+                let xb = &x[i * blk..(i + 1) * blk];
+                let g = i % self.groups;
+                let (mean, rstd) = block_stats(xb, self.eps);
+                // SAFETY: block i owns stats[i] (a pair of f32).
+                unsafe { *sp.0.cast::<(f32, f32)>().add(i) = (mean, rstd) };
+                let mut a = [0f32; 64];
+                let mut bb = [0f32; 64];
+                // Channels in chunks of 64 so the coefficients live on the stack.
+                for c0 in (0..cpg).step_by(64) {
+                    let n = (cpg - c0).min(64);
+                    for j in 0..n {
+                        let ch = g * cpg + c0 + j;
+                        a[j] = gamma[ch] * rstd;
+                        bb[j] = beta[ch] - mean * a[j];
                     }
-                });
+                    block_forward(
+                        &xb[c0 * s..(c0 + n) * s],
+                        &mut yb[c0 * s..(c0 + n) * s],
+                        s,
+                        &a[..n],
+                        &bb[..n],
+                        self.silu,
+                    );
+                }
+            });
         }
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -299,7 +300,7 @@ impl CustomOp3 for GroupNorm {
                         if blk == 0 {
                             return;
                         }
-                        dx.par_chunks_mut(blk).enumerate().for_each(|(i, dxb)| {
+                        par_chunks_mut(&mut dx, blk, |i, dxb| {
                             let (dbp, dgp) = (dbp, dgp);
                             let g = i % self.groups;
                             let ch = g * cpg..(g + 1) * cpg;

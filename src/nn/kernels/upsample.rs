@@ -3,11 +3,10 @@
 //! candle adds the gradient this returns to whatever else flows into the input, so an input
 //! used elsewhere too gets the sum of all its gradients.
 
-use super::util::{multiversion, slice, uninit_vec};
+use super::util::{multiversion, par_chunks_mut, slice, uninit_vec};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-/// Planes handed to one rayon task at least.
+/// Planes handed to one pool task at least.
 fn min_planes(hw: usize) -> usize {
     (16_384 / hw.max(1)).max(1)
 }
@@ -54,9 +53,9 @@ impl CustomOp1 for Up2x {
         let hw = h * w;
         if hw > 0 {
             let k = min_planes(hw);
-            y.par_chunks_mut(4 * hw * k)
-                .zip(x.par_chunks(hw * k))
-                .for_each(|(yc, xc)| up_planes(xc, yc, h, w));
+            par_chunks_mut(&mut y, 4 * hw * k, |i, yc| {
+                up_planes(&x[i * hw * k..(i * hw * k + yc.len() / 4)], yc, h, w)
+            });
         }
         Ok((CpuStorage::F32(y), (b, c, 2 * h, 2 * w).into()))
     }
@@ -83,9 +82,9 @@ impl CustomOp1 for Down2x {
         let hw = h * w;
         if hw > 0 {
             let k = min_planes(hw);
-            dx.par_chunks_mut(hw * k)
-                .zip(dy.par_chunks(4 * hw * k))
-                .for_each(|(xc, yc)| down_planes(yc, xc, h, w));
+            par_chunks_mut(&mut dx, hw * k, |i, xc| {
+                down_planes(&dy[4 * i * hw * k..4 * (i * hw * k + xc.len())], xc, h, w)
+            });
         }
         Ok((CpuStorage::F32(dx), (b, c, h, w).into()))
     }

@@ -45,11 +45,75 @@ pub(crate) fn uninit_vec(n: usize) -> Vec<f32> {
     v
 }
 
-/// How many threads the kernels split work over (candle's and rayon's own setting).
+/// How many threads the kernels split work over: candle's pool and the calling thread.
 pub(crate) fn num_threads() -> usize {
-    candle_core::utils::get_num_threads()
-        .min(rayon::current_num_threads())
-        .max(1)
+    (candle_core::utils::barrier_pool().n_workers() + 1).max(1)
+}
+
+/// Runs `f(i)` for every i in 0..n on candle's own CPU worker pool (the one its elementwise
+/// ops use, with the calling thread taking part), handing out indices from a shared cursor.
+/// Sharing that pool keeps a second set of spinning threads from competing for the cores.
+/// `f` must not itself call `par_for`.
+pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
+    if n <= 1 || num_threads() == 1 {
+        (0..n).for_each(f);
+        return;
+    }
+    candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f));
+}
+
+/// Runs `f(i, chunk)` over the consecutive `chunk_len`-long pieces of `v` (the last may be
+/// shorter) on the pool, as [`par_for`].
+pub(crate) fn par_chunks_mut(
+    v: &mut [f32],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let len = v.len();
+    let chunk_len = chunk_len.max(1);
+    let p = SendPtr(v.as_mut_ptr());
+    par_for(len.div_ceil(chunk_len), |i| {
+        let p = p;
+        let a = i * chunk_len;
+        let b = (a + chunk_len).min(len);
+        // SAFETY: the pieces are disjoint and inside `v`, which outlives the call.
+        f(i, unsafe {
+            std::slice::from_raw_parts_mut(p.0.add(a), b - a)
+        })
+    });
+}
+
+/// Runs `f(i, n_tasks)` for a cursor-shared 0..n and collects one result per pool thread that
+/// took part: `init` makes a thread's state the first time it gets an index.
+pub(crate) fn par_fold<S: Send>(
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) + Sync,
+) -> Vec<S> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if n == 1 || num_threads() == 1 {
+        let mut s = init();
+        (0..n).for_each(|i| f(&mut s, i));
+        return vec![s];
+    }
+    let cursor = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(Vec::new());
+    candle_core::utils::barrier_pool().execute(|_| {
+        let mut state = None;
+        loop {
+            let i = cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            f(state.get_or_insert_with(&init), i);
+        }
+        if let Some(s) = state {
+            out.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        }
+    });
+    out.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
@@ -206,7 +270,7 @@ pub(crate) unsafe fn sgemm(
 /// A raw pointer that may cross threads; the users split the pointee into disjoint parts.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
-// SAFETY: only used to hand disjoint regions of one buffer to different rayon tasks.
+// SAFETY: only used to hand disjoint regions of one buffer to different pool tasks.
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
