@@ -1,12 +1,45 @@
 //! The hot operations of the networks, behind one small API so faster implementations can
 //! replace the composite candle ops without touching the models.
 //!
-//! Every function here works on any device and keeps autograd working.
+//! Every function here works on any device and dtype and keeps autograd working. On the CPU
+//! in f32 they run hand-written kernels (candle custom ops with their own backward, see the
+//! submodules); anything else takes the stock candle composition (the `*_reference` functions),
+//! which is also what the tests compare the kernels against.
+
+mod attention;
+mod conv;
+mod group_norm;
+mod upsample;
+mod util;
 
 use candle_core::{D, Result, Tensor};
+use util::fast_path;
 
 /// 2-D convolution of `x` (B, C_in, H, W) with `w` (C_out, C_in, kh, kw) plus optional bias (C_out).
 pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let ts: Vec<&Tensor> = [Some(x), Some(w), bias].into_iter().flatten().collect();
+    if fast_path(&ts) && x.rank() == 4 && w.rank() == 4 && bias.is_none_or(|b| b.rank() == 1) {
+        let op = conv::ConvFwd {
+            stride,
+            pad: padding,
+        };
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        return match bias {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+            None => x.apply_op2(&w, op),
+        };
+    }
+    conv2d_reference(x, w, bias, stride, padding)
+}
+
+/// [`conv2d`] built from candle's own ops.
+pub fn conv2d_reference(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
@@ -22,6 +55,22 @@ pub fn conv2d(
 
 /// GroupNorm over (B, C, ...) with per-channel affine `gamma`, `beta`, optionally followed by SiLU.
 pub fn group_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    if fast_path(&[x, gamma, beta]) && x.rank() >= 2 {
+        let (x, g, b) = (x.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
+        return x.apply_op3(&g, &b, group_norm::GroupNorm::new(groups, eps, silu));
+    }
+    group_norm_reference(x, gamma, beta, groups, eps, silu)
+}
+
+/// [`group_norm`] built from candle's own ops.
+pub fn group_norm_reference(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
@@ -49,6 +98,14 @@ pub fn group_norm(
 /// Nearest-neighbour 2x upsampling of (B, C, H, W), with a gradient that accumulates
 /// correctly (candle's own `upsample_nearest2d` backward overwrites it).
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    if fast_path(&[x]) && x.rank() == 4 {
+        return x.contiguous()?.apply_op1(upsample::Up2x);
+    }
+    upsample_nearest2x_reference(x)
+}
+
+/// [`upsample_nearest2x`] built from candle's own ops.
+pub fn upsample_nearest2x_reference(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     x.reshape((b, c, h, 1, w, 1))?
         .broadcast_as((b, c, h, 2, w, 2))?
@@ -57,12 +114,29 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
 
 /// Scaled dot-product attention: softmax(q k^T * scale) v for q (B, T, D), k and v (B, S, D).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if fast_path(&[q, k, v]) && q.rank() >= 2 {
+        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+        return q.apply_op3(&k, &v, attention::Attention::new(scale as f32));
+    }
+    attention_reference(q, k, v, scale)
+}
+
+/// [`attention`] built from candle's own ops.
+pub fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     let scores = (q.matmul(&k.t()?)? * scale)?; // (B, T, S)
-    softmax_last_dim(&scores)?.matmul(v)
+    softmax_last_dim_reference(&scores)?.matmul(v)
 }
 
 /// Softmax over the last dimension, differentiable (candle-nn's fused one has no backward).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if fast_path(&[x]) && x.rank() >= 1 {
+        return x.contiguous()?.apply_op1(attention::Softmax);
+    }
+    softmax_last_dim_reference(x)
+}
+
+/// [`softmax_last_dim`] built from candle's own ops.
+pub fn softmax_last_dim_reference(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
