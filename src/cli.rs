@@ -27,8 +27,15 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Experiment files to run, in order (quoted glob patterns such as 'experiments/*.toml' work).
-    #[arg(required = true, value_name = "EXPERIMENT.toml")]
+    #[arg(required_unless_present = "resume", value_name = "EXPERIMENT.toml")]
     pub experiments: Vec<String>,
+    /// Continue an interrupted run: its folder, or `latest` (the newest unfinished run of the
+    /// experiment given).
+    #[arg(long, value_name = "RUN_DIR|latest")]
+    pub resume: Option<String>,
+    /// Resume even when training settings differ from the run's (recorded in the manifest).
+    #[arg(long, requires = "resume")]
+    pub force: bool,
     #[command(flatten)]
     pub overrides: Overrides,
 }
@@ -128,11 +135,17 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         None => {
             let o = &cli.run.overrides;
-            Ok(ok(commands::run::run(
-                &cli.run.experiments,
-                &o.all_sets(),
-                &o.runs_dir,
-            )?))
+            let done = match &cli.run.resume {
+                Some(target) => commands::run::resume(
+                    crate::resume::ResumeTarget::parse(target),
+                    &cli.run.experiments,
+                    &o.all_sets(),
+                    &o.runs_dir,
+                    cli.run.force,
+                )?,
+                None => commands::run::run(&cli.run.experiments, &o.all_sets(), &o.runs_dir)?,
+            };
+            Ok(ok(done))
         }
         Some(Command::Plan {
             experiment,

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod plan;
+pub mod resume;
 pub mod rng;
 pub mod runner;
 pub mod runs;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::config::Resolved;
 use crate::device;
 use crate::log::EventWriter;
+use crate::plan::lock::RunLock;
 use crate::plan::manifest::{Manifest, StageRecord, Status, now};
 use crate::plan::run_dir::RunDir;
 use crate::stages::{self, Outputs, StageContext};
@@ -57,6 +58,7 @@ fn fresh_manifest(resolved: &Resolved) -> Manifest {
         finished: None,
         stages,
         order: resolved.stages.iter().map(|s| s.name.clone()).collect(),
+        resumes: Vec::new(),
     }
 }
 
@@ -73,6 +75,7 @@ pub fn run_new(
         .context("the data set is not ready; nothing was written")?;
     let name = &resolved.experiment.experiment.name;
     let run = RunDir::create(&opts.runs_dir, name, chrono::Utc::now())?;
+    let _lock = RunLock::acquire(&run.root)?;
     run.write("config.toml", &resolved.to_toml())?;
     let mut manifest = fresh_manifest(resolved);
     manifest.save(&run.root)?;

@@ -8,7 +8,8 @@ use anyhow::bail;
 
 use crate::config::{self, Resolved};
 use crate::plan::manifest::Status;
-use crate::runner::{self, RunOptions};
+use crate::resume::{ResumeRequest, ResumeTarget};
+use crate::runner::{self, RunOptions, RunReport};
 
 /// Expands glob patterns (`experiments/sweeps/*.toml`); a plain path is kept as it is, so a
 /// missing file is reported by the loader. A pattern that matches nothing is an error.
@@ -57,26 +58,60 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+fn options(runs_dir: &Path) -> RunOptions {
+    RunOptions {
+        runs_dir: runs_dir.to_path_buf(),
+        data_dir_env: std::env::var(crate::data::DATA_DIR_ENV).ok(),
+    }
+}
+
+/// Tells how to continue an interrupted run.
+fn report_interrupted(report: &RunReport) {
+    if report.status == Status::Interrupted {
+        eprintln!(
+            "interrupted; continue with: ldm-run --resume {}",
+            report.dir.display()
+        );
+    }
+}
+
+/// Continues a run; returns whether it finished.
+pub fn resume(
+    target: ResumeTarget,
+    files: &[String],
+    sets: &[String],
+    runs_dir: &Path,
+    force: bool,
+) -> anyhow::Result<bool> {
+    let experiment = match files {
+        [] => None,
+        [one] => Some(PathBuf::from(one)),
+        _ => bail!("--resume continues one run: give at most one experiment file"),
+    };
+    let req = ResumeRequest {
+        target,
+        experiment,
+        sets: sets.to_vec(),
+        force,
+    };
+    let stop = stop_flag()?;
+    let report = crate::resume::resume(&req, &options(runs_dir), &stop)?;
+    report_interrupted(&report);
+    Ok(report.status == Status::Finished)
+}
+
 /// Runs the experiments; returns whether all finished.
 pub fn run(patterns: &[String], sets: &[String], runs_dir: &Path) -> anyhow::Result<bool> {
     let files = expand(patterns)?;
     let all = resolve_all(&files, sets)?;
     let stop = stop_flag()?;
-    let opts = RunOptions {
-        runs_dir: runs_dir.to_path_buf(),
-        data_dir_env: std::env::var(crate::data::DATA_DIR_ENV).ok(),
-    };
+    let opts = options(runs_dir);
     let mut summary = Vec::new();
     for resolved in &all {
         let name = resolved.experiment.experiment.name.clone();
         match runner::run_new(resolved, &opts, &stop) {
             Ok(report) => {
-                if report.status == Status::Interrupted {
-                    eprintln!(
-                        "interrupted; continue with: ldm-run --resume {}",
-                        report.dir.display()
-                    );
-                }
+                report_interrupted(&report);
                 summary.push((
                     name,
                     report.dir.display().to_string(),

@@ -1,5 +1,6 @@
 //! Experiment configuration: raw schema, layering, validation, and the resolved plan.
 
+pub mod diff;
 pub mod error;
 pub mod load;
 pub mod overrides;

@@ -51,6 +51,19 @@ pub struct StageRecord {
     pub error: Option<String>,
 }
 
+/// One resume of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    pub at: String,
+    /// The run's status when it was resumed.
+    pub from_status: Status,
+    /// Resumed with `--force` despite changed training settings.
+    pub forced: bool,
+    /// Keys whose values changed at the resume (`key: old -> new`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+}
+
 /// The whole run's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -64,6 +77,9 @@ pub struct Manifest {
     /// Stage name -> record, in execution order of `order`.
     pub stages: BTreeMap<String, StageRecord>,
     pub order: Vec<String>,
+    /// Every resume of this run, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<ResumeRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +187,7 @@ mod tests {
             finished: None,
             stages,
             order: vec!["vae".into()],
+            resumes: Vec::new(),
         };
         m.save(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), m);

@@ -1,5 +1,6 @@
 //! Planning a run: the stage graph, the run directory and its manifest.
 
 pub mod graph;
+pub mod lock;
 pub mod manifest;
 pub mod run_dir;

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 /// Format tag written into every checkpoint.
 pub const FORMAT: &str = "ldm-run-checkpoint-1";
 
+/// The safetensors metadata key of ldm-run's header.
+const META_KEY: &str = "ldm-run";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot write checkpoint {path}: {source}")]
@@ -136,12 +139,15 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf, CheckpointError> {
         })
         .collect();
     let state = ckpt.state.to_string();
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("step".to_string(), ckpt.step.to_string()),
-        ("state".to_string(), state.clone()),
-        ("sha256".to_string(), digest(ckpt.step, &state, &parts)),
-    ]);
+    // One metadata entry holding a JSON object with sorted keys, so equal checkpoints are
+    // equal files (safetensors writes a map of several entries in random order).
+    let header = serde_json::json!({
+        "format": FORMAT,
+        "step": ckpt.step,
+        "state": ckpt.state,
+        "sha256": digest(ckpt.step, &state, &parts),
+    });
+    let metadata = HashMap::from([(META_KEY.to_string(), header.to_string())]);
     let bytes =
         safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
             .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
@@ -173,21 +179,30 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError>
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| corrupt(format!("unreadable header ({e})")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
+    let header: serde_json::Value = meta
+        .get(META_KEY)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| {
+            corrupt(format!(
+                "no `{META_KEY}` header in its metadata: not an ldm-run checkpoint"
+            ))
+        })?;
     let field = |k: &str| {
-        meta.get(k)
-            .cloned()
-            .ok_or_else(|| corrupt(format!("no `{k}` in its metadata")))
+        header
+            .get(k)
+            .ok_or_else(|| corrupt(format!("no `{k}` in its header")))
     };
-    if field("format")? != FORMAT {
+    if field("format")?.as_str() != Some(FORMAT) {
         return Err(corrupt(format!(
-            "format `{}` is not {FORMAT}",
+            "format {} is not {FORMAT}",
             field("format")?
         )));
     }
-    let step: u64 = field("step")?
-        .parse()
-        .map_err(|_| corrupt("bad step".into()))?;
-    let state_text = field("state")?;
+    let step = field("step")?
+        .as_u64()
+        .ok_or_else(|| corrupt("bad step".into()))?;
+    let state = field("state")?.clone();
+    let state_text = state.to_string();
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| corrupt(format!("truncated or damaged ({e})")))?;
     let mut views = st.tensors();
@@ -203,11 +218,9 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError>
             )
         })
         .collect();
-    if digest(step, &state_text, &parts) != field("sha256")? {
+    if Some(digest(step, &state_text, &parts).as_str()) != field("sha256")?.as_str() {
         return Err(corrupt("its SHA-256 does not match its contents".into()));
     }
-    let state =
-        serde_json::from_str(&state_text).map_err(|e| corrupt(format!("bad state ({e})")))?;
     let tensors = views
         .iter()
         .map(|(k, v)| {

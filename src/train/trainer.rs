@@ -69,7 +69,9 @@ pub fn run(
             )
         })?;
         step = ckpt.step;
-        events.resume_at(step)?;
+        // Points after the checkpoint were logged by the interrupted process and are logged
+        // again from here: TensorBoard drops the old ones from step + 1 on.
+        events.resume_at(step + 1)?;
         eprintln!("{}: resuming at step {step} of {total}", s.stage);
     }
     let mut progress = Progress::new(s.stage, total, step);
@@ -78,7 +80,7 @@ pub fn run(
     let mut since_step = step;
     while step < total {
         if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            save(trainee, s, step, on_checkpoint)?;
+            save(trainee, s, step, events, on_checkpoint)?;
             progress.finish();
             return Ok(LoopEnd::Interrupted { steps: step });
         }
@@ -110,7 +112,7 @@ pub fn run(
             trainee.samples(step, events)?;
         }
         if step % s.train.checkpoint_every as u64 == 0 || step == total {
-            save(trainee, s, step, on_checkpoint)?;
+            save(trainee, s, step, events, on_checkpoint)?;
         }
     }
     progress.finish();
@@ -121,9 +123,11 @@ fn save(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
     step: u64,
+    events: &mut EventWriter,
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<()> {
     let ckpt = trainee.checkpoint(step)?;
+    events.flush()?;
     checkpoint::save(&s.checkpoint_dir, &ckpt)?;
     checkpoint::rotate(&s.checkpoint_dir, s.train.keep_checkpoints, s.device)?;
     on_checkpoint(step)

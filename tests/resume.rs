@@ -1,0 +1,238 @@
+//! Resume and fault safety on the smoke experiment: an interrupted run, resumed, ends with the
+//! same bytes as the run that was never interrupted; damaged checkpoints, changed settings and
+//! a second runner are handled without losing anything.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ldm_run, repo, shared_data, text};
+
+/// Short stages with frequent checkpoints, the same for every run of this file.
+const SETTINGS: &[&str] = &[
+    "--set",
+    "stages.vae.steps=24",
+    "--set",
+    "stages.vae.checkpoint_every=4",
+    "--set",
+    "stages.vae.keep_checkpoints=3",
+    "--set",
+    "stages.ldm.steps=24",
+    "--set",
+    "stages.ldm.checkpoint_every=4",
+    "--set",
+    "stages.ldm.keep_checkpoints=3",
+    "--set",
+    "logging.sample_every=12",
+];
+
+fn args<'a>(runs: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "experiments/smoke.toml",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ];
+    a.extend_from_slice(SETTINGS);
+    a.extend_from_slice(extra);
+    a
+}
+
+fn spawn(runs: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ldm-run"))
+        .args(args(runs, &[]))
+        .current_dir(repo())
+        .env("LDM_DATA_DIR", shared_data())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn run_dir(runs: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(runs.join("smoke"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+/// Waits until `path` exists (the run reached that checkpoint).
+fn wait_for(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {}",
+            path.display()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn final_bytes(run: &Path) -> Vec<Vec<u8>> {
+    [
+        "vae/checkpoints/step-00000024.safetensors",
+        "ldm/checkpoints/step-00000024.safetensors",
+        "sample/samples/final.png",
+    ]
+    .iter()
+    .map(|f| std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+    .collect()
+}
+
+fn status(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn resume(run: &Path, runs: &Path) -> std::process::Output {
+    ldm_run(
+        &repo(),
+        &[
+            "--resume",
+            run.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
+    )
+}
+
+fn reference() -> Vec<Vec<u8>> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ldm_run(&repo(), &args(tmp.path(), &[]));
+    assert!(out.status.success(), "{}", text(&out));
+    final_bytes(&run_dir(tmp.path()))
+}
+
+#[test]
+fn interrupted_runs_resume_to_the_same_bytes() {
+    let want = reference();
+
+    // SIGINT during the autoencoder: it finishes the step, checkpoints, exits non-zero.
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path();
+    let mut child = spawn(runs);
+    let run = {
+        let start = Instant::now();
+        while !runs.join("smoke").exists()
+            || std::fs::read_dir(runs.join("smoke"))
+                .unwrap()
+                .next()
+                .is_none()
+        {
+            assert!(start.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        run_dir(runs)
+    };
+    wait_for(
+        &run.join("vae/checkpoints/step-00000008.safetensors"),
+        &mut child,
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an interrupted run exits non-zero");
+    assert!(
+        err.contains(&format!("ldm-run --resume {}", run.display())),
+        "{err}"
+    );
+    let m = status(&run);
+    assert_eq!(m["status"], "interrupted", "{m}");
+    assert_eq!(m["stages"]["vae"]["status"], "interrupted", "{m}");
+    let done = m["stages"]["vae"]["steps_done"].as_u64().unwrap();
+    assert!((8..24).contains(&done), "stopped at step {done}");
+
+    // A changed training setting is refused, naming the key; nothing is touched.
+    let config = std::fs::read(run.join("config.toml")).unwrap();
+    let out = ldm_run(
+        &repo(),
+        &args(runs, &["--resume", "latest", "--set", "stages.vae.lr=5e-4"]),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stages.vae.lr: 0.001 -> 0.0005"), "{err}");
+    assert_eq!(std::fs::read(run.join("config.toml")).unwrap(), config);
+
+    // A second runner on the same folder is refused.
+    let lock = ldm_run::plan::lock::RunLock::acquire(&run).unwrap();
+    let out = resume(&run, runs);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another ldm-run process"),
+        "{}",
+        text(&out)
+    );
+    drop(lock);
+
+    // Kill -9 during the diffusion stage, at whatever step it is.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ldm-run"))
+        .args([
+            "--resume",
+            run.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ])
+        .current_dir(repo())
+        .env("LDM_DATA_DIR", shared_data())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &run.join("ldm/checkpoints/step-00000008.safetensors"),
+        &mut child,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        status(&run)["stages"]["ldm"]["status"],
+        "running",
+        "SIGKILL leaves no chance to record"
+    );
+
+    // The newest checkpoint is damaged: the previous valid one is used.
+    let newest = ldm_run::train::checkpoint::list(&run.join("ldm/checkpoints"))[0]
+        .1
+        .clone();
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
+
+    // `latest` finds this unfinished run of the experiment.
+    let out = ldm_run(&repo(), &args(runs, &["--resume", "latest"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is corrupt") && err.contains("using an older checkpoint"),
+        "{err}"
+    );
+    assert_eq!(status(&run)["status"], "finished");
+    assert_eq!(status(&run)["resumes"].as_array().unwrap().len(), 2);
+    assert!(
+        final_bytes(&run) == want,
+        "resumed weights and samples must equal the uninterrupted run's"
+    );
+
+    // TensorBoard shows every logged step once, across the three processes' event files.
+    let tb = common::read_with_tensorboard(&run);
+    for tag in ["vae/loss/rec", "ldm/loss/mse"] {
+        let steps: Vec<u64> = tb["provider"]["."]["scalars"][tag]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![5, 10, 15, 20, 24], "{tag}");
+    }
+}
