@@ -75,6 +75,33 @@ pub enum Command {
     },
     /// Print the JSON Schema of experiment files.
     Schema,
+    /// Time the experiment's networks (train steps and a sampling forward), as the PyTorch
+    /// reference ../shared/bench/torch_reference.py does.
+    Bench {
+        #[arg(value_name = "EXPERIMENT.toml")]
+        experiment: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// CPU threads (default: the physical cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 16)]
+        vae_batch: usize,
+        #[arg(long, default_value_t = 64)]
+        unet_batch: usize,
+        /// Context tokens of the cross-attention (default: conditioning.max_tokens).
+        #[arg(long)]
+        tokens: Option<usize>,
+        /// Timed steps per figure (the median is printed).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Leave out a network: vae or unet.
+        #[arg(long, value_parser = ["vae", "unet"])]
+        skip: Option<String>,
+    },
     /// Sample a grid from a finished run's diffusion stage.
     Sample {
         /// The run folder, e.g. runs/mnist_kl_f4/2026-11-25T10-00-00.
@@ -156,6 +183,40 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 "{}",
                 commands::plan::report(&resolved, &overrides.runs_dir)?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Bench {
+            experiment,
+            overrides,
+            threads,
+            vae_batch,
+            unet_batch,
+            tokens,
+            steps,
+            warmup,
+            skip,
+        }) => {
+            if let Some(n) = threads {
+                // SAFETY: no other thread exists yet; candle's pools read these when first used.
+                unsafe {
+                    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+                    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+                }
+            }
+            let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
+            let device = crate::device::parse(&resolved.experiment.experiment.device)
+                .map_err(anyhow::Error::msg)?
+                .open()?;
+            let args = commands::bench::BenchArgs {
+                vae_batch,
+                unet_batch,
+                tokens,
+                steps,
+                warmup,
+                skip_vae: skip.as_deref() == Some("vae"),
+                skip_unet: skip.as_deref() == Some("unet"),
+            };
+            commands::bench::run(&resolved, &args, &device)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Schema) => {

@@ -1,5 +1,6 @@
 //! The commands of the `ldm-run` binary, as library functions.
 
+pub mod bench;
 pub mod plan;
 pub mod run;
 pub mod sample;
