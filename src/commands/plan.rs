@@ -148,6 +148,28 @@ pub fn report(resolved: &Resolved, runs_dir: &Path) -> anyhow::Result<String> {
             needs
         )?;
     }
+    if !resolved.experiment.sweep.is_empty() {
+        let members = crate::config::sweep::members(&resolved.experiment.sweep)?;
+        writeln!(
+            out,
+            "\n# sweep: {} members, each run as its own experiment",
+            members.len()
+        )?;
+        for m in &members {
+            let values: Vec<String> = m
+                .overrides
+                .iter()
+                .map(|o| format!("{} = {}", o.key, o.value))
+                .collect();
+            writeln!(
+                out,
+                "member {}-{}  {}",
+                resolved.experiment.experiment.name,
+                m.suffix,
+                values.join(", ")
+            )?;
+        }
+    }
     writeln!(out)?;
     for (model, n) in parameter_counts(resolved)? {
         writeln!(out, "params {model}: {}", thousands(n))?;

@@ -37,8 +37,8 @@ pub fn resolve_all(files: &[PathBuf], sets: &[String]) -> anyhow::Result<Vec<Res
     let mut resolved = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match config::resolve(f, sets) {
-            Ok(r) => resolved.push(r),
+        match config::members(f, sets) {
+            Ok(r) => resolved.extend(r),
             Err(e) => errors.push(format!("{}: {e}", f.display())),
         }
     }

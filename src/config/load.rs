@@ -26,17 +26,37 @@ impl Layered {
     pub fn source_of(&self, key: &str) -> String {
         source_name(&self.figment, key)
     }
+
+    /// The folder relative paths at `key` are taken from: the folder of the file that set the
+    /// value, or the working folder for values from the environment or `--set`.
+    pub fn base_dir_of(&self, key: &str) -> PathBuf {
+        match self
+            .figment
+            .find_metadata(key)
+            .and_then(|m| m.source.as_ref())
+        {
+            Some(figment::Source::File(file)) => {
+                file.parent().unwrap_or(Path::new(".")).to_path_buf()
+            }
+            _ => PathBuf::from("."),
+        }
+    }
 }
 
-/// Reads and layers the experiment at `path` with the given environment and `--set` arguments.
+/// Reads and layers the experiment at `path`, then a sweep member's values, the environment
+/// and the `--set` arguments.
 pub fn layer(
     path: &Path,
+    member: &[KeyOverride],
     env: impl IntoIterator<Item = (String, String)>,
     sets: &[String],
 ) -> Result<Layered, ConfigError> {
     let mut figment = Figment::new();
     for file in extends_chain(path)? {
         figment = figment.merge(Toml::file_exact(file));
+    }
+    for o in member {
+        figment = figment.merge(o.clone());
     }
     for o in KeyOverride::from_env(env) {
         figment = figment.merge(o);

@@ -6,6 +6,7 @@ pub mod load;
 pub mod overrides;
 pub mod schema;
 pub mod stage;
+pub mod sweep;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -53,13 +54,50 @@ pub fn resolve(path: &Path, sets: &[String]) -> Result<Resolved, ConfigError> {
     resolve_with_env(path, std::env::vars(), sets)
 }
 
-/// [`resolve`] with an explicit environment (tests pass their own).
+/// [`resolve_members`] under the process environment.
+pub fn members(path: &Path, sets: &[String]) -> Result<Vec<Resolved>, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    resolve_members(path, env, sets)
+}
+
+/// [`resolve`] with an explicit environment (tests pass their own). A `[sweep]` is kept as
+/// written; [`resolve_members`] expands it.
 pub fn resolve_with_env(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
     sets: &[String],
 ) -> Result<Resolved, ConfigError> {
-    let layered = load::layer(path, env, sets)?;
+    resolve_layers(path, &[], env, sets)
+}
+
+/// The experiments a file stands for: itself, or one per member of its `[sweep]`.
+pub fn resolve_members(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)> + Clone,
+    sets: &[String],
+) -> Result<Vec<Resolved>, ConfigError> {
+    let base = resolve_layers(path, &[], env.clone(), sets)?;
+    if base.experiment.sweep.is_empty() {
+        return Ok(vec![base]);
+    }
+    let mut out = Vec::new();
+    for member in sweep::members(&base.experiment.sweep)? {
+        let mut r = resolve_layers(path, &member.overrides, env.clone(), sets)?;
+        r.experiment.sweep.clear();
+        r.experiment.experiment.name =
+            format!("{}-{}", r.experiment.experiment.name, member.suffix);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn resolve_layers(
+    path: &Path,
+    member: &[overrides::KeyOverride],
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<Resolved, ConfigError> {
+    let layered = load::layer(path, member, env, sets)?;
     let source = |key: &str| layered.source_of(key);
     let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
 
@@ -70,7 +108,9 @@ pub fn resolve_with_env(
         problems.extend(stage::foreign_keys(name, stage, source));
         stage::fill_defaults(stage);
         if let Some(p) = &stage.prompts_file {
-            let full = base_dir.join(p);
+            let full = layered
+                .base_dir_of(&format!("stages.{name}.prompts_file"))
+                .join(p);
             if full.is_file() {
                 stage.prompts_file = Some(full.canonicalize().unwrap_or(full));
             } else {
@@ -78,7 +118,7 @@ pub fn resolve_with_env(
                     source: source(&format!("stages.{name}.prompts_file")),
                     key: format!("stages.{name}.prompts_file"),
                     message: format!(
-                        "prompt file {} does not exist (paths are relative to the experiment file)",
+                        "prompt file {} does not exist (paths are relative to the file that sets them)",
                         full.display()
                     ),
                 });

@@ -32,6 +32,10 @@ pub struct Experiment {
     pub stages: BTreeMap<String, StageConfig>,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Keys mapped to lists of values, e.g. `"stages.ldm.lr" = [1e-4, 2e-4]`: the experiment
+    /// runs once per combination, each member named `<name>-<values>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 /// Identity of the experiment and where it runs.
