@@ -89,7 +89,7 @@ pub fn parameter_counts(resolved: &Resolved) -> anyhow::Result<Vec<(String, usiz
                     counts.push((format!("{}.{model}", stage.name), cond));
                 }
             }
-            StageSpec::Sample { .. } => {}
+            StageSpec::Sample { .. } | StageSpec::Classifier { .. } | StageSpec::Eval { .. } => {}
         }
     }
     Ok(counts)

@@ -42,6 +42,8 @@ const NOT_TRAINING: &[&str] = &[
     "stages.*.eta",
     "stages.*.guidance",
     "stages.*.prompts_file",
+    "stages.*.samples",
+    "stages.*.guidance_sweep",
 ];
 
 fn matches(pattern: &str, key: &str) -> bool {

@@ -387,12 +387,13 @@ pub enum ConditioningKind {
 }
 
 /// One stage of the experiment. `kind` decides which of the other keys apply; a key that
-/// does not apply to the stage's kind is an error. Training keys apply to `autoencoder` and
-/// `diffusion`; sampler keys to `diffusion` (grids during training) and `sample`.
+/// does not apply to the stage's kind is an error. Training keys apply to `autoencoder`,
+/// `diffusion` and `classifier`; sampler keys to `diffusion` (grids during training), `sample`
+/// and `eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
-    /// What the stage does: `autoencoder`, `diffusion` or `sample`.
+    /// What the stage does: `autoencoder`, `diffusion`, `sample`, `classifier` or `eval`.
     pub kind: StageKind,
     /// Names of the stages whose artifacts this one uses.
     #[serde(default)]
@@ -433,7 +434,8 @@ pub struct StageConfig {
     /// Autoencoder: step at which the discriminator starts. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disc_start: Option<usize>,
-    /// Autoencoder: test images for the final reconstruction PSNR; 0 means all. Default 1000.
+    /// Autoencoder and eval: test images for the reconstruction PSNR (and SSIM); 0 means all.
+    /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_images: Option<usize>,
     /// Diffusion: EMA decay of the weights used for sampling; 0 disables EMA. Default 0.999.
@@ -455,6 +457,12 @@ pub struct StageConfig {
     /// Unset: prompts drawn like training prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompts_file: Option<PathBuf>,
+    /// Eval: samples generated and judged (prompts drawn like training prompts). Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+    /// Eval: further guidance scales to measure, each reported apart. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_sweep: Option<Vec<f64>>,
 }
 
 /// Stage kinds, as written in `kind = "..."`.
@@ -464,14 +472,23 @@ pub enum StageKind {
     Autoencoder,
     Diffusion,
     Sample,
+    Classifier,
+    Eval,
 }
 
 impl StageKind {
+    /// Whether stages of this kind train a network (and take the training keys).
+    pub fn trains(self) -> bool {
+        matches!(self, Self::Autoencoder | Self::Diffusion | Self::Classifier)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Autoencoder => "autoencoder",
             Self::Diffusion => "diffusion",
             Self::Sample => "sample",
+            Self::Classifier => "classifier",
+            Self::Eval => "eval",
         }
     }
 }

@@ -26,6 +26,15 @@ const SAMPLER_KEYS: &[&str] = &[
     "guidance",
     "prompts_file",
 ];
+const EVAL_KEYS: &[&str] = &[
+    "sampler",
+    "sampler_steps",
+    "eta",
+    "guidance",
+    "samples",
+    "guidance_sweep",
+    "eval_images",
+];
 
 /// The keys a stage of this kind accepts.
 pub fn keys_of(kind: StageKind) -> Vec<&'static str> {
@@ -33,6 +42,8 @@ pub fn keys_of(kind: StageKind) -> Vec<&'static str> {
         StageKind::Autoencoder => &[COMMON_KEYS, TRAIN_KEYS, AUTOENCODER_KEYS],
         StageKind::Diffusion => &[COMMON_KEYS, TRAIN_KEYS, DIFFUSION_KEYS, SAMPLER_KEYS],
         StageKind::Sample => &[COMMON_KEYS, SAMPLER_KEYS],
+        StageKind::Classifier => &[COMMON_KEYS, TRAIN_KEYS],
+        StageKind::Eval => &[COMMON_KEYS, EVAL_KEYS],
     };
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
@@ -80,6 +91,15 @@ pub enum StageSpec {
     Sample {
         sampling: SamplerSpec,
     },
+    Classifier {
+        train: TrainSpec,
+    },
+    Eval {
+        sampling: SamplerSpec,
+        samples: usize,
+        guidance_sweep: Vec<f64>,
+        eval_images: usize,
+    },
 }
 
 impl StageSpec {
@@ -88,13 +108,17 @@ impl StageSpec {
             Self::Autoencoder { .. } => StageKind::Autoencoder,
             Self::Diffusion { .. } => StageKind::Diffusion,
             Self::Sample { .. } => StageKind::Sample,
+            Self::Classifier { .. } => StageKind::Classifier,
+            Self::Eval { .. } => StageKind::Eval,
         }
     }
 
     pub fn train(&self) -> Option<&TrainSpec> {
         match self {
-            Self::Autoencoder { train, .. } | Self::Diffusion { train, .. } => Some(train),
-            Self::Sample { .. } => None,
+            Self::Autoencoder { train, .. }
+            | Self::Diffusion { train, .. }
+            | Self::Classifier { train } => Some(train),
+            Self::Sample { .. } | Self::Eval { .. } => None,
         }
     }
 }
@@ -133,8 +157,11 @@ pub fn foreign_keys(
 /// Fills every unset key that applies to the stage's kind with its default, so the resolved
 /// configuration shows every value a run uses. Required keys stay unset (reported later).
 pub fn fill_defaults(stage: &mut StageConfig) {
-    let trains = matches!(stage.kind, StageKind::Autoencoder | StageKind::Diffusion);
-    let samples = matches!(stage.kind, StageKind::Diffusion | StageKind::Sample);
+    let trains = stage.kind.trains();
+    let samples = matches!(
+        stage.kind,
+        StageKind::Diffusion | StageKind::Sample | StageKind::Eval
+    );
     if trains {
         stage.betas.get_or_insert([0.9, 0.999]);
         stage.weight_decay.get_or_insert(0.0);
@@ -152,6 +179,11 @@ pub fn fill_defaults(stage: &mut StageConfig) {
     if stage.kind == StageKind::Diffusion {
         stage.ema_decay.get_or_insert(0.999);
     }
+    if stage.kind == StageKind::Eval {
+        stage.samples.get_or_insert(1000);
+        stage.guidance_sweep.get_or_insert_with(Vec::new);
+        stage.eval_images.get_or_insert(1000);
+    }
     if samples {
         stage.sampler.get_or_insert(SamplerKind::Ddim);
         stage.sampler_steps.get_or_insert(50);
@@ -168,7 +200,7 @@ pub fn spec_of(
     base_dir: &std::path::Path,
     source: impl Fn(&str) -> String,
 ) -> Result<StageSpec, Vec<Problem>> {
-    let trains = matches!(stage.kind, StageKind::Autoencoder | StageKind::Diffusion);
+    let trains = stage.kind.trains();
     let required = [
         ("steps", stage.steps.is_some()),
         ("batch_size", stage.batch_size.is_some()),
@@ -219,6 +251,13 @@ pub fn spec_of(
             train,
             ema_decay: stage.ema_decay.unwrap_or_default(),
             sampling: sampling(),
+        },
+        (StageKind::Classifier, Some(train)) => StageSpec::Classifier { train },
+        (StageKind::Eval, _) => StageSpec::Eval {
+            sampling: sampling(),
+            samples: stage.samples.unwrap_or_default(),
+            guidance_sweep: stage.guidance_sweep.clone().unwrap_or_default(),
+            eval_images: stage.eval_images.unwrap_or_default(),
         },
         _ => StageSpec::Sample {
             sampling: sampling(),

@@ -326,6 +326,7 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
             ("checkpoint_every", stage.checkpoint_every),
             ("keep_checkpoints", stage.keep_checkpoints),
             ("sampler_steps", stage.sampler_steps),
+            ("samples", stage.samples),
         ] {
             if v == Some(0) {
                 c.fail(&key(k), "must be at least 1".into());
@@ -352,6 +353,14 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
                 && !(v.is_finite() && v >= 0.0)
             {
                 c.fail(&key(k), format!("{v} must be zero or positive"));
+            }
+        }
+        for g in stage.guidance_sweep.iter().flatten() {
+            if !(g.is_finite() && *g >= 0.0) {
+                c.fail(
+                    &key("guidance_sweep"),
+                    format!("{g} must be zero or positive"),
+                );
             }
         }
         if let Some(d) = stage.ema_decay {

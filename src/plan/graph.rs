@@ -10,6 +10,8 @@ pub fn required_kinds(kind: StageKind) -> &'static [StageKind] {
         StageKind::Autoencoder => &[],
         StageKind::Diffusion => &[StageKind::Autoencoder],
         StageKind::Sample => &[StageKind::Diffusion],
+        StageKind::Classifier => &[],
+        StageKind::Eval => &[StageKind::Diffusion, StageKind::Classifier],
     }
 }
 

@@ -16,5 +16,11 @@ pub fn run_stage(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcom
         StageKind::Autoencoder => autoencoder::run(ctx, out),
         StageKind::Diffusion => diffusion::run(ctx, out),
         StageKind::Sample => sample::run(ctx, out),
+        StageKind::Classifier | StageKind::Eval => {
+            anyhow::bail!(
+                "stage kind `{}` is being built on this branch",
+                ctx.stage.spec.kind().as_str()
+            )
+        }
     }
 }
