@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// Resume even when training settings differ from the run's (recorded in the manifest).
     #[arg(long, requires = "resume")]
     pub force: bool,
+    /// Train every stage, even when a finished stage (or run) with the same fingerprint exists.
+    #[arg(long)]
+    pub no_reuse: bool,
     #[command(flatten)]
     pub overrides: Overrides,
 }
@@ -75,6 +78,14 @@ pub enum Command {
     },
     /// Print the JSON Schema of experiment files.
     Schema,
+    /// List the runs under a runs folder with their status, steps and final metrics.
+    Ls {
+        #[arg(default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Print JSON instead of a table (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Time the experiment's networks (train steps and a sampling forward), as the PyTorch
     /// reference ../shared/bench/torch_reference.py does.
     Bench {
@@ -169,8 +180,14 @@ pub fn main() -> anyhow::Result<ExitCode> {
                     &o.all_sets(),
                     &o.runs_dir,
                     cli.run.force,
+                    !cli.run.no_reuse,
                 )?,
-                None => commands::run::run(&cli.run.experiments, &o.all_sets(), &o.runs_dir)?,
+                None => commands::run::run(
+                    &cli.run.experiments,
+                    &o.all_sets(),
+                    &o.runs_dir,
+                    !cli.run.no_reuse,
+                )?,
             };
             Ok(ok(done))
         }
@@ -179,10 +196,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             overrides,
         }) => {
             let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
-            print!(
-                "{}",
-                commands::plan::report(&resolved, &overrides.runs_dir)?
-            );
+            commands::print_out(&commands::plan::report(&resolved, &overrides.runs_dir)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Bench {
@@ -219,8 +233,20 @@ pub fn main() -> anyhow::Result<ExitCode> {
             commands::bench::run(&resolved, &args, &device)?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Ls { runs_dir, json }) => {
+            let rows = commands::ls::rows(&runs_dir);
+            let text = if json {
+                format!("{}\n", serde_json::to_string_pretty(&rows)?)
+            } else if rows.is_empty() {
+                format!("no runs under {}\n", runs_dir.display())
+            } else {
+                commands::ls::render(&rows)
+            };
+            commands::print_out(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Schema) => {
-            print!("{}", crate::config::json_schema());
+            commands::print_out(&crate::config::json_schema())?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Sample {
@@ -248,7 +274,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 out,
             };
             let path = commands::sample::run(&args)?;
-            println!("{}", path.display());
+            commands::print_out(&format!("{}\n", path.display()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

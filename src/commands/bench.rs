@@ -80,18 +80,22 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
     let mut rng = Rng::new(0);
     let mut lines = Vec::new();
     let mut emit = |line: String| {
-        println!("{line}");
+        let _ = super::print_out(&format!("{line}\n"));
         lines.push(line);
     };
-    println!(
-        "threads: {}",
+    super::print_out(&format!(
+        "threads: {}
+",
         candle_core::utils::barrier_pool().n_workers() + 1
-    );
+    ))?;
     if !args.skip_vae {
         let (c, s) = (e.dataset.channels, e.dataset.image_size);
         let store = ParamStore::seeded(0, dev);
         let vae = AutoencoderKl::new(&e.autoencoder, c, s, store.vb())?;
-        println!("vae params: {}", super::plan::thousands(store.count()));
+        super::print_out(&format!(
+            "vae params: {}\n",
+            super::plan::thousands(store.count())
+        ))?;
         let b = args.vae_batch;
         let x = Tensor::from_vec(rng.uniform_vec(b * c * s * s, -1.0, 1.0), (b, c, s, s), dev)?;
         let mut opt = Adam::new([0.5, 0.9], 0.0);
@@ -117,7 +121,10 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         };
         let store = ParamStore::seeded(0, dev);
         let unet = UNet::new(&e.unet, shape, store.vb())?;
-        println!("unet params: {}", super::plan::thousands(store.count()));
+        super::print_out(&format!(
+            "unet params: {}\n",
+            super::plan::thousands(store.count())
+        ))?;
         let b = args.unet_batch;
         let tokens = args.tokens.unwrap_or(e.conditioning.max_tokens);
         let z = random(&[b, zc, side, side], &mut rng, dev)?;

@@ -1,6 +1,7 @@
 //! The commands of the `ldm-run` binary, as library functions.
 
 pub mod bench;
+pub mod ls;
 pub mod plan;
 pub mod run;
 pub mod sample;
@@ -16,4 +17,14 @@ pub fn describe_error(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// Writes `text` to standard output; a closed pipe (`ldm-run ls | head`) is not an error.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

@@ -6,10 +6,13 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::bail;
 
+use super::ls::{self, RunRow};
 use crate::config::{self, Resolved};
+use crate::plan::manifest::Manifest;
 use crate::plan::manifest::Status;
 use crate::resume::{ResumeRequest, ResumeTarget};
 use crate::runner::{self, RunOptions, RunReport};
+use crate::runs;
 
 /// Expands glob patterns (`experiments/sweeps/*.toml`); a plain path is kept as it is, so a
 /// missing file is reported by the loader. A pattern that matches nothing is an error.
@@ -58,10 +61,11 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn options(runs_dir: &Path) -> RunOptions {
+fn options(runs_dir: &Path, reuse: bool) -> RunOptions {
     RunOptions {
         runs_dir: runs_dir.to_path_buf(),
         data_dir_env: std::env::var(crate::data::DATA_DIR_ENV).ok(),
+        reuse,
     }
 }
 
@@ -82,6 +86,7 @@ pub fn resume(
     sets: &[String],
     runs_dir: &Path,
     force: bool,
+    reuse: bool,
 ) -> anyhow::Result<bool> {
     let experiment = match files {
         [] => None,
@@ -95,43 +100,59 @@ pub fn resume(
         force,
     };
     let stop = stop_flag()?;
-    let report = crate::resume::resume(&req, &options(runs_dir), &stop)?;
+    let report = crate::resume::resume(&req, &options(runs_dir, reuse), &stop)?;
     report_interrupted(&report);
     Ok(report.status == Status::Finished)
 }
 
-/// Runs the experiments; returns whether all finished.
-pub fn run(patterns: &[String], sets: &[String], runs_dir: &Path) -> anyhow::Result<bool> {
+/// Runs the experiments; returns whether all finished. An experiment whose latest run with the
+/// same configuration finished is not run again (unless `reuse` is off).
+pub fn run(
+    patterns: &[String],
+    sets: &[String],
+    runs_dir: &Path,
+    reuse: bool,
+) -> anyhow::Result<bool> {
     let files = expand(patterns)?;
     let all = resolve_all(&files, sets)?;
     let stop = stop_flag()?;
-    let opts = options(runs_dir);
-    let mut summary = Vec::new();
+    let opts = options(runs_dir, reuse);
+    let mut rows = Vec::new();
+    let mut all_finished = true;
     for resolved in &all {
-        let name = resolved.experiment.experiment.name.clone();
+        let name = &resolved.experiment.experiment.name;
+        if let Some((dir, m)) = runs::latest_matching(runs_dir, resolved)
+            .filter(|(_, m)| reuse && m.status == Status::Finished)
+        {
+            eprintln!(
+                "{name}: finished earlier in {} with this configuration; nothing to train",
+                dir.display()
+            );
+            rows.push(RunRow::of(&dir, &m));
+            continue;
+        }
         match runner::run_new(resolved, &opts, &stop) {
             Ok(report) => {
                 report_interrupted(&report);
-                summary.push((
-                    name,
-                    report.dir.display().to_string(),
-                    report.status.as_str().to_string(),
-                ));
+                all_finished &= report.status == Status::Finished;
+                if let Ok(m) = Manifest::load(&report.dir) {
+                    rows.push(RunRow::of(&report.dir, &m));
+                }
                 if report.status == Status::Interrupted {
                     break;
                 }
             }
             Err(e) => {
                 eprintln!("error: {name}: {}", super::describe_error(&e));
-                summary.push((name, "-".into(), "failed".into()));
+                all_finished = false;
+                if let Some((dir, m)) = runs::of_experiment(runs_dir, name).into_iter().next() {
+                    rows.push(RunRow::of(&dir, &m));
+                }
             }
         }
     }
     if all.len() > 1 {
-        eprintln!("\nexperiment  run folder  status");
-        for (n, d, s) in &summary {
-            eprintln!("{n}  {d}  {s}");
-        }
+        eprintln!("\n{}", ls::render(&rows));
     }
-    Ok(summary.iter().all(|(_, _, s)| s == "finished"))
+    Ok(all_finished)
 }

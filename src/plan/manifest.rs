@@ -49,6 +49,12 @@ pub struct StageRecord {
     pub notes: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Hash of everything that decides what the stage produces (see `plan::fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The finished stage folder this stage's artifacts were linked from, when reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// One resume of the run.
@@ -176,6 +182,8 @@ mod tests {
                 metrics: BTreeMap::from([("psnr".to_string(), 25.5)]),
                 notes: BTreeMap::new(),
                 error: None,
+                fingerprint: None,
+                reused_from: None,
             },
         );
         let m = Manifest {

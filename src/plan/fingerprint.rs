@@ -1,0 +1,131 @@
+//! Stage fingerprints: a hash of everything that decides what a stage produces (its own
+//! settings, the sections its networks and data come from, the seed, the data's identity and
+//! the fingerprints of the stages it needs). Two stages with the same fingerprint produce the
+//! same artifacts, so a finished one can stand in for the other.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::Resolved;
+use crate::config::diff::is_training_relevant;
+use crate::config::schema::{DatasetName, Experiment, StageKind};
+use crate::data::files;
+
+/// What identifies the training data: the files' content checksums, or the image folder.
+fn data_identity(e: &Experiment) -> Value {
+    let d = &e.dataset;
+    let content = match files::known_files(d.name) {
+        Some(set) => json!(set.all().iter().map(|f| f.md5).collect::<Vec<_>>()),
+        None => json!(
+            d.root
+                .as_ref()
+                .map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()))
+        ),
+    };
+    let channels = if d.name == DatasetName::ImageFolder {
+        d.channels
+    } else {
+        1
+    };
+    json!({
+        "name": d.name.as_str(),
+        "content": content,
+        "image_size": d.image_size,
+        "channels": channels,
+        "train_limit": d.train_limit,
+    })
+}
+
+/// The stage's own keys that change what it produces.
+fn own_settings(e: &Experiment, name: &str, kind: StageKind) -> Value {
+    let Ok(Value::Object(all)) = serde_json::to_value(&e.stages[name]) else {
+        return Value::Null;
+    };
+    let kept: serde_json::Map<String, Value> = all
+        .into_iter()
+        // Sampler settings of a training stage only change its preview grids, not its weights.
+        .filter(|(k, _)| !kind.trains() || is_training_relevant(&format!("stages.{name}.{k}")))
+        .collect();
+    Value::Object(kept)
+}
+
+/// Fingerprints of every stage, by name (in execution order, so upstream ones exist).
+pub fn fingerprints(resolved: &Resolved) -> BTreeMap<String, String> {
+    let e = &resolved.experiment;
+    let mut out = BTreeMap::new();
+    for stage in &resolved.stages {
+        let kind = stage.spec.kind();
+        let sections = match kind {
+            StageKind::Autoencoder => {
+                json!({ "autoencoder": e.autoencoder, "data": data_identity(e) })
+            }
+            StageKind::Diffusion => json!({
+                "unet": e.unet, "schedule": e.schedule, "conditioning": e.conditioning, "data": data_identity(e),
+            }),
+            StageKind::Classifier => json!({ "data": data_identity(e) }),
+            StageKind::Sample | StageKind::Eval => {
+                json!({ "grid": e.logging.grid_size, "data": data_identity(e) })
+            }
+        };
+        let upstream: Vec<&String> = stage.needs.iter().filter_map(|n| out.get(n)).collect();
+        let doc = json!({
+            "format": 1,
+            "stage": stage.name,
+            "kind": kind.as_str(),
+            "seed": e.experiment.seed,
+            "settings": own_settings(e, &stage.name, kind),
+            "sections": sections,
+            "upstream": upstream,
+        });
+        let digest = Sha256::digest(doc.to_string().as_bytes());
+        let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        out.insert(stage.name.clone(), hex);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn resolved(sets: &[&str]) -> Resolved {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        config::resolve_with_env(&path, std::iter::empty(), &sets).unwrap()
+    }
+
+    #[test]
+    fn only_what_a_stage_depends_on_changes_its_fingerprint() {
+        let base = fingerprints(&resolved(&[]));
+        let lr = fingerprints(&resolved(&["stages.ldm.lr=5e-4"]));
+        assert_eq!(
+            base["vae"], lr["vae"],
+            "the autoencoder does not depend on the UNet's lr"
+        );
+        assert_ne!(base["ldm"], lr["ldm"]);
+        assert_ne!(
+            base["sample"], lr["sample"],
+            "downstream of a changed stage"
+        );
+        let guidance = fingerprints(&resolved(&["stages.sample.guidance=5.0"]));
+        assert_eq!(base["ldm"], guidance["ldm"]);
+        assert_ne!(base["sample"], guidance["sample"]);
+        let grids = fingerprints(&resolved(&[
+            "stages.ldm.guidance=5.0",
+            "logging.log_every=7",
+        ]));
+        assert_eq!(
+            base["ldm"], grids["ldm"],
+            "preview settings do not change the weights"
+        );
+        let seed = fingerprints(&resolved(&["experiment.seed=1"]));
+        assert_ne!(base["vae"], seed["vae"]);
+        let ae = fingerprints(&resolved(&["autoencoder.ch=32"]));
+        assert_ne!(base["vae"], ae["vae"]);
+        assert_ne!(base["ldm"], ae["ldm"], "through its upstream");
+        assert_eq!(base, fingerprints(&resolved(&[])), "stable");
+    }
+}
