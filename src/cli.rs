@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Train every stage, even when a finished stage (or run) with the same fingerprint exists.
     #[arg(long)]
     pub no_reuse: bool,
+    /// Run only the sweep member (or experiment) with this name, e.g. mnist_kl_f4-lr0.0002.
+    #[arg(long, value_name = "NAME")]
+    pub member: Option<String>,
     #[command(flatten)]
     pub overrides: Overrides,
 }
