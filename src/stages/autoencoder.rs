@@ -135,7 +135,8 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         train.steps as u64,
     )?;
     eprintln!("{}: test PSNR {psnr:.2} dB", ctx.stage.name);
-    let metrics = BTreeMap::from([("test/psnr".to_string(), psnr)]);
+    let mut metrics = end.final_metrics(&["loss/rec", "loss/kl"]);
+    metrics.insert("test/psnr".to_string(), psnr);
     Ok(Outcome {
         interrupted: false,
         metrics,

@@ -43,12 +43,6 @@ pub struct Outcome {
     pub notes: BTreeMap<String, String>,
 }
 
-impl LoopEnd {
-    pub fn finished(self) -> bool {
-        matches!(self, LoopEnd::Finished { .. })
-    }
-}
-
 impl StageContext<'_> {
     /// The stream `name` of this stage, derived from the experiment seed.
     pub fn rng(&self, name: &str) -> Rng {

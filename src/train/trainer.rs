@@ -39,10 +39,29 @@ pub struct LoopSettings<'a> {
 }
 
 /// How a training loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoopEnd {
-    Finished { steps: u64 },
-    Interrupted { steps: u64 },
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopEnd {
+    /// Steps done when it ended.
+    pub steps: u64,
+    /// Stopped on request before the last step.
+    pub interrupted: bool,
+    /// The scalars of the last step this process took (empty if it took none).
+    pub last: Vec<(String, f64)>,
+}
+
+impl LoopEnd {
+    pub fn finished(&self) -> bool {
+        !self.interrupted
+    }
+
+    /// The last value of `name`, prefixed for the manifest's metrics.
+    pub fn final_metrics(&self, names: &[&str]) -> std::collections::BTreeMap<String, f64> {
+        self.last
+            .iter()
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Called after every checkpoint with the steps done, to record progress.
@@ -78,11 +97,16 @@ pub fn run(
     let prefix = |k: &str| format!("{}/{k}", s.stage);
     let mut since = Instant::now();
     let mut since_step = step;
+    let mut last = Vec::new();
     while step < total {
         if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
             save(trainee, s, step, events, on_checkpoint)?;
             progress.finish();
-            return Ok(LoopEnd::Interrupted { steps: step });
+            return Ok(LoopEnd {
+                steps: step,
+                interrupted: true,
+                last,
+            });
         }
         let lr = lr_at(s.train.lr, s.train.warmup_steps, step);
         let scalars = trainee.step(step, lr)?;
@@ -103,6 +127,7 @@ pub fn run(
             for (k, v) in &scalars {
                 events.scalar(&prefix(k), *v, step)?;
             }
+            last.clone_from(&scalars);
             events.scalar(&prefix("lr"), lr, step)?;
             events.scalar(&prefix("steps_per_sec"), rate, step)?;
             since = Instant::now();
@@ -116,7 +141,11 @@ pub fn run(
         }
     }
     progress.finish();
-    Ok(LoopEnd::Finished { steps: step })
+    Ok(LoopEnd {
+        steps: step,
+        interrupted: false,
+        last,
+    })
 }
 
 fn save(
