@@ -40,7 +40,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_reuse: bool,
     /// Run only the sweep member (or experiment) with this name, e.g. mnist_kl_f4-lr0.0002.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "resume")]
     pub member: Option<String>,
     #[command(flatten)]
     pub overrides: Overrides,
@@ -116,6 +116,37 @@ pub enum Command {
         #[arg(long, value_parser = ["vae", "unet"])]
         skip: Option<String>,
     },
+    /// Submit experiments to a cluster as one array job: task i runs experiment (or sweep
+    /// member) i with `ldm-run <file> --member <name>` on the shared runs folder.
+    Submit {
+        /// Experiment files (quoted glob patterns work); sweeps expand to one task per member.
+        #[arg(required = true, value_name = "EXPERIMENT.toml")]
+        experiments: Vec<String>,
+        /// Submit to Slurm with `sbatch` (the only scheduler so far).
+        #[arg(long, required = true)]
+        slurm: bool,
+        /// Slurm partition (default: the cluster's default partition).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task: minutes, HH:MM:SS, D-HH:MM:SS...
+        #[arg(long, value_parser = crate::slurm::check_time)]
+        time: Option<String>,
+        /// GPUs per task; the tasks then run with --device cuda (unless --device says otherwise).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        gpus: Option<u32>,
+        /// CPUs per task (also the tasks' thread count).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        cpus_per_task: Option<u32>,
+        /// Print the job script and submit nothing (writes nothing).
+        #[arg(long)]
+        dry_run: bool,
+        /// Train every stage in every task, even when a finished stage with the same
+        /// fingerprint exists.
+        #[arg(long)]
+        no_reuse: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Sample a grid from a finished run's diffusion stage.
     Sample {
         /// The run folder, e.g. runs/mnist_kl_f4/2026-11-25T10-00-00.
@@ -190,6 +221,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
                     &o.all_sets(),
                     &o.runs_dir,
                     !cli.run.no_reuse,
+                    cli.run.member.as_deref(),
                 )?,
             };
             Ok(ok(done))
@@ -246,6 +278,33 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 commands::ls::render(&rows)
             };
             commands::print_out(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Submit {
+            experiments,
+            slurm: _,
+            partition,
+            time,
+            gpus,
+            cpus_per_task,
+            dry_run,
+            no_reuse,
+            overrides,
+        }) => {
+            commands::submit::run(&commands::submit::SubmitArgs {
+                patterns: experiments,
+                sets: overrides.sets,
+                device: overrides.device,
+                runs_dir: overrides.runs_dir,
+                no_reuse,
+                resources: crate::slurm::Resources {
+                    partition,
+                    time,
+                    gpus,
+                    cpus_per_task,
+                },
+                dry_run,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Schema) => {

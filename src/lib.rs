@@ -16,5 +16,6 @@ pub mod resume;
 pub mod rng;
 pub mod runner;
 pub mod runs;
+pub mod slurm;
 pub mod stages;
 pub mod train;

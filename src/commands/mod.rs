@@ -5,6 +5,7 @@ pub mod ls;
 pub mod plan;
 pub mod run;
 pub mod sample;
+pub mod submit;
 
 /// An error and its causes, one per line, leaving out causes the message already quotes.
 pub fn describe_error(e: &anyhow::Error) -> String {

@@ -51,6 +51,26 @@ pub fn resolve_all(files: &[PathBuf], sets: &[String]) -> anyhow::Result<Vec<Res
     Ok(resolved)
 }
 
+/// Keeps only the experiment (or sweep member) named `name`; an unknown name is an error that
+/// lists the names the files give.
+pub fn select_member(all: Vec<Resolved>, name: &str) -> anyhow::Result<Vec<Resolved>> {
+    let names: Vec<String> = all
+        .iter()
+        .map(|r| r.experiment.experiment.name.clone())
+        .collect();
+    let kept: Vec<Resolved> = all
+        .into_iter()
+        .filter(|r| r.experiment.experiment.name == name)
+        .collect();
+    if kept.is_empty() {
+        bail!(
+            "--member {name}: no experiment or sweep member has this name; the files give: {}\nnothing was run",
+            names.join(", ")
+        );
+    }
+    Ok(kept)
+}
+
 /// A stop flag raised by the first SIGINT/SIGTERM; a second one exits at once (status 130).
 pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
@@ -106,15 +126,20 @@ pub fn resume(
 }
 
 /// Runs the experiments; returns whether all finished. An experiment whose latest run with the
-/// same configuration finished is not run again (unless `reuse` is off).
+/// same configuration finished is not run again (unless `reuse` is off). With `member`, only
+/// the experiment or sweep member of that name runs.
 pub fn run(
     patterns: &[String],
     sets: &[String],
     runs_dir: &Path,
     reuse: bool,
+    member: Option<&str>,
 ) -> anyhow::Result<bool> {
     let files = expand(patterns)?;
-    let all = resolve_all(&files, sets)?;
+    let mut all = resolve_all(&files, sets)?;
+    if let Some(name) = member {
+        all = select_member(all, name)?;
+    }
     let stop = stop_flag()?;
     let opts = options(runs_dir, reuse);
     let mut rows = Vec::new();

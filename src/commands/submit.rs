@@ -1,0 +1,193 @@
+//! `ldm-run submit --slurm <EXPERIMENT.toml>...`: checks every experiment as running would,
+//! then submits one Slurm array job whose task i runs experiment (or sweep member) i on a shared
+//! runs folder. The script is kept under `<runs>/slurm/`, beside the tasks' logs.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, Utc};
+
+use crate::config;
+use crate::slurm::{ArrayJob, Resources, Task, parse_job_id};
+
+/// What `submit` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SubmitArgs {
+    pub patterns: Vec<String>,
+    /// `--set` arguments, passed on to every task.
+    pub sets: Vec<String>,
+    /// `--device`; `cuda` when GPUs are asked for and no device is given.
+    pub device: Option<String>,
+    pub runs_dir: PathBuf,
+    pub no_reuse: bool,
+    pub resources: Resources,
+    pub dry_run: bool,
+}
+
+/// The folder under the runs folder that holds job scripts and task logs.
+pub const SLURM_DIR: &str = "slurm";
+
+fn utf8<'a>(what: &str, p: &'a Path) -> anyhow::Result<&'a str> {
+    p.to_str()
+        .ok_or_else(|| anyhow!("{what} {} is not valid UTF-8", p.display()))
+}
+
+/// Resolves every experiment (sweeps expanded) exactly as running would and builds the job;
+/// all problems of all files are reported together and nothing is written.
+pub fn prepare(args: &SubmitArgs, now: DateTime<Utc>) -> anyhow::Result<ArrayJob> {
+    let device = args
+        .device
+        .clone()
+        .or_else(|| args.resources.gpus.map(|_| "cuda".to_string()));
+    let mut check_sets = args.sets.clone();
+    if let Some(d) = &device {
+        check_sets.push(format!("experiment.device={d}"));
+    }
+    let files = super::run::expand(&args.patterns)?;
+    let mut tasks = Vec::new();
+    let mut errors = Vec::new();
+    let mut job_name = None;
+    for f in &files {
+        let members = match config::members(f, &check_sets) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!("{}: {e}", f.display()));
+                continue;
+            }
+        };
+        let file = utf8("the experiment path", f)?;
+        let mut seen = BTreeSet::new();
+        for m in &members {
+            let name = &m.experiment.experiment.name;
+            if !seen.insert(name.clone()) {
+                errors.push(format!(
+                    "{}: two sweep members are both named `{name}`, so --member cannot tell them \
+                     apart; make the swept values differ in how they print",
+                    f.display()
+                ));
+            }
+            tasks.push(Task {
+                file: file.to_string(),
+                member: name.clone(),
+            });
+        }
+        if files.len() == 1 {
+            job_name = Some(config::resolve(f, &check_sets)?.experiment.experiment.name);
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}\nnothing was submitted", errors.join("\n"));
+    }
+    let workdir = std::env::current_dir().context("cannot read the current folder")?;
+    let runs_dir = std::path::absolute(&args.runs_dir)
+        .with_context(|| format!("cannot make {} absolute", args.runs_dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the ldm-run binary's own path")?;
+    let job = ArrayJob {
+        job_name: job_name.unwrap_or_else(|| "ldm-run".to_string()),
+        exe: utf8("the ldm-run binary's path", &exe)?.to_string(),
+        workdir: utf8("the current folder", &workdir)?.to_string(),
+        runs_dir: utf8("the runs folder", &runs_dir)?.to_string(),
+        log_dir: utf8("the runs folder", &runs_dir.join(SLURM_DIR))?.to_string(),
+        log_prefix: now.format("%Y-%m-%dT%H-%M-%S").to_string(),
+        sets: args.sets.clone(),
+        device,
+        no_reuse: args.no_reuse,
+        resources: args.resources.clone(),
+        tasks,
+    };
+    job.script().map_err(anyhow::Error::msg)?;
+    Ok(job)
+}
+
+/// `program` on `PATH`, if it is there.
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Creates `<dir>/<stamp>[-N].sbatch` (never overwriting one) and returns its path and the
+/// name it took, without the extension.
+fn reserve_script(dir: &Path, stamp: &str) -> anyhow::Result<(PathBuf, String)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for n in 1.. {
+        let name = if n == 1 {
+            stamp.to_string()
+        } else {
+            format!("{stamp}-{n}")
+        };
+        let path = dir.join(format!("{name}.sbatch"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok((path, name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+    unreachable!("the suffix loop only ends by returning")
+}
+
+/// Checks, then prints the script (`dry_run`) or writes and submits it, printing the job id.
+pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
+    let mut job = prepare(args, Utc::now())?;
+    if args.dry_run {
+        return super::print_out(&job.script().map_err(anyhow::Error::msg)?);
+    }
+    let sbatch = find_on_path("sbatch").ok_or_else(|| {
+        anyhow!(
+            "`sbatch` is not installed (it is not on PATH): submit from a Slurm login node, or \
+             install Slurm's client commands (Debian/Ubuntu: apt-get install slurm-client; a \
+             whole single-machine cluster: apt-get install slurm-wlm munge)\n\
+             `ldm-run submit --slurm --dry-run ...` prints the job script without submitting\n\
+             nothing was submitted"
+        )
+    })?;
+    let dir = PathBuf::from(&job.log_dir);
+    let (path, name) = reserve_script(&dir, &job.log_prefix)?;
+    job.log_prefix = name;
+    let script = job.script().map_err(anyhow::Error::msg)?;
+    std::fs::write(&path, &script).with_context(|| format!("cannot write {}", path.display()))?;
+    let out = Command::new(&sbatch)
+        .arg("--parsable")
+        .arg(&path)
+        .output()
+        .with_context(|| format!("cannot run {}", sbatch.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "sbatch refused the job ({}):\n{}\nthe job script is kept at {}",
+            out.status,
+            stderr.trim_end(),
+            path.display()
+        );
+    }
+    let id = parse_job_id(&stdout).ok_or_else(|| {
+        anyhow!(
+            "sbatch printed no job id (stdout: `{}`, stderr: `{}`); the job script is {}",
+            stdout.trim(),
+            stderr.trim(),
+            path.display()
+        )
+    })?;
+    let n = job.tasks.len();
+    eprintln!(
+        "submitted Slurm array job {id}: {n} task{} ({})\n  script: {}\n  logs:   {}/{}-{id}_<task>.out\n  watch:  squeue -j {id}",
+        if n == 1 { "" } else { "s" },
+        job.tasks
+            .iter()
+            .map(|t| t.member.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        path.display(),
+        job.log_dir,
+        job.log_prefix,
+    );
+    super::print_out(&format!("{id}\n"))
+}
