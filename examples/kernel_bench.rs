@@ -3,11 +3,11 @@
 //! cargo run --release --example kernel_bench -- [FILTER] [--runs N] [--torch FILE] [--fast-only]
 //!
 //! For every case: median ms over N runs (after one warm-up) of the forward alone and of
-//! forward + backward (loss = sum(y · r) for a fixed r, gradients for every input), for the
+//! forward + backward (y.backward(r) for a fixed r, gradients for every input), for the
 //! stock op and the fast one. With `--torch FILE` (the JSON that `benches/torch_ops.py --json
 //! FILE` writes) it also prints the fast op's time over PyTorch's.
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, Var};
 use ldm_run::nn::kernels as k;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -104,6 +104,22 @@ fn cases() -> Vec<Case> {
     v
 }
 
+/// A scalar "loss" whose backward hands exactly `r` to its input: `y.apply_op1(Seed(r))
+/// .backward()` is PyTorch's `y.backward(r)`, with no extra elementwise work to time.
+struct Seed(Tensor);
+
+impl CustomOp1 for Seed {
+    fn name(&self) -> &'static str {
+        "seed-gradient"
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(vec![0.0]), Shape::from(())))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -133,7 +149,7 @@ fn measure(op: &Op, shapes: &[Vec<usize>], runs: usize) -> Result<(f64, f64)> {
     let r = randn(op(&ts)?.dims())?;
     let both = time(runs, || {
         let y = op(&ts)?;
-        let g = (y * &r)?.sum_all()?.backward()?;
+        let g = y.apply_op1(Seed(r.clone()))?.backward()?;
         for t in &ts {
             std::hint::black_box(g.get(t).expect("gradient missing"));
         }

@@ -226,12 +226,12 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> V
     let (gi, units, gt) = g.split();
     let yp = SendPtr(y.as_mut_ptr());
     let unit = |u: usize| {
-        let yp = yp;
         let b0 = u * gi;
         let gn = gi.min(g.b - b0);
         let n = gn * p;
         // SAFETY: unit u owns output images b0..b0+gn.
-        let yu = unsafe { std::slice::from_raw_parts_mut(yp.0.add(b0 * cout * p), gn * cout * p) };
+        let yu =
+            unsafe { std::slice::from_raw_parts_mut(yp.get().add(b0 * cout * p), gn * cout * p) };
         let xu = &x[b0 * g.cin * g.hw()..(b0 + gn) * g.cin * g.hw()];
         if g.pointwise() && gn == 1 {
             if let Some(bias) = bias {
@@ -348,13 +348,12 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (gi, units, gt) = g.split();
     let dxp = SendPtr(dx.as_mut_ptr());
     let unit = |u: usize| {
-        let dxp = dxp;
         let b0 = u * gi;
         let gn = gi.min(g.b - b0);
         let n = gn * p;
         // SAFETY: unit u owns input images b0..b0+gn.
         let dxu =
-            unsafe { std::slice::from_raw_parts_mut(dxp.0.add(b0 * cin * hw), gn * cin * hw) };
+            unsafe { std::slice::from_raw_parts_mut(dxp.get().add(b0 * cin * hw), gn * cin * hw) };
         let dyu = &dy[b0 * cout * p..(b0 + gn) * cout * p];
         let tmp_len = if gn == 1 { 0 } else { cout * n };
         let col_len = if g.pointwise() && gn == 1 { 0 } else { k * n };

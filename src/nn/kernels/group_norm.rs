@@ -241,12 +241,11 @@ impl CustomOp3 for GroupNorm {
         if blk > 0 {
             let sp = SendPtr(stats.as_mut_ptr().cast());
             par_chunks_mut(&mut y, blk, |i, yb| {
-                let sp = sp;
                 let xb = &x[i * blk..(i + 1) * blk];
                 let g = i % self.groups;
                 let (mean, rstd) = block_stats(xb, self.eps);
                 // SAFETY: block i owns stats[i] (a pair of f32).
-                unsafe { *sp.0.cast::<(f32, f32)>().add(i) = (mean, rstd) };
+                unsafe { *sp.get().cast::<(f32, f32)>().add(i) = (mean, rstd) };
                 let mut a = [0f32; 64];
                 let mut bb = [0f32; 64];
                 // Channels in chunks of 64 so the coefficients live on the stack.
@@ -301,14 +300,13 @@ impl CustomOp3 for GroupNorm {
                             return;
                         }
                         par_chunks_mut(&mut dx, blk, |i, dxb| {
-                            let (dbp, dgp) = (dbp, dgp);
                             let g = i % self.groups;
                             let ch = g * cpg..(g + 1) * cpg;
                             // SAFETY: block i owns entries i·cpg..(i+1)·cpg of both (B, C) arrays.
                             let (db, dg) = unsafe {
                                 (
-                                    std::slice::from_raw_parts_mut(dbp.0.add(i * cpg), cpg),
-                                    std::slice::from_raw_parts_mut(dgp.0.add(i * cpg), cpg),
+                                    std::slice::from_raw_parts_mut(dbp.get().add(i * cpg), cpg),
+                                    std::slice::from_raw_parts_mut(dgp.get().add(i * cpg), cpg),
                                 )
                             };
                             let (mean, rstd) = stats[i];
