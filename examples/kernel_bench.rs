@@ -1,11 +1,12 @@
 //! Times the `nn::kernels` ops against candle's stock compositions at the model's shapes.
 //!
-//! cargo run --release --example kernel_bench -- [FILTER] [--runs N] [--torch FILE] [--fast-only]
+//! cargo run --release --example kernel_bench -- [FILTER] [--runs N] [--torch FILE] [--fast-only] [--tune-alloc]
 //!
 //! For every case: median ms over N runs (after one warm-up) of the forward alone and of
 //! forward + backward (y.backward(r) for a fixed r, gradients for every input), for the
 //! stock op and the fast one. With `--torch FILE` (the JSON that `benches/torch_ops.py --json
-//! FILE` writes) it also prints the fast op's time over PyTorch's.
+//! FILE` writes) it also prints the fast op's time over PyTorch's. `--tune-alloc` first calls
+//! `kernels::tune_cpu_allocator()` (glibc malloc keeps freed memory), as a binary can.
 
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, Var};
 use ldm_run::nn::kernels as k;
@@ -167,6 +168,9 @@ fn main() -> Result<()> {
             "--runs" => runs = args.next().and_then(|s| s.parse().ok()).unwrap_or(7),
             "--torch" => torch = args.next(),
             "--fast-only" => fast_only = true,
+            "--tune-alloc" => {
+                assert!(k::tune_cpu_allocator(), "mallopt failed");
+            }
             _ => filter = a,
         }
     }

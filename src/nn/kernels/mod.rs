@@ -15,6 +15,33 @@ mod util;
 use candle_core::{D, Result, Tensor};
 use util::fast_path;
 
+/// Makes glibc's malloc keep freed memory for reuse instead of handing every large block back
+/// to the kernel: tensors of a training step are allocated and freed over and over, and with
+/// glibc's defaults each big one comes back as fresh pages that fault in one by one (and are
+/// unmapped again with cross-core TLB flushes). Measured here it halves forward+backward time
+/// of the memory-bound ops (GroupNorm, upsampling). Call once at start-up, before the threads
+/// start; a process-wide setting, so it is left to the binary to opt in. Returns whether it
+/// applied (false off glibc).
+pub fn tune_cpu_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // SAFETY: mallopt only changes allocator parameters; the values are in glibc's range
+        // (the mmap threshold's maximum on 64-bit is 32 MiB).
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// 2-D convolution of `x` (B, C_in, H, W) with `w` (C_out, C_in, kh, kw) plus optional bias (C_out).
 pub fn conv2d(
     x: &Tensor,
