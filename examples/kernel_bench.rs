@@ -96,6 +96,14 @@ fn cases() -> Vec<Case> {
     v.push(attn(64, 64, 64, 64));
     v.push(attn(64, 64, 77, 64));
     v.push(attn(64, 16, 77, 64));
+    // Not a kernel: one candle elementwise op (y = x·1 + 0), to show what candle's own autograd
+    // costs per tensor of this size (each gradient is added into a fresh zero tensor).
+    v.push(case(
+        "candle affine (overhead probe) 16x128x32x32",
+        &[&[16, 128, 32, 32]],
+        Box::new(|t| t[0].affine(1.0, 0.0)),
+        Box::new(|t| t[0].affine(1.0, 0.0)),
+    ));
     v.push(case(
         "softmax 16x256x256",
         &[&[16, 256, 256]],

@@ -5,6 +5,20 @@
 //! in f32 they run hand-written kernels (candle custom ops with their own backward, see the
 //! submodules); anything else takes the stock candle composition (the `*_reference` functions),
 //! which is also what the tests compare the kernels against.
+//!
+//! The kernels split their work over candle's own CPU worker pool (CANDLE_NUM_THREADS /
+//! RAYON_NUM_THREADS, by default one thread per physical core) and take contiguous copies of
+//! strided inputs. Gradients:
+//! - conv2d: input, weight and bias; the backward ops have their own backward (second order
+//!   works, with CANDLE_GRAD_DO_NOT_DETACH set as candle requires).
+//! - upsample_nearest2x: the 2x2 block sum, itself differentiable.
+//! - group_norm, attention, softmax_last_dim: first order only (their gradients are computed
+//!   directly and carry no graph; candle detaches gradients by default anyway).
+//!
+//! On the fast path: conv2d with any stride, padding and kernel size (rank-4 input and
+//! weight, rank-1 bias); group_norm over any (B, C, ...); upsample_nearest2x of rank-4 input;
+//! attention over (..., T, D) x (..., S, D) with equal leading dimensions; softmax over the last
+//! dimension. Other ranks, dtypes and devices take the stock path.
 
 mod attention;
 mod conv;
