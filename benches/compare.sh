@@ -6,6 +6,7 @@
 #
 #   bash benches/compare.sh [ROUNDS] [RUNS] [FILTER]      (needs: pip install torch)
 #
+# THREADS (default 2) sets torch.set_num_threads and RAYON_NUM_THREADS alike.
 # KERNEL_BENCH (default: target/release/examples/kernel_bench) and BENCH_FLAGS (e.g.
 # --tune-alloc) pass through; the per-case PyTorch results land in $OUT (a temp dir).
 set -euo pipefail
@@ -14,6 +15,7 @@ ROUNDS=${1:-1}
 RUNS=${2:-7}
 FILTER=${3:-}
 WAIT=${WAIT:-60}
+THREADS=${THREADS:-2}
 BIN=${KERNEL_BENCH:-${CARGO_TARGET_DIR:-target}/release/examples/kernel_bench}
 OUT=$(mktemp -d)
 [ -x "$BIN" ] || cargo build --release --example kernel_bench >&2
@@ -44,15 +46,15 @@ print("\n".join(name for name, _, _ in m.CASES if not name.startswith("sdpa")))
 EOF
 )
 
-echo "$(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) nproc $(nproc); rounds $ROUNDS runs $RUNS ${BENCH_FLAGS:-}"
+echo "$(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) nproc $(nproc); threads $THREADS; rounds $ROUNDS runs $RUNS ${BENCH_FLAGS:-}"
 echo '{"-": [1, 1]}' > "$OUT/none.json"
 "$BIN" "no case has this name" --torch "$OUT/none.json" | tail -1
 for r in $(seq "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     [[ -z "$FILTER" || "$c" == *"$FILTER"* ]] || continue
     wait_quiet
-    python3 benches/torch_ops.py "$c" --runs "$RUNS" --json "$OUT/pt.json" > /dev/null
-    "$BIN" "$c" --runs "$RUNS" --torch "$OUT/pt.json" ${BENCH_FLAGS:-} | tail -1
+    python3 benches/torch_ops.py "$c" --runs "$RUNS" --threads "$THREADS" --json "$OUT/pt.json" > /dev/null
+    RAYON_NUM_THREADS=$THREADS "$BIN" "$c" --runs "$RUNS" --torch "$OUT/pt.json" ${BENCH_FLAGS:-} | tail -1
     echo "    (load $(cut -d' ' -f1 /proc/loadavg))"
   done
 done

@@ -132,29 +132,33 @@ multiversion! {
                     let sg = fast_sigmoid(t);
                     *o = d * sg * (1.0 + t * (1.0 - sg));
                 }
-            } else {
-                dxr.copy_from_slice(dyr);
             }
-            let sd = sum_f64(dxr, |d| d);
-            // Σ dŷ·x̂ = rstd · Σ dŷ·(x - mean)
-            let mut sdx = 0f64;
-            for (xrun, drun) in xr.chunks(RUN).zip(dxr.chunks(RUN)) {
-                let mut lanes = [0f32; 16];
+            // dŷ: the SiLU-scaled gradient just stored in dx, or dy itself.
+            let dsrc: &[f32] = if silu { dxr } else { dyr };
+            // Σ dŷ and Σ dŷ·x̂ = rstd · Σ dŷ·(x - mean), in one pass.
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for (xrun, drun) in xr.chunks(RUN).zip(dsrc.chunks(RUN)) {
+                let mut l1 = [0f32; 16];
+                let mut l2 = [0f32; 16];
                 let mut xi = xrun.chunks_exact(16);
                 let mut di = drun.chunks_exact(16);
                 for (xc, dc) in (&mut xi).zip(&mut di) {
-                    for ((l, v), d) in lanes.iter_mut().zip(xc).zip(dc) {
-                        *l += (v - mean) * d;
+                    for (((a, b), v), d) in l1.iter_mut().zip(l2.iter_mut()).zip(xc).zip(dc) {
+                        *a += d;
+                        *b += (v - mean) * d;
                     }
                 }
-                let mut acc = 0f32;
+                let (mut s1, mut s2) = (0f32, 0f32);
                 for (v, d) in xi.remainder().iter().zip(di.remainder()) {
-                    acc += (v - mean) * d;
+                    s1 += d;
+                    s2 += (v - mean) * d;
                 }
-                for l in lanes {
-                    acc += l;
+                for (a, b) in l1.iter().zip(&l2) {
+                    s1 += a;
+                    s2 += b;
                 }
-                sdx += acc as f64;
+                sd += s1 as f64;
+                sdx += s2 as f64;
             }
             let sdx = sdx * rstd as f64;
             dbeta[c] = sd as f32;
@@ -170,8 +174,14 @@ multiversion! {
             // dx = rstd·(γ·dŷ - m1 - x̂·m2), x̂ = (x - mean)·rstd
             let c0 = -rstd * m1 + mean * rstd * rstd * m2;
             let c1 = -rstd * rstd * m2;
-            for (o, v) in dxr.iter_mut().zip(xr) {
-                *o = *o * k + c0 + v * c1;
+            if silu {
+                for (o, v) in dxr.iter_mut().zip(xr) {
+                    *o = *o * k + c0 + v * c1;
+                }
+            } else {
+                for ((o, v), d) in dxr.iter_mut().zip(xr).zip(&dy[c * s..(c + 1) * s]) {
+                    *o = d * k + c0 + v * c1;
+                }
             }
         }
     }
