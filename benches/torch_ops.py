@@ -1,10 +1,10 @@
 """PyTorch timings of the ops `examples/kernel_bench.rs` times, with the same case names.
 
-    python3 benches/torch_ops.py [FILTER] [--runs N] [--json FILE]
+    python3 benches/torch_ops.py [FILTER] [--runs N] [--json FILE] [--threads 2]
 
 Median ms over N runs (after one warm-up) of the forward alone and of forward + backward
 (y.backward(r) for a fixed r, gradients for every input), on the CPU in f32 with two
-threads. `--json FILE` writes {case: [fwd, fwd+bwd]} for `kernel_bench --torch FILE`.
+threads (or --threads; run kernel_bench with RAYON_NUM_THREADS to match). `--json FILE` writes {case: [fwd, fwd+bwd]} for `kernel_bench --torch FILE`.
 """
 
 import argparse
@@ -16,7 +16,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
 
 
 def conv(b, cin, cout, h, kk, s, p):
@@ -103,7 +102,9 @@ def main():
     ap.add_argument("filter", nargs="?", default="")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--json")
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__} threads {torch.get_num_threads()} runs {a.runs} (median ms)")
     print(f"{'case':<40} {'fwd':>9} {'f+b':>10}")
     out = {}

@@ -1,13 +1,14 @@
 //! Times the `nn::kernels` ops against candle's stock compositions at the model's shapes.
 //!
-//! cargo run --release --example kernel_bench -- [FILTER] [--runs N] [--torch FILE] [--fast-only]
+//! cargo run --release --example kernel_bench -- [FILTER] [--runs N] [--torch FILE] [--fast-only] [--tune-alloc]
 //!
 //! For every case: median ms over N runs (after one warm-up) of the forward alone and of
-//! forward + backward (loss = sum(y · r) for a fixed r, gradients for every input), for the
+//! forward + backward (y.backward(r) for a fixed r, gradients for every input), for the
 //! stock op and the fast one. With `--torch FILE` (the JSON that `benches/torch_ops.py --json
-//! FILE` writes) it also prints the fast op's time over PyTorch's.
+//! FILE` writes) it also prints the fast op's time over PyTorch's. `--tune-alloc` first calls
+//! `kernels::tune_cpu_allocator()` (glibc malloc keeps freed memory), as a binary can.
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, Var};
 use ldm_run::nn::kernels as k;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -95,6 +96,14 @@ fn cases() -> Vec<Case> {
     v.push(attn(64, 64, 64, 64));
     v.push(attn(64, 64, 77, 64));
     v.push(attn(64, 16, 77, 64));
+    // Not a kernel: one candle elementwise op (y = x·1 + 0), to show what candle's own autograd
+    // costs per tensor of this size (each gradient is added into a fresh zero tensor).
+    v.push(case(
+        "candle affine (overhead probe) 16x128x32x32",
+        &[&[16, 128, 32, 32]],
+        Box::new(|t| t[0].affine(1.0, 0.0)),
+        Box::new(|t| t[0].affine(1.0, 0.0)),
+    ));
     v.push(case(
         "softmax 16x256x256",
         &[&[16, 256, 256]],
@@ -102,6 +111,22 @@ fn cases() -> Vec<Case> {
         Box::new(|t| k::softmax_last_dim_reference(&t[0])),
     ));
     v
+}
+
+/// A scalar "loss" whose backward hands exactly `r` to its input: `y.apply_op1(Seed(r))
+/// .backward()` is PyTorch's `y.backward(r)`, with no extra elementwise work to time.
+struct Seed(Tensor);
+
+impl CustomOp1 for Seed {
+    fn name(&self) -> &'static str {
+        "seed-gradient"
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(vec![0.0]), Shape::from(())))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.0.clone()))
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -133,7 +158,7 @@ fn measure(op: &Op, shapes: &[Vec<usize>], runs: usize) -> Result<(f64, f64)> {
     let r = randn(op(&ts)?.dims())?;
     let both = time(runs, || {
         let y = op(&ts)?;
-        let g = (y * &r)?.sum_all()?.backward()?;
+        let g = y.apply_op1(Seed(r.clone()))?.backward()?;
         for t in &ts {
             std::hint::black_box(g.get(t).expect("gradient missing"));
         }
@@ -151,6 +176,9 @@ fn main() -> Result<()> {
             "--runs" => runs = args.next().and_then(|s| s.parse().ok()).unwrap_or(7),
             "--torch" => torch = args.next(),
             "--fast-only" => fast_only = true,
+            "--tune-alloc" => {
+                assert!(k::tune_cpu_allocator(), "mallopt failed");
+            }
             _ => filter = a,
         }
     }

@@ -460,3 +460,96 @@ fn other_dtypes_take_the_stock_path() {
     assert_eq!(y.dtype(), DType::F64);
     assert_eq!(k::upsample_nearest2x(&x).unwrap().dims(), &[2, 4, 10, 10]);
 }
+
+/// Direct loops for the two gradients of sum(conv(x, w) · r): dx and dw, in f64.
+fn naive_conv_grads(
+    x: &Tensor,
+    w: &Tensor,
+    r: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> (Tensor, Tensor) {
+    let (bn, cin, h, wd) = x.dims4().unwrap();
+    let (cout, _, kh, kw) = w.dims4().unwrap();
+    let (_, _, oh, ow) = r.dims4().unwrap();
+    let (xv, wv, rv) = (flat(x), flat(w), flat(r));
+    let mut dx = vec![0f64; xv.len()];
+    let mut dw = vec![0f64; wv.len()];
+    for bi in 0..bn {
+        for co in 0..cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = rv[((bi * cout + co) * oh + oy) * ow + ox] as f64;
+                    for ci in 0..cin {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky) as isize - pad as isize;
+                                let ix = (ox * stride + kx) as isize - pad as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xi = ((bi * cin + ci) * h + iy as usize) * wd + ix as usize;
+                                let wi = ((co * cin + ci) * kh + ky) * kw + kx;
+                                dx[xi] += g * wv[wi] as f64;
+                                dw[wi] += g * xv[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let to = |v: Vec<f64>, t: &Tensor| {
+        Tensor::from_vec(
+            v.into_iter().map(|e| e as f32).collect::<Vec<_>>(),
+            t.dims(),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    (to(dx, x), to(dw, w))
+}
+
+#[test]
+fn conv2d_sweep_of_small_shapes_against_direct_loops() {
+    // Deterministic pseudo-random sample of shapes, strides, paddings and kernel sizes
+    // (including kernels larger than the input where padding allows, and strides of 3).
+    let mut s = 12345u64;
+    let mut next = |n: u64| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) % n) as usize
+    };
+    let mut checked = 0;
+    while checked < 150 {
+        let (b, cin, cout) = (1 + next(4), 1 + next(4), 1 + next(5));
+        let (h, w) = (1 + next(7), 1 + next(7));
+        let (kh, stride, pad) = (1 + next(3), 1 + next(3), next(3));
+        if h + 2 * pad < kh || w + 2 * pad < kh {
+            continue;
+        }
+        checked += 1;
+        let name = format!("sweep b{b} cin{cin} cout{cout} {h}x{w} k{kh} s{stride} p{pad}");
+        let x = rand(&[b, cin, h, w], checked as u64);
+        let wt = rand(&[cout, cin, kh, kh], 1000 + checked as u64);
+        let bias = rand(&[cout], 2000 + checked as u64);
+        let (y, g) = grads(
+            &[x.clone(), wt.clone(), bias.clone()],
+            |t| k::conv2d(&t[0], &t[1], Some(&t[2]), stride, pad),
+            7,
+        );
+        assert_close(
+            &y,
+            &naive_conv(&x, &wt, Some(&bias), stride, pad),
+            TOL,
+            &format!("{name}: forward"),
+        );
+        let r = rand(y.dims(), 7);
+        let (dx, dw) = naive_conv_grads(&x, &wt, &r, stride, pad);
+        assert_close(&g[0], &dx, TOL, &format!("{name}: dx"));
+        assert_close(&g[1], &dw, TOL, &format!("{name}: dw"));
+        let db = r.sum((0, 2, 3)).unwrap();
+        assert_close(&g[2], &db, TOL, &format!("{name}: dbias"));
+    }
+}

@@ -203,10 +203,9 @@ impl CustomOp3 for Attention {
         let (pp, op) = (SendPtr(p.as_mut_ptr()), SendPtr(o.as_mut_ptr()));
         let scale = self.scale;
         let item = |b: usize| {
-            let (pp, op) = (pp, op);
             // SAFETY: item b owns rows b·T.. of P and O.
-            let pb = unsafe { std::slice::from_raw_parts_mut(pp.0.add(b * t * s), t * s) };
-            let ob = unsafe { op.0.add(b * t * d) };
+            let pb = unsafe { std::slice::from_raw_parts_mut(pp.get().add(b * t * s), t * s) };
+            let ob = unsafe { op.get().add(b * t * d) };
             let (qb, kb, vb) = (&q[b * t * d..], &k[b * s * d..], &v[b * s * d..]);
             // SAFETY: the matrices lie inside their slices with the strides given.
             unsafe {
@@ -290,7 +289,6 @@ impl CustomOp3 for Attention {
                 with_slice(v, "attention", |v| {
                     with_slice(&dout, "attention", |dout| {
                         let item = |b: usize| {
-                            let (dqp, dkp, dvp) = (dqp, dkp, dvp);
                             let pb = &p[b * t * s..(b + 1) * t * s];
                             let (qb, kb, vb, gb) = (
                                 &q[b * t * d..],
@@ -307,7 +305,7 @@ impl CustomOp3 for Attention {
                                         s,
                                         d,
                                         t,
-                                        dvp.0.add(b * s * d),
+                                        dvp.get().add(b * s * d),
                                         d as isize,
                                         1,
                                         false,
@@ -349,7 +347,7 @@ impl CustomOp3 for Attention {
                                         t,
                                         d,
                                         s,
-                                        dqp.0.add(b * t * d),
+                                        dqp.get().add(b * t * d),
                                         d as isize,
                                         1,
                                         false,
@@ -367,7 +365,7 @@ impl CustomOp3 for Attention {
                                         s,
                                         d,
                                         t,
-                                        dkp.0.add(b * s * d),
+                                        dkp.get().add(b * s * d),
                                         d as isize,
                                         1,
                                         false,

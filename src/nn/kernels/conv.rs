@@ -75,6 +75,10 @@ impl Geom {
     fn hw(&self) -> usize {
         self.h * self.w
     }
+    /// Stride 1 with the output as large as the input (3x3 with padding 1 and the like).
+    fn same(&self) -> bool {
+        self.stride == 1 && self.oh == self.h && self.ow == self.w && self.w > 0
+    }
     /// 1x1, stride 1, no padding: the input image already is the im2col matrix.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -116,11 +120,58 @@ fn valid_range(k: usize, pad: usize, stride: usize, n_in: usize, n_out: usize) -
     (lo.min(n_out), hi.max(lo.min(n_out)))
 }
 
+/// For a stride-1 "same" convolution: the flat offset of tap (ky, kx) into the plane and the
+/// range [lo, hi) of output positions whose flat source index lies inside the plane.
+#[inline(always)]
+fn same_shift(ky: usize, kx: usize, pad: usize, w: usize, p: usize) -> (isize, usize, usize) {
+    let shift = (ky as isize - pad as isize) * w as isize + (kx as isize - pad as isize);
+    let lo = (-shift).clamp(0, p as isize) as usize;
+    let hi = (p as isize - shift).clamp(0, p as isize) as usize;
+    (shift, lo, hi.max(lo))
+}
+
+/// Zeroes the positions of a shifted row whose source column fell off the left or right edge.
+#[inline(always)]
+fn zero_wrapped(row: &mut [f32], kx: usize, pad: usize, w: usize) {
+    if kx < pad {
+        let c = (pad - kx).min(w);
+        for r in row.chunks_exact_mut(w) {
+            r[..c].fill(0.0);
+        }
+    } else if kx > pad {
+        let c = (kx - pad).min(w);
+        for r in row.chunks_exact_mut(w) {
+            r[w - c..].fill(0.0);
+        }
+    }
+}
+
 multiversion! {
     /// Writes the im2col rows of one image into `col` (row length `ld`, starting at column `off`).
     fn im2col(x: &[f32], g: &Geom, col: &mut [f32], ld: usize, off: usize) {
         let (h, w, s, pad, oh, ow) = (g.h, g.w, g.stride, g.pad, g.oh, g.ow);
         let p = oh * ow;
+        if g.same() {
+            // Each row is the whole plane shifted by one flat offset, with the positions whose
+            // source column wrapped around into the next row zeroed afterwards.
+            for ci in 0..g.cin {
+                let plane = &x[ci * p..(ci + 1) * p];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let r = (ci * g.kh + ky) * g.kw + kx;
+                        let row = &mut col[r * ld + off..r * ld + off + p];
+                        let (shift, lo, hi) = same_shift(ky, kx, pad, w, p);
+                        row[..lo].fill(0.0);
+                        if lo < hi {
+                            row[lo..hi].copy_from_slice(&plane[(lo as isize + shift) as usize..(hi as isize + shift) as usize]);
+                        }
+                        row[hi..].fill(0.0);
+                        zero_wrapped(row, kx, pad, w);
+                    }
+                }
+            }
+            return;
+        }
         for ci in 0..g.cin {
             let plane = &x[ci * h * w..(ci + 1) * h * w];
             for ky in 0..g.kh {
@@ -156,9 +207,31 @@ multiversion! {
 
 multiversion! {
     /// Adds the im2col-shaped gradient `col` of one image back into `dx` (which it accumulates).
-    fn col2im(col: &[f32], g: &Geom, dx: &mut [f32], ld: usize, off: usize) {
+    fn col2im(col: &mut [f32], g: &Geom, dx: &mut [f32], ld: usize, off: usize) {
         let (h, w, s, pad, oh, ow) = (g.h, g.w, g.stride, g.pad, g.oh, g.ow);
         let p = oh * ow;
+        if g.same() {
+            // The adjoint of the shifted copy above: zero the wrapped positions (col is
+            // scratch), then add the row into the plane at one flat offset.
+            for ci in 0..g.cin {
+                let plane = &mut dx[ci * p..(ci + 1) * p];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let r = (ci * g.kh + ky) * g.kw + kx;
+                        let row = &mut col[r * ld + off..r * ld + off + p];
+                        let (shift, lo, hi) = same_shift(ky, kx, pad, w, p);
+                        zero_wrapped(row, kx, pad, w);
+                        if lo < hi {
+                            let dst = &mut plane[(lo as isize + shift) as usize..(hi as isize + shift) as usize];
+                            for (d, v) in dst.iter_mut().zip(&row[lo..hi]) {
+                                *d += *v;
+                            }
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for ci in 0..g.cin {
             let plane = &mut dx[ci * h * w..(ci + 1) * h * w];
             for ky in 0..g.kh {
@@ -226,12 +299,12 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> V
     let (gi, units, gt) = g.split();
     let yp = SendPtr(y.as_mut_ptr());
     let unit = |u: usize| {
-        let yp = yp;
         let b0 = u * gi;
         let gn = gi.min(g.b - b0);
         let n = gn * p;
         // SAFETY: unit u owns output images b0..b0+gn.
-        let yu = unsafe { std::slice::from_raw_parts_mut(yp.0.add(b0 * cout * p), gn * cout * p) };
+        let yu =
+            unsafe { std::slice::from_raw_parts_mut(yp.get().add(b0 * cout * p), gn * cout * p) };
         let xu = &x[b0 * g.cin * g.hw()..(b0 + gn) * g.cin * g.hw()];
         if g.pointwise() && gn == 1 {
             if let Some(bias) = bias {
@@ -348,13 +421,12 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (gi, units, gt) = g.split();
     let dxp = SendPtr(dx.as_mut_ptr());
     let unit = |u: usize| {
-        let dxp = dxp;
         let b0 = u * gi;
         let gn = gi.min(g.b - b0);
         let n = gn * p;
         // SAFETY: unit u owns input images b0..b0+gn.
         let dxu =
-            unsafe { std::slice::from_raw_parts_mut(dxp.0.add(b0 * cin * hw), gn * cin * hw) };
+            unsafe { std::slice::from_raw_parts_mut(dxp.get().add(b0 * cin * hw), gn * cin * hw) };
         let dyu = &dy[b0 * cout * p..(b0 + gn) * cout * p];
         let tmp_len = if gn == 1 { 0 } else { cout * n };
         let col_len = if g.pointwise() && gn == 1 { 0 } else { k * n };

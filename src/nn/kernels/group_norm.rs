@@ -132,29 +132,33 @@ multiversion! {
                     let sg = fast_sigmoid(t);
                     *o = d * sg * (1.0 + t * (1.0 - sg));
                 }
-            } else {
-                dxr.copy_from_slice(dyr);
             }
-            let sd = sum_f64(dxr, |d| d);
-            // Σ dŷ·x̂ = rstd · Σ dŷ·(x - mean)
-            let mut sdx = 0f64;
-            for (xrun, drun) in xr.chunks(RUN).zip(dxr.chunks(RUN)) {
-                let mut lanes = [0f32; 16];
+            // dŷ: the SiLU-scaled gradient just stored in dx, or dy itself.
+            let dsrc: &[f32] = if silu { dxr } else { dyr };
+            // Σ dŷ and Σ dŷ·x̂ = rstd · Σ dŷ·(x - mean), in one pass.
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for (xrun, drun) in xr.chunks(RUN).zip(dsrc.chunks(RUN)) {
+                let mut l1 = [0f32; 16];
+                let mut l2 = [0f32; 16];
                 let mut xi = xrun.chunks_exact(16);
                 let mut di = drun.chunks_exact(16);
                 for (xc, dc) in (&mut xi).zip(&mut di) {
-                    for ((l, v), d) in lanes.iter_mut().zip(xc).zip(dc) {
-                        *l += (v - mean) * d;
+                    for (((a, b), v), d) in l1.iter_mut().zip(l2.iter_mut()).zip(xc).zip(dc) {
+                        *a += d;
+                        *b += (v - mean) * d;
                     }
                 }
-                let mut acc = 0f32;
+                let (mut s1, mut s2) = (0f32, 0f32);
                 for (v, d) in xi.remainder().iter().zip(di.remainder()) {
-                    acc += (v - mean) * d;
+                    s1 += d;
+                    s2 += (v - mean) * d;
                 }
-                for l in lanes {
-                    acc += l;
+                for (a, b) in l1.iter().zip(&l2) {
+                    s1 += a;
+                    s2 += b;
                 }
-                sdx += acc as f64;
+                sd += s1 as f64;
+                sdx += s2 as f64;
             }
             let sdx = sdx * rstd as f64;
             dbeta[c] = sd as f32;
@@ -170,8 +174,14 @@ multiversion! {
             // dx = rstd·(γ·dŷ - m1 - x̂·m2), x̂ = (x - mean)·rstd
             let c0 = -rstd * m1 + mean * rstd * rstd * m2;
             let c1 = -rstd * rstd * m2;
-            for (o, v) in dxr.iter_mut().zip(xr) {
-                *o = *o * k + c0 + v * c1;
+            if silu {
+                for (o, v) in dxr.iter_mut().zip(xr) {
+                    *o = *o * k + c0 + v * c1;
+                }
+            } else {
+                for ((o, v), d) in dxr.iter_mut().zip(xr).zip(&dy[c * s..(c + 1) * s]) {
+                    *o = d * k + c0 + v * c1;
+                }
             }
         }
     }
@@ -241,12 +251,11 @@ impl CustomOp3 for GroupNorm {
         if blk > 0 {
             let sp = SendPtr(stats.as_mut_ptr().cast());
             par_chunks_mut(&mut y, blk, |i, yb| {
-                let sp = sp;
                 let xb = &x[i * blk..(i + 1) * blk];
                 let g = i % self.groups;
                 let (mean, rstd) = block_stats(xb, self.eps);
                 // SAFETY: block i owns stats[i] (a pair of f32).
-                unsafe { *sp.0.cast::<(f32, f32)>().add(i) = (mean, rstd) };
+                unsafe { *sp.get().cast::<(f32, f32)>().add(i) = (mean, rstd) };
                 let mut a = [0f32; 64];
                 let mut bb = [0f32; 64];
                 // Channels in chunks of 64 so the coefficients live on the stack.
@@ -301,14 +310,13 @@ impl CustomOp3 for GroupNorm {
                             return;
                         }
                         par_chunks_mut(&mut dx, blk, |i, dxb| {
-                            let (dbp, dgp) = (dbp, dgp);
                             let g = i % self.groups;
                             let ch = g * cpg..(g + 1) * cpg;
                             // SAFETY: block i owns entries i·cpg..(i+1)·cpg of both (B, C) arrays.
                             let (db, dg) = unsafe {
                                 (
-                                    std::slice::from_raw_parts_mut(dbp.0.add(i * cpg), cpg),
-                                    std::slice::from_raw_parts_mut(dgp.0.add(i * cpg), cpg),
+                                    std::slice::from_raw_parts_mut(dbp.get().add(i * cpg), cpg),
+                                    std::slice::from_raw_parts_mut(dgp.get().add(i * cpg), cpg),
                                 )
                             };
                             let (mean, rstd) = stats[i];
