@@ -10,12 +10,14 @@
 pub mod events;
 pub mod grid;
 pub mod progress;
+pub mod stage_events;
 
 use std::path::PathBuf;
 
 pub use events::{EventWriter, HParamValue, SessionStatus};
 pub use grid::{GridImage, PAD_VALUE, concat_h, encode_png, grid, pairs, save_png};
 pub use progress::{Progress, format_duration, format_value, rate_eta};
+pub use stage_events::StageEvents;
 
 /// Result of the logging functions.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::config::Resolved;
 use crate::device;
-use crate::log::{EventWriter, SessionStatus};
+use crate::log::{EventWriter, SessionStatus, StageEvents};
 use crate::plan::fingerprint;
 use crate::plan::lock::RunLock;
 use crate::plan::manifest::{Manifest, StageRecord, Status, now};
@@ -107,7 +107,10 @@ pub fn execute(
     let metric_refs: Vec<&str> = metric_tags.iter().map(String::as_str).collect();
     events.hparams(&hparams::values(resolved), &metric_refs)?;
     let mut status = Status::Finished;
+    let mut offset = 0;
     for stage in &resolved.stages {
+        let stage_offset = offset;
+        offset += stage.spec.train().map_or(0, |t| t.steps as u64);
         let record = manifest.stages.get(&stage.name);
         if record.is_some_and(|r| r.status == Status::Finished) {
             eprintln!("{}: finished earlier, skipped", stage.name);
@@ -129,7 +132,17 @@ pub fn execute(
                 opts.runs_dir.display()
             )
         })?;
-        if opts.reuse && reuse_stage(run, manifest, &stage.name, &fingerprint, opts, &mut events)? {
+        let mut stage_events = StageEvents::new(&mut events, stage_offset);
+        if opts.reuse
+            && reuse_stage(
+                run,
+                manifest,
+                &stage.name,
+                &fingerprint,
+                opts,
+                &mut stage_events,
+            )?
+        {
             continue;
         }
         let ctx = StageContext {
@@ -141,7 +154,7 @@ pub fn execute(
             data_dir_env: opts.data_dir_env.clone(),
             stop,
         };
-        match run_stage(&ctx, manifest, &mut events) {
+        match run_stage(&ctx, manifest, stage_events) {
             Ok(true) => {}
             Ok(false) => {
                 status = Status::Interrupted;
@@ -179,7 +192,7 @@ pub fn execute(
 fn run_stage(
     ctx: &StageContext,
     manifest: &mut Manifest,
-    events: &mut EventWriter,
+    events: StageEvents,
 ) -> anyhow::Result<bool> {
     let name = &ctx.stage.name;
     set_stage(manifest, name, |r| {
@@ -188,13 +201,12 @@ fn run_stage(
         r.error = None;
     });
     manifest.save(&ctx.run.root)?;
-    let result = stages::run_stage(
-        ctx,
-        &mut Outputs {
-            events: &mut *events,
-            manifest: &mut *manifest,
-        },
-    );
+    let mut out = Outputs {
+        events,
+        manifest: &mut *manifest,
+    };
+    let result = stages::run_stage(ctx, &mut out);
+    let mut events = out.events;
     let finished = match result {
         Ok(outcome) if outcome.interrupted => {
             set_stage(manifest, name, |r| r.status = Status::Interrupted);
@@ -231,7 +243,7 @@ fn reuse_stage(
     name: &str,
     fingerprint: &str,
     opts: &RunOptions,
-    events: &mut EventWriter,
+    events: &mut StageEvents,
 ) -> anyhow::Result<bool> {
     let Some((source, record)) = reuse::find(&opts.runs_dir, fingerprint, &run.root) else {
         return Ok(false);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
 use crate::config::StageSpec;
 use crate::data::{BatchOrder, Dataset, Split};
-use crate::log::{EventWriter, grid};
+use crate::log::{StageEvents, grid};
 use crate::metrics::psnr;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::discriminator::{Discriminator, adaptive_weight, hinge_loss};
@@ -63,7 +63,7 @@ struct AutoencoderTrainee<'a> {
 }
 
 /// Trains the autoencoder stage; the outcome holds the test-set PSNR.
-pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
     let StageSpec::Autoencoder {
         train,
         kl_weight,
@@ -249,7 +249,7 @@ impl Trainee for AutoencoderTrainee<'_> {
         Ok(out)
     }
 
-    fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
+    fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()> {
         let (n, c, h, w) = self.shown.dims4()?;
         let cols = self.ctx.grid_size();
         let recon = self

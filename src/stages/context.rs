@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::{Resolved, Stage, TrainSpec};
 use crate::data::{self, Dataset, Split};
-use crate::log::{EventWriter, GridImage, grid};
+use crate::log::{GridImage, StageEvents, grid};
 use crate::plan::manifest::Manifest;
 use crate::plan::run_dir::{RunDir, write_atomic};
 use crate::rng::Rng;
@@ -30,9 +30,9 @@ pub struct StageContext<'a> {
 }
 
 /// Where a stage reports: the run's events and manifest.
-pub struct Outputs<'a> {
-    pub events: &'a mut EventWriter,
-    pub manifest: &'a mut Manifest,
+pub struct Outputs<'e, 'm> {
+    pub events: StageEvents<'e>,
+    pub manifest: &'m mut Manifest,
 }
 
 /// What a stage ended with.

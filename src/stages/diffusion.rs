@@ -21,7 +21,7 @@ use crate::config::{SamplerSpec, StageSpec};
 use crate::data::{BatchOrder, Split};
 use crate::diffusion::objective::{q_sample, target};
 use crate::diffusion::schedule::NoiseSchedule;
-use crate::log::{EventWriter, grid};
+use crate::log::{StageEvents, grid};
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::unet::UNet;
 use crate::nn::params::ParamStore;
@@ -117,7 +117,7 @@ struct DiffusionTrainee<'a> {
 }
 
 /// Trains the diffusion stage.
-pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
     let StageSpec::Diffusion {
         train,
         ema_decay,
@@ -281,7 +281,7 @@ impl Trainee for DiffusionTrainee<'_> {
         ])
     }
 
-    fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
+    fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()> {
         let ldm = self.sampling_model()?;
         let stage = self.ctx.stage.name.clone();
         let cols = self.ctx.grid_size();

@@ -11,7 +11,7 @@ pub use context::{Outcome, Outputs, StageContext};
 use crate::config::schema::StageKind;
 
 /// Runs one stage to its end (or until asked to stop).
-pub fn run_stage(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+pub fn run_stage(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
     match ctx.stage.spec.kind() {
         StageKind::Autoencoder => autoencoder::run(ctx, out),
         StageKind::Diffusion => diffusion::run(ctx, out),

@@ -10,7 +10,7 @@ use super::trained::{self, Ldm};
 use crate::config::StageSpec;
 use crate::log::grid;
 
-pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
     let StageSpec::Sample { sampling } = &ctx.stage.spec else {
         anyhow::bail!("stage `{}` is not a sample stage", ctx.stage.name);
     };

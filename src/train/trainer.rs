@@ -11,7 +11,7 @@ use candle_core::Device;
 use super::checkpoint::{self, Checkpoint};
 use super::lr::lr_at;
 use crate::config::TrainSpec;
-use crate::log::{EventWriter, Progress};
+use crate::log::{Progress, StageEvents};
 
 /// What a training stage provides to the shared loop.
 pub trait Trainee {
@@ -19,7 +19,7 @@ pub trait Trainee {
     /// the loss first.
     fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>>;
     /// Draws and logs samples after `step` steps.
-    fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()>;
+    fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()>;
     /// Everything a resume needs, after `step` steps.
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint>;
     /// Restores the state saved by [`Trainee::checkpoint`].
@@ -71,7 +71,7 @@ pub type OnCheckpoint<'a> = dyn FnMut(u64) -> anyhow::Result<()> + 'a;
 pub fn run(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
-    events: &mut EventWriter,
+    events: &mut StageEvents,
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<LoopEnd> {
     let total = s.train.steps as u64;
@@ -89,8 +89,8 @@ pub fn run(
         })?;
         step = ckpt.step;
         // Points after the checkpoint were logged by the interrupted process and are logged
-        // again from here: TensorBoard drops the old ones from step + 1 on.
-        events.resume_at(step + 1)?;
+        // again from here: TensorBoard drops the old ones.
+        events.resume_after(step)?;
         eprintln!("{}: resuming at step {step} of {total}", s.stage);
     }
     let mut progress = Progress::new(s.stage, total, step);
@@ -152,7 +152,7 @@ fn save(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
     step: u64,
-    events: &mut EventWriter,
+    events: &mut StageEvents,
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<()> {
     let ckpt = trainee.checkpoint(step)?;

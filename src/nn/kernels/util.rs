@@ -82,8 +82,11 @@ pub(crate) fn par_chunks_mut(
     });
 }
 
-/// Runs `f(i, n_tasks)` for a cursor-shared 0..n and collects one result per pool thread that
-/// took part: `init` makes a thread's state the first time it gets an index.
+/// Runs `f(state, i)` for every i in 0..n and returns one state per pool thread, in thread
+/// order: thread t takes the t-th contiguous share of 0..n, in ascending order. The split
+/// depends only on n and the thread count, so results folded from the states are the same
+/// bits on every run with the same number of threads (a shared cursor would make the
+/// floating-point summation order, and so the weights, differ from run to run).
 pub(crate) fn par_fold<S: Send>(
     n: usize,
     init: impl Fn() -> S + Sync,
@@ -92,27 +95,30 @@ pub(crate) fn par_fold<S: Send>(
     if n == 0 {
         return Vec::new();
     }
-    if n == 1 || num_threads() == 1 {
+    let threads = num_threads();
+    if n == 1 || threads == 1 {
         let mut s = init();
         (0..n).for_each(|i| f(&mut s, i));
         return vec![s];
     }
-    let cursor = std::sync::atomic::AtomicUsize::new(0);
-    let out = std::sync::Mutex::new(Vec::new());
-    candle_core::utils::barrier_pool().execute(|_| {
-        let mut state = None;
-        loop {
-            let i = cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            f(state.get_or_insert_with(&init), i);
+    let share = n.div_ceil(threads);
+    let slots: Vec<std::sync::Mutex<Option<S>>> =
+        (0..threads).map(|_| std::sync::Mutex::new(None)).collect();
+    candle_core::utils::barrier_pool().execute(|tid| {
+        let range = (tid * share).min(n)..((tid + 1) * share).min(n);
+        if range.is_empty() {
+            return;
         }
-        if let Some(s) = state {
-            out.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        let mut state = init();
+        range.for_each(|i| f(&mut state, i));
+        if let Some(slot) = slots.get(tid) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
         }
     });
-    out.into_inner().unwrap_or_else(|e| e.into_inner())
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
 }
 
 thread_local! {
