@@ -238,3 +238,61 @@ fn interrupted_runs_resume_to_the_same_bytes() {
         assert_eq!(steps, want, "{tag}");
     }
 }
+
+#[test]
+fn bad_loss_stops_the_stage_and_force_resumes_with_new_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path();
+    let nan = [
+        "--set",
+        "stages.vae.lr=1e30",
+        "--set",
+        "stages.vae.grad_clip=0",
+    ];
+    let out = ldm_run(&repo(), &args(runs, &nan));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stage `vae` stopped at step") && err.contains("became NaN"),
+        "{err}"
+    );
+    assert!(err.contains("try a lower stages.vae.lr"), "{err}");
+    let run = run_dir(runs);
+    let m = status(&run);
+    assert_eq!(m["status"], "failed");
+    assert_eq!(m["stages"]["vae"]["status"], "failed");
+    assert!(
+        m["stages"]["vae"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("NaN")
+    );
+
+    // Resuming with other training settings is refused, then allowed with --force and recorded.
+    let fixed = ["--resume", "latest", "--set", "stages.vae.grad_clip=0"];
+    let out = ldm_run(&repo(), &args(runs, &fixed));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stages.vae.lr: 1000000000000000000000000000000.0 -> 0.001"),
+        "{}",
+        text(&out)
+    );
+    let mut forced = fixed.to_vec();
+    forced.push("--force");
+    let out = ldm_run(&repo(), &args(runs, &forced));
+    assert!(out.status.success(), "{}", text(&out));
+    let m = status(&run);
+    assert_eq!(m["status"], "finished");
+    let resume = &m["resumes"][0];
+    assert_eq!(resume["forced"], true);
+    assert_eq!(resume["from_status"], "failed");
+    assert!(
+        resume["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("stages.vae.lr"))
+    );
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("lr = 0.001"), "{config}");
+}

@@ -216,10 +216,6 @@ impl Progress {
     /// Ends the display: the bar stays on screen; in plain mode the last update is printed if
     /// it was skipped, followed by `stage  done: N steps in T (R steps/s)`.
     pub fn finish(&mut self) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
         let elapsed = self.started.elapsed();
         let (rate, _) = rate_eta(self.start_step, self.step, self.total, elapsed);
         let done = self.step.saturating_sub(self.start_step);
@@ -231,8 +227,28 @@ impl Progress {
         if let Some(r) = rate {
             summary.push_str(&format!(" ({} steps/s)", format_rate(r)));
         }
+        self.close(&summary);
+    }
+
+    /// Ends the display before the last step, saying why (interrupted, failed).
+    pub fn stop(&mut self, why: &str) {
+        let summary = format!(
+            "{}  stopped at step {}/{}: {why}",
+            self.stage, self.step, self.total
+        );
+        self.close(&summary);
+    }
+
+    fn close(&mut self, summary: &str) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
         match &mut self.sink {
-            Sink::Bar(bar) => bar.finish(),
+            Sink::Bar(bar) => {
+                bar.abandon();
+                eprintln!("{summary}");
+            }
             Sink::Plain(out) => {
                 if self.last_printed_step != Some(self.step) && !self.last_line.is_empty() {
                     let _ = writeln!(out, "{}", self.last_line);

@@ -360,6 +360,27 @@ mod tests {
     }
 
     #[test]
+    fn full_disk_leaves_the_previous_checkpoint_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = save(dir.path(), &sample(1)).unwrap();
+        // The next checkpoint's temporary file is /dev/full: every write fails with ENOSPC.
+        let tmp = dir.path().join(format!(".{}.tmp", file_name(2)));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let err = save(dir.path(), &sample(2)).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot write checkpoint") && err.contains("No space left"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join(file_name(2)).exists(),
+            "no half-written file under a real name"
+        );
+        assert!(!tmp.exists(), "the temporary file is removed");
+        assert_eq!(load(&good, &Device::Cpu).unwrap().step, 1);
+        assert_eq!(list(dir.path()).len(), 1);
+    }
+
+    #[test]
     fn rotation_refuses_when_the_newest_is_bad() {
         let dir = tempfile::tempdir().unwrap();
         save(dir.path(), &sample(1)).unwrap();

@@ -101,7 +101,7 @@ pub fn run(
     while step < total {
         if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
             save(trainee, s, step, events, on_checkpoint)?;
-            progress.finish();
+            progress.stop("interrupted; checkpoint written");
             return Ok(LoopEnd {
                 steps: step,
                 interrupted: true,
@@ -112,7 +112,7 @@ pub fn run(
         let scalars = trainee.step(step, lr)?;
         step += 1;
         if let Some((name, value)) = scalars.iter().find(|(_, v)| !v.is_finite()) {
-            progress.finish();
+            progress.stop(&format!("{name} became {value}"));
             bail!(
                 "stage `{}` stopped at step {step}: {name} became {value}; the last good checkpoint is kept \
                  (try a lower stages.{}.lr or a grad_clip)",
