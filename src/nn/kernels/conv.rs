@@ -5,6 +5,9 @@
 //! in parallel, each with a single-threaded GEMM and per-thread scratch buffers; when there
 //! are fewer units than threads the GEMM itself is threaded instead.
 //!
+//! Stride-1, padding-1 3x3 convolutions with at least 32 channels on both sides go through
+//! Winograd F(2x2, 3x3) instead (see `winograd.rs`; LDM_KERNELS_NO_WINOGRAD=1 turns it off).
+//!
 //! Three ops, each the adjoint of the others, so gradients of gradients stay on this path:
 //! forward y = F(x, w), input gradient dx = Gx(dy, w), weight gradient dw = Gw(x, dy).
 
