@@ -553,3 +553,39 @@ fn conv2d_sweep_of_small_shapes_against_direct_loops() {
         assert_close(&g[2], &db, TOL, &format!("{name}: dbias"));
     }
 }
+
+#[test]
+fn conv2d_winograd_shapes_against_direct_loops() {
+    // Stride-1 padding-1 3x3 with >= 32 channels takes the Winograd path: every small map
+    // size (odd ones end in partial tiles), and wide channels for the accumulated error.
+    let mut shapes: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
+    for h in [1, 2, 3, 5, 6] {
+        for w in [1, 2, 4, 7] {
+            shapes.push((2, 32, 33, h, w));
+        }
+    }
+    shapes.push((1, 256, 256, 8, 8));
+    shapes.push((3, 64, 48, 17, 13));
+    for (i, &(b, cin, cout, h, w)) in shapes.iter().enumerate() {
+        let name = format!("winograd b{b} cin{cin} cout{cout} {h}x{w}");
+        let x = rand(&[b, cin, h, w], 300 + i as u64);
+        let wt = (rand(&[cout, cin, 3, 3], 400 + i as u64) * 0.2).unwrap();
+        let bias = rand(&[cout], 500 + i as u64);
+        let (y, g) = grads(
+            &[x.clone(), wt.clone(), bias],
+            |t| k::conv2d(&t[0], &t[1], Some(&t[2]), 1, 1),
+            7,
+        );
+        let r = rand(y.dims(), 7);
+        let (dx, dw) = naive_conv_grads(&x, &wt, &r, 1, 1);
+        assert_close(&g[0], &dx, TOL, &format!("{name}: dx"));
+        assert_close(&g[1], &dw, TOL, &format!("{name}: dw"));
+        let y0 = k::conv2d(&x, &wt, None, 1, 1).unwrap();
+        assert_close(
+            &y0,
+            &naive_conv(&x, &wt, None, 1, 1),
+            TOL,
+            &format!("{name}: forward"),
+        );
+    }
+}

@@ -25,6 +25,7 @@ mod conv;
 mod group_norm;
 mod upsample;
 mod util;
+mod winograd;
 
 use candle_core::{D, Result, Tensor};
 use util::fast_path;

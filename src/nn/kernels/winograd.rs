@@ -1,0 +1,358 @@
+//! Winograd F(2x2, 3x3) for stride-1, padding-1 3x3 convolutions with enough channels: the
+//! output is cut into 2x2 tiles, each tile's 4x4 input patch and the 3x3 kernels are taken to
+//! a 4x4 transform domain, where the convolution becomes 16 independent GEMMs
+//! (Cout x Cin)·(Cin x tiles) with 2.25x fewer multiply-adds than im2col, and no padding work.
+//!
+//! Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A; the weight gradient is Gᵀ[Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)]G,
+//! and the input gradient is the same forward with the kernels flipped and transposed.
+
+use super::conv::Geom;
+use super::util::{
+    SendPtr, multiversion, num_threads, par_fold, par_for, sgemm, uninit_vec, with_scratch,
+};
+
+/// Whether a convolution takes this path (LDM_KERNELS_NO_WINOGRAD=1 turns it off, to compare).
+pub(crate) fn applies(g: &Geom) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("LDM_KERNELS_NO_WINOGRAD").is_ok_and(|v| v != "0"));
+    !off && g.kh == 3
+        && g.kw == 3
+        && g.stride == 1
+        && g.pad == 1
+        && g.w <= 2 * MAX_TW
+        && g.cin >= 32
+        && g.cout >= 32
+}
+
+struct Tiles {
+    th: usize,
+    tw: usize,
+    /// tile rows (b, ty) in all
+    rows: usize,
+    /// tile rows per work unit
+    per: usize,
+    units: usize,
+}
+
+fn tiles(g: &Geom) -> Tiles {
+    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+    let rows = g.b * th;
+    let nt = num_threads();
+    let per_tiles = (65_536 / (g.cin + g.cout)).clamp(32, 512);
+    let per = (per_tiles / tw).clamp(1, rows.div_ceil(nt).max(1));
+    Tiles {
+        th,
+        tw,
+        rows,
+        per,
+        units: rows.div_ceil(per),
+    }
+}
+
+/// The 4-point transform Bᵀ v.
+#[inline(always)]
+fn bt(v: [f32; 4]) -> [f32; 4] {
+    [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
+}
+
+multiversion! {
+    /// V[ξ][ci][i] = (Bᵀ d B)[ξ] for the tiles i of tile rows r0..r0+nr (tiles numbered
+    /// row-major within the unit), vectorised along each tile row: the row direction of the
+    /// transform combines four padded input rows, the column direction works on their even
+    /// and odd columns.
+    fn input_transform(x: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, v: &mut [f32]) {
+        let (h, w, cin) = (g.h, g.w, g.cin);
+        let n = nr * tw;
+        let stride_xi = cin * n;
+        let wp = 2 * tw + 2; // padded row: index p holds column p - 1
+        let mut rows = [[0f32; 2 * MAX_TW + 2]; 4];
+        let mut even = [[0f32; MAX_TW + 1]; 4];
+        let mut odd = [[0f32; MAX_TW + 1]; 4];
+        for ci in 0..cin {
+            for rr in 0..nr {
+                let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
+                let plane = &x[(b * cin + ci) * h * w..(b * cin + ci + 1) * h * w];
+                for (k, row) in rows.iter_mut().enumerate() {
+                    let yy = 2 * ty as isize - 1 + k as isize;
+                    row[..wp].fill(0.0);
+                    if yy >= 0 && yy < h as isize {
+                        row[1..1 + w].copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
+                    }
+                }
+                // Bᵀ over the four rows, then split into even (column 2j - 1) and odd (2j).
+                for j in 0..=tw {
+                    for (par, dst) in [(0usize, &mut even), (1, &mut odd)] {
+                        let p = 2 * j + par;
+                        let r = bt([rows[0][p], rows[1][p], rows[2][p], rows[3][p]]);
+                        for k in 0..4 {
+                            dst[k][j] = r[k];
+                        }
+                    }
+                }
+                let base = ci * n + rr * tw;
+                for k in 0..4 {
+                    let (e, o) = (&even[k], &odd[k]);
+                    let off = |c: usize| (k * 4 + c) * stride_xi + base;
+                    let v0 = off(0);
+                    for tx in 0..tw {
+                        v[v0 + tx] = e[tx] - e[tx + 1];
+                    }
+                    let v1 = off(1);
+                    for tx in 0..tw {
+                        v[v1 + tx] = o[tx] + e[tx + 1];
+                    }
+                    let v2 = off(2);
+                    for tx in 0..tw {
+                        v[v2 + tx] = e[tx + 1] - o[tx];
+                    }
+                    let v3 = off(3);
+                    for tx in 0..tw {
+                        v[v3 + tx] = o[tx] - o[tx + 1];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Widest tile row (W ≤ 2·MAX_TW) the transforms handle; wider maps take im2col.
+const MAX_TW: usize = 64;
+
+/// U[ξ][co][ci] = (G g Gᵀ)[ξ] for weights w (Cout, Cin, 3, 3).
+fn weight_transform(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut u = vec![0f32; 16 * cout * cin];
+    let gt = |a: [f32; 3]| {
+        [
+            a[0],
+            0.5 * (a[0] + a[1] + a[2]),
+            0.5 * (a[0] - a[1] + a[2]),
+            a[2],
+        ]
+    };
+    for co in 0..cout {
+        for ci in 0..cin {
+            let k = &w[(co * cin + ci) * 9..(co * cin + ci + 1) * 9];
+            // G g: transform each column (over ky), giving 4 rows of 3
+            let cols: [[f32; 4]; 3] = [0, 1, 2].map(|c| gt([k[c], k[3 + c], k[6 + c]]));
+            for r in 0..4 {
+                let out = gt([cols[0][r], cols[1][r], cols[2][r]]);
+                for (c, val) in out.iter().enumerate() {
+                    u[(r * 4 + c) * cout * cin + co * cin + ci] = *val;
+                }
+            }
+        }
+    }
+    u
+}
+
+multiversion! {
+    /// y from M[ξ][co][i] for the tile rows r0..r0+nr: Aᵀ m A plus bias, vectorised along
+    /// tile rows, clipped at the right and bottom edges.
+    fn output_transform(m: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, bias: Option<&[f32]>, y: *mut f32) {
+        let (h, w, cout) = (g.h, g.w, g.cout);
+        let n = nr * tw;
+        let stride_xi = cout * n;
+        let mut s = [[0f32; MAX_TW]; 8]; // s[i * 4 + c][tx]: Aᵀ over rows, output row i
+        let mut out = [0f32; 2 * MAX_TW];
+        for co in 0..cout {
+            let bv = bias.map_or(0.0, |b| b[co]);
+            for rr in 0..nr {
+                let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
+                let base = co * n + rr * tw;
+                let mm = |xi: usize| &m[xi * stride_xi + base..xi * stride_xi + base + tw];
+                for c in 0..4 {
+                    let (m0, m1, m2, m3) = (mm(c), mm(4 + c), mm(8 + c), mm(12 + c));
+                    for tx in 0..tw {
+                        s[c][tx] = m0[tx] + m1[tx] + m2[tx];
+                        s[4 + c][tx] = m1[tx] - m2[tx] - m3[tx];
+                    }
+                }
+                for i in 0..2 {
+                    let yy = 2 * ty + i;
+                    if yy >= h {
+                        continue;
+                    }
+                    let (s0, s1, s2, s3) = (&s[i * 4], &s[i * 4 + 1], &s[i * 4 + 2], &s[i * 4 + 3]);
+                    for tx in 0..tw {
+                        out[2 * tx] = s0[tx] + s1[tx] + s2[tx] + bv;
+                        out[2 * tx + 1] = s1[tx] - s2[tx] - s3[tx] + bv;
+                    }
+                    // SAFETY: row (b, co, yy) of y; units cover disjoint tile rows.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(((b * cout + co) * h + yy) * w), w)
+                    };
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Mg[ξ][co][i] = (A dY Aᵀ)[ξ] for the tile rows r0..r0+nr (zero outside the image).
+    fn grad_transform(dy: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, mg: &mut [f32]) {
+        let (h, w, cout) = (g.h, g.w, g.cout);
+        let n = nr * tw;
+        let stride_xi = cout * n;
+        let mut e = [[0f32; 2 * MAX_TW]; 2];
+        for co in 0..cout {
+            for rr in 0..nr {
+                let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
+                for (i, row) in e.iter_mut().enumerate() {
+                    let yy = 2 * ty + i;
+                    row[..2 * tw].fill(0.0);
+                    if yy < h {
+                        let o = ((b * cout + co) * h + yy) * w;
+                        row[..w].copy_from_slice(&dy[o..o + w]);
+                    }
+                }
+                let base = co * n + rr * tw;
+                // A over the two rows: q = [e0, e0 + e1, e0 - e1, -e1], then A over columns.
+                for k in 0..4 {
+                    let q = |p: usize| match k {
+                        0 => e[0][p],
+                        1 => e[0][p] + e[1][p],
+                        2 => e[0][p] - e[1][p],
+                        _ => -e[1][p],
+                    };
+                    for tx in 0..tw {
+                        let (qe, qo) = (q(2 * tx), q(2 * tx + 1));
+                        mg[(k * 4) * stride_xi + base + tx] = qe;
+                        mg[(k * 4 + 1) * stride_xi + base + tx] = qe + qo;
+                        mg[(k * 4 + 2) * stride_xi + base + tx] = qe - qo;
+                        mg[(k * 4 + 3) * stride_xi + base + tx] = -qo;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward through the transform domain: y = conv(x, w) + bias.
+pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cin, cout) = (g.cin, g.cout);
+    let tl = tiles(g);
+    let u = weight_transform(w, cout, cin);
+    let mut y = uninit_vec(g.b * cout * g.h * g.w);
+    let yp = SendPtr(y.as_mut_ptr());
+    par_for(tl.units, |unit| {
+        let r0 = unit * tl.per;
+        let nr = tl.per.min(tl.rows - r0);
+        let n = nr * tl.tw;
+        with_scratch([16 * cin * n, 16 * cout * n, 0], |v, m, _| {
+            input_transform(x, g, tl.th, tl.tw, r0, nr, v);
+            for xi in 0..16 {
+                // SAFETY: the matrices lie inside their slices with the strides given.
+                unsafe {
+                    sgemm(
+                        cout,
+                        n,
+                        cin,
+                        m.as_mut_ptr().add(xi * cout * n),
+                        n as isize,
+                        1,
+                        false,
+                        u.as_ptr().add(xi * cout * cin),
+                        cin as isize,
+                        1,
+                        v.as_ptr().add(xi * cin * n),
+                        n as isize,
+                        1,
+                        1.0,
+                        1,
+                    )
+                };
+            }
+            output_transform(m, g, tl.th, tl.tw, r0, nr, bias, yp.get());
+        });
+    });
+    y
+}
+
+/// Input gradient: the forward with kernels flipped in space and Cin/Cout swapped.
+pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    let (cin, cout) = (g.cin, g.cout);
+    let mut wf = vec![0f32; w.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for k in 0..9 {
+                wf[(ci * cout + co) * 9 + (8 - k)] = w[(co * cin + ci) * 9 + k];
+            }
+        }
+    }
+    let gt = Geom {
+        cin: cout,
+        cout: cin,
+        ..*g
+    };
+    forward(dy, &wf, None, &gt)
+}
+
+/// Weight gradient: Gᵀ[Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)]G per (co, ci).
+pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    let (cin, cout) = (g.cin, g.cout);
+    let tl = tiles(g);
+    let parts = par_fold(
+        tl.units,
+        || vec![0f32; 16 * cout * cin],
+        |acc: &mut Vec<f32>, unit| {
+            let r0 = unit * tl.per;
+            let nr = tl.per.min(tl.rows - r0);
+            let n = nr * tl.tw;
+            with_scratch([16 * cin * n, 16 * cout * n, 0], |v, mg, _| {
+                input_transform(x, g, tl.th, tl.tw, r0, nr, v);
+                grad_transform(dy, g, tl.th, tl.tw, r0, nr, mg);
+                for xi in 0..16 {
+                    // acc[ξ] (Cout x Cin) += Mg[ξ] (Cout x n) · V[ξ]ᵀ (n x Cin)
+                    // SAFETY: the matrices lie inside their slices with the strides given.
+                    unsafe {
+                        sgemm(
+                            cout,
+                            cin,
+                            n,
+                            acc.as_mut_ptr().add(xi * cout * cin),
+                            cin as isize,
+                            1,
+                            true,
+                            mg.as_ptr().add(xi * cout * n),
+                            n as isize,
+                            1,
+                            v.as_ptr().add(xi * cin * n),
+                            1,
+                            n as isize,
+                            1.0,
+                            1,
+                        )
+                    };
+                }
+            });
+        },
+    );
+    let mut acc = vec![0f32; 16 * cout * cin];
+    for p in parts {
+        for (a, b) in acc.iter_mut().zip(&p) {
+            *a += *b;
+        }
+    }
+    // dW = Gᵀ Ũ G
+    let gtr = |a: [f32; 4]| {
+        [
+            a[0] + 0.5 * (a[1] + a[2]),
+            0.5 * (a[1] - a[2]),
+            0.5 * (a[1] + a[2]) + a[3],
+        ]
+    };
+    let mut dw = vec![0f32; cout * cin * 9];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let e = |xi: usize| acc[xi * cout * cin + co * cin + ci];
+            let cols: [[f32; 3]; 4] =
+                [0, 1, 2, 3].map(|c| gtr([e(c), e(4 + c), e(8 + c), e(12 + c)]));
+            for r in 0..3 {
+                let out = gtr([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
+                dw[(co * cin + ci) * 9 + r * 3..(co * cin + ci) * 9 + r * 3 + 3]
+                    .copy_from_slice(&out);
+            }
+        }
+    }
+    dw
+}
