@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Keep freed tensor memory for reuse instead of returning it to the OS after every op.
+    ldm_run::nn::kernels::tune_cpu_allocator();
     match ldm_run::cli::main() {
         Ok(code) => code,
         Err(e) => {
