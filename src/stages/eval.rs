@@ -114,56 +114,40 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         .into_iter()
         .map(|p| conditional.then_some(p))
         .collect();
-    let mut scales = vec![sampling.guidance];
-    if conditional {
-        for s in guidance_sweep {
-            if !scales.contains(s) {
-                scales.push(*s);
-            }
-        }
-    } else if !guidance_sweep.is_empty() {
+    if !conditional && !guidance_sweep.is_empty() {
         eprintln!(
             "{name}: the model of `{diffusion_stage}` is unconditional; guidance changes nothing, \
              so guidance_sweep is skipped"
         );
     }
-
+    let judge_set = Judge {
+        net: &judge_net,
+        reference: &reference,
+        labels: &labels,
+        conditional,
+    };
     let shown_count = (ctx.grid_size() * ctx.grid_size()).min(*samples);
-    let mut results = Vec::with_capacity(scales.len());
-    let mut main: Option<(Judged, Tensor)> = None;
-    for &scale in &scales {
+    let Some((main_result, main)) =
+        measure(ctx, &ldm, &judge_set, &prompts, sampling, shown_count)?
+    else {
+        return Ok(interrupted());
+    };
+    let mut results = vec![main_result];
+    for scale in extra_scales(sampling.guidance, guidance_sweep, conditional) {
         let spec = SamplerSpec {
             guidance: scale,
             ..sampling.clone()
         };
-        let want_shown = if main.is_none() { shown_count } else { 0 };
-        let Some(g) = generate(ctx, &ldm, &judge_net, &prompts, &spec, want_shown)? else {
-            return Ok(Outcome {
-                interrupted: true,
-                ..Outcome::default()
-            });
+        let Some((result, _)) = measure(ctx, &ldm, &judge_set, &prompts, &spec, 0)? else {
+            return Ok(interrupted());
         };
-        let frechet = frechet::distance(&Gaussian::fit(&g.judged.features, FEATURES)?, &reference)?;
-        let accuracy = conditional
-            .then(|| Accuracy::of(&g.judged.predictions, &labels, &judge_net.class_names).overall);
-        eprintln!(
-            "{name}: guidance {scale}: accuracy {}, Frechet {frechet:.3}",
-            accuracy.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a))
-        );
-        results.push(ScaleResult {
-            guidance: scale,
-            accuracy,
-            frechet,
-        });
-        if let Some(shown) = g.shown {
-            main = Some((g.judged, shown));
-        }
+        results.push(result);
     }
-    let (main_judged, shown) = main.context("no samples were generated")?;
+    let shown = main.shown.context("no samples were generated")?;
 
     let recon = test_reconstruction(&ldm.vae, &test, *eval_images, ctx.device)?;
     let per_class = if conditional {
-        Accuracy::of(&main_judged.predictions, &labels, &judge_net.class_names).per_class
+        Accuracy::of(&main.judged.predictions, &labels, &judge_net.class_names).per_class
     } else {
         Vec::new()
     };
@@ -196,6 +180,71 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         scales: results,
     };
     publish(ctx, out, &report, &prompts[..shown_count], &shown)
+}
+
+/// What samples are judged against.
+struct Judge<'a> {
+    net: &'a TrainedClassifier,
+    /// The test split's features.
+    reference: &'a Gaussian,
+    /// The class of each prompt.
+    labels: &'a [u32],
+    conditional: bool,
+}
+
+fn interrupted() -> Outcome {
+    Outcome {
+        interrupted: true,
+        ..Outcome::default()
+    }
+}
+
+/// The scales of `sweep` other than `main`, each once, in their order; none for an
+/// unconditional model, which guidance does not change.
+fn extra_scales(main: f64, sweep: &[f64], conditional: bool) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::new();
+    if conditional {
+        for &s in sweep {
+            if s != main && !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Samples at `spec`'s settings, judged: accuracy and Frechet distance. `None` when the user
+/// asked to stop.
+fn measure(
+    ctx: &StageContext,
+    ldm: &Ldm,
+    judge: &Judge,
+    prompts: &[Option<String>],
+    spec: &SamplerSpec,
+    shown: usize,
+) -> anyhow::Result<Option<(ScaleResult, Generated)>> {
+    let Some(g) = generate(ctx, ldm, judge.net, prompts, spec, shown)? else {
+        return Ok(None);
+    };
+    let frechet = frechet::distance(
+        &Gaussian::fit(&g.judged.features, FEATURES)?,
+        judge.reference,
+    )?;
+    let accuracy = judge
+        .conditional
+        .then(|| Accuracy::of(&g.judged.predictions, judge.labels, &judge.net.class_names).overall);
+    eprintln!(
+        "{}: guidance {}: accuracy {}, Frechet {frechet:.3}",
+        ctx.stage.name,
+        spec.guidance,
+        accuracy.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a))
+    );
+    let result = ScaleResult {
+        guidance: spec.guidance,
+        accuracy,
+        frechet,
+    };
+    Ok(Some((result, g)))
 }
 
 /// Generates one image per prompt at `spec`'s settings and classifies them, batch by batch,
@@ -342,4 +391,32 @@ fn summary(r: &EvalReport) -> String {
         ));
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_scales_skip_the_main_one_and_repeats() {
+        assert_eq!(
+            extra_scales(3.0, &[1.0, 3.0, 5.0, 1.0], true),
+            vec![1.0, 5.0]
+        );
+        assert!(extra_scales(3.0, &[], true).is_empty());
+        assert!(extra_scales(3.0, &[1.0, 5.0], false).is_empty());
+    }
+
+    #[test]
+    fn real_vs_rest_is_seeded_and_picks_at_most_half() {
+        let mut rng = Rng::new(1);
+        let features = rng.normal_vec(40 * FEATURES);
+        let (a, n) = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
+        let (b, _) = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
+        let (c, _) = real_vs_rest(&features, 10, Rng::new(8)).unwrap();
+        assert_eq!((a, n), (b, 10));
+        assert_ne!(a, c);
+        assert!(a > 0.0);
+        assert_eq!(real_vs_rest(&features, 1000, Rng::new(7)).unwrap().1, 20);
+    }
 }
