@@ -274,6 +274,12 @@ fn classifier_and_eval_settings_are_checked() {
         }
         other => panic!("{other:?}"),
     }
+    match &r.stage("clf").unwrap().spec {
+        StageSpec::Classifier { ema_decay, train } => {
+            assert_eq!((*ema_decay, train.steps), (0.999, 5));
+        }
+        other => panic!("{other:?}"),
+    }
     let err = error(&file, &[], &["stages.ev.samples=1"]);
     assert!(
         err.contains("key `stages.ev.samples`: must be at least 2"),

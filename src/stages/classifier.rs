@@ -1,7 +1,8 @@
 //! `kind = "classifier"`: trains the CNN of [`crate::models::classifier`] on the training split
 //! with cross-entropy, logs the loss and the batch accuracy, tracks the accuracy on a fixed
 //! slice of the test split while training, and reports the accuracy on the whole test split at
-//! the end. The eval stage judges samples with the network this stage leaves.
+//! the end. An EMA of the weights (`ema_decay`, as the diffusion stage keeps) smooths out the
+//! last steps' noise; it is what is measured, and what the eval stage judges samples with.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ use crate::nn::params::ParamStore;
 use crate::train::adam::Adam;
 use crate::train::checkpoint::{Checkpoint, with_prefix};
 use crate::train::clip::{clip_scale, global_norm};
+use crate::train::ema::Ema;
 use crate::train::trainer::Trainee;
 
 /// Test images whose accuracy is logged at every `logging.sample_every` steps.
@@ -38,6 +40,7 @@ struct ClassifierTrainee<'a> {
     model: Classifier,
     store: ParamStore,
     opt: Adam,
+    ema: Option<Ema>,
     data: Dataset,
     test: Dataset,
     batch_size: usize,
@@ -104,7 +107,7 @@ pub fn accuracy_on(
 
 /// Trains the classifier stage; the outcome holds the accuracy on the whole test split.
 pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
-    let StageSpec::Classifier { train } = &ctx.stage.spec else {
+    let StageSpec::Classifier { train, ema_decay } = &ctx.stage.spec else {
         anyhow::bail!("stage `{}` is not a classifier stage", ctx.stage.name);
     };
     let data = ctx.load_data(Split::Train)?;
@@ -112,11 +115,15 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     let store = ParamStore::seeded(ctx.seed, ctx.device);
     let model = Classifier::new(data.channels, data.size, data.num_classes(), store.vb())
         .with_context(|| format!("stage `{}`", ctx.stage.name))?;
+    let ema = (*ema_decay > 0.0)
+        .then(|| Ema::new(*ema_decay, &store.vars()))
+        .transpose()?;
     let mut trainee = ClassifierTrainee {
         ctx,
         model,
         store,
         opt: Adam::new(train.betas, train.weight_decay),
+        ema,
         state: State {
             order: BatchOrder::new(ctx.seed, data.len()),
         },
@@ -132,7 +139,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
             ..Outcome::default()
         });
     }
-    let acc = accuracy_on(&trainee.model, &trainee.test, 0, ctx.device)?;
+    let acc = accuracy_on(&trainee.judging_model()?, &trainee.test, 0, ctx.device)?;
     let name = &ctx.stage.name;
     out.events.scalar(
         &format!("{name}/test/accuracy"),
@@ -150,6 +157,22 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         metrics: BTreeMap::from([("test/accuracy".to_string(), acc.overall)]),
         notes: BTreeMap::new(),
     })
+}
+
+impl ClassifierTrainee<'_> {
+    /// The network as it is measured and used: EMA weights when kept.
+    fn judging_model(&self) -> anyhow::Result<Classifier> {
+        let Some(ema) = &self.ema else {
+            return Ok(self.model.clone());
+        };
+        let store = ParamStore::from_tensors(ema.shadow.clone(), false, self.ctx.device);
+        Ok(Classifier::new(
+            self.data.channels,
+            self.data.size,
+            self.data.num_classes(),
+            store.vb(),
+        )?)
+    }
 }
 
 impl Trainee for ClassifierTrainee<'_> {
@@ -174,6 +197,9 @@ impl Trainee for ClassifierTrainee<'_> {
         let norm = global_norm(&vars, &grads)?;
         self.opt
             .step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.update(&vars)?;
+        }
         let predicted = classifier::predictions(&logits)?;
         let batch = Accuracy::of(&predicted, &labels, &self.data.class_names);
         Ok(vec![
@@ -185,7 +211,12 @@ impl Trainee for ClassifierTrainee<'_> {
 
     /// The accuracy on the first [`HELD_OUT`] test images (the classifier has nothing to draw).
     fn samples(&mut self, step: u64, events: &mut EventWriter) -> anyhow::Result<()> {
-        let acc = accuracy_on(&self.model, &self.test, HELD_OUT, self.ctx.device)?;
+        let acc = accuracy_on(
+            &self.judging_model()?,
+            &self.test,
+            HELD_OUT,
+            self.ctx.device,
+        )?;
         events.scalar(
             &format!("{}/held_out/accuracy", self.ctx.stage.name),
             acc.overall,
@@ -198,11 +229,15 @@ impl Trainee for ClassifierTrainee<'_> {
         let mut tensors = BTreeMap::new();
         with_prefix(&mut tensors, "model", self.store.tensors());
         with_prefix(&mut tensors, "opt", self.opt.state_tensors());
-        let state = serde_json::json!({
+        let mut state = serde_json::json!({
             "stage": self.state,
             "adam_step": self.opt.step,
             "class_names": self.data.class_names,
         });
+        if let Some(ema) = &self.ema {
+            with_prefix(&mut tensors, "ema", ema.shadow.clone());
+            state["ema_updates"] = ema.updates.into();
+        }
         Ok(Checkpoint {
             step,
             tensors,
@@ -217,6 +252,10 @@ impl Trainee for ClassifierTrainee<'_> {
             &ckpt.group("opt"),
         );
         self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.shadow = ckpt.group("ema");
+            ema.updates = ckpt.state["ema_updates"].as_u64().unwrap_or(0);
+        }
         Ok(())
     }
 }

@@ -87,7 +87,7 @@ pub struct TrainedClassifier {
     pub class_names: Vec<String>,
 }
 
-/// The frozen classifier trained by stage `stage`.
+/// The frozen classifier trained by stage `stage` (its EMA weights when it kept them).
 pub fn classifier(
     run: &RunDir,
     resolved: &Resolved,
@@ -98,7 +98,13 @@ pub fn classifier(
     let class_names: Vec<String> = serde_json::from_value(ckpt.state["class_names"].clone())
         .with_context(|| format!("the checkpoint of stage `{stage}` names no classes"))?;
     let e = &resolved.experiment;
-    let store = ParamStore::from_tensors(ckpt.group("model"), false, device);
+    let ema = ckpt.group("ema");
+    let weights = if ema.is_empty() {
+        ckpt.group("model")
+    } else {
+        ema
+    };
+    let store = ParamStore::from_tensors(weights, false, device);
     let model = Classifier::new(
         e.dataset.channels,
         e.dataset.image_size,
