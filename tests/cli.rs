@@ -52,6 +52,43 @@ fn plan_reports_the_seed_parameter_counts_and_writes_nothing() {
 }
 
 #[test]
+fn plan_counts_the_classifier_and_orders_the_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = repo().join("experiments/smoke.toml");
+    let runs = tmp.path().join("runs");
+    let out = ldm_run(
+        tmp.path(),
+        &[
+            "plan",
+            exp.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // conv 1->32, 32->32, 32->64, 64->64 (3x3 + bias), 4096->128, 128->10.
+    assert!(
+        stdout.contains("params clf.classifier: 590,698"),
+        "{stdout}"
+    );
+    let order: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("stage "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let at = |s: &str| order.iter().position(|o| *o == s).unwrap();
+    assert!(
+        at("eval") > at("ldm") && at("eval") > at("clf"),
+        "{order:?}"
+    );
+    assert!(
+        stdout.contains("samples = 64") && stdout.contains("guidance_sweep = [1.0]"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn schema_command_prints_the_committed_schema() {
     let out = ldm_run(&repo(), &["schema"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -253,6 +253,62 @@ fn out_of_range_values_are_refused() {
 }
 
 #[test]
+fn classifier_and_eval_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{BASE}\n[stages.clf]\nkind = \"classifier\"\nsteps = 5\nbatch_size = 8\nlr = 1e-3\n\
+         [stages.ev]\nkind = \"eval\"\nneeds = [\"ldm\", \"clf\"]\n"
+    );
+    let file = write(dir.path(), "e.toml", &text);
+    let r = resolve(&file, &[], &[]).unwrap();
+    match &r.stage("ev").unwrap().spec {
+        StageSpec::Eval {
+            samples,
+            guidance_sweep,
+            eval_images,
+            sampling,
+        } => {
+            assert_eq!((*samples, *eval_images), (1000, 1000));
+            assert!(guidance_sweep.is_empty());
+            assert_eq!(sampling.guidance, 3.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &r.stage("clf").unwrap().spec {
+        StageSpec::Classifier { ema_decay, train } => {
+            assert_eq!((*ema_decay, train.steps), (0.999, 5));
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = error(&file, &[], &["stages.ev.samples=1"]);
+    assert!(
+        err.contains("key `stages.ev.samples`: must be at least 2"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["stages.ev.guidance_sweep=[1.0, -2.0]"]);
+    assert!(err.contains("-2 must be zero or positive"), "{err}");
+    let err = error(&file, &[], &["stages.ev.needs=[\"ldm\"]"]);
+    assert!(
+        err.contains("needs one `diffusion` stage and one `classifier` stage"),
+        "{err}"
+    );
+    let err = error(&file, &[], &["stages.clf.kl_weight=1.0"]);
+    assert!(
+        err.contains("not a setting of a `classifier` stage"),
+        "{err}"
+    );
+    let only = "[experiment]\nname = \"c\"\n[dataset]\nimage_size = 30\n\
+                [stages.clf]\nkind = \"classifier\"\nsteps = 5\nbatch_size = 8\nlr = 1e-3\n";
+    let file = write(dir.path(), "c.toml", only);
+    let err = error(&file, &[], &[]);
+    assert!(
+        err.contains("30 is not a multiple of 4: the classifier of stage `clf` pools twice by 2"),
+        "{err}"
+    );
+    assert!(resolve(&file, &[], &["dataset.image_size=32"]).is_ok());
+}
+
+#[test]
 fn text_encoder_width_must_match_the_unet_context() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "e.toml", BASE);

@@ -1,6 +1,6 @@
 //! End to end: `ldm-run experiments/smoke.toml` trains the autoencoder, the diffusion model and
-//! samples, leaving a complete run folder that TensorBoard reads; `ldm-run sample` then draws
-//! a grid for given prompts from that run.
+//! a classifier, samples, and evaluates the samples, leaving a complete run folder that
+//! TensorBoard reads; `ldm-run sample` then draws a grid for given prompts from that run.
 
 mod common;
 
@@ -23,6 +23,167 @@ fn only_run(runs: &Path) -> PathBuf {
     dirs.remove(0)
 }
 
+/// The numbers of TensorBoard scalar `tag`: (step, value) pairs.
+fn points(root: &Value, tag: &str) -> Vec<(u64, f64)> {
+    root["scalars"][tag]
+        .as_array()
+        .unwrap_or_else(|| panic!("no scalar {tag}"))
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+        .collect()
+}
+
+/// The classifier and eval stages: manifest metrics, `metrics.json`, the grid and TensorBoard
+/// agree with each other and with the autoencoder stage's own measurements.
+fn check_classifier_and_eval(run: &Path, manifest: &Value, root: &Value) {
+    let clf = &manifest["stages"]["clf"];
+    assert_eq!(clf["steps_done"], 20);
+    let test_acc = clf["metrics"]["test/accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&test_acc), "{test_acc}");
+    let steps: Vec<u64> = points(root, "clf/loss/ce").iter().map(|p| p.0).collect();
+    assert_eq!(steps, vec![5, 10, 15, 20]);
+    let first_loss = points(root, "clf/loss/ce")[0].1;
+    assert!(
+        first_loss > 0.5 && first_loss < 3.0,
+        "cross-entropy {first_loss}"
+    );
+    assert_eq!(points(root, "clf/accuracy").len(), 4);
+    let held: Vec<u64> = points(root, "clf/held_out/accuracy")
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(held, vec![15, 20]);
+    let tb_acc = points(root, "clf/test/accuracy");
+    assert_eq!(tb_acc.len(), 1);
+    assert!((tb_acc[0].1 - test_acc).abs() < 1e-6);
+
+    let m = &manifest["stages"]["eval"]["metrics"];
+    let get = |k: &str| {
+        m[k].as_f64()
+            .unwrap_or_else(|| panic!("no eval metric {k}: {m}"))
+    };
+    let (acc, frechet, real) = (get("accuracy"), get("frechet"), get("frechet_real"));
+    assert!((0.0..=1.0).contains(&acc), "{acc}");
+    // 30 diffusion steps make blobs, not digits: far from the test set, farther than 64 real
+    // test images are from the others.
+    assert!(
+        frechet.is_finite() && real > 0.0 && frechet > real,
+        "{frechet} vs {real}"
+    );
+    // The same autoencoder on the same 200 test images as the autoencoder stage measured.
+    let vae = &manifest["stages"]["vae"]["metrics"];
+    for (eval_key, vae_key) in [("psnr", "test/psnr"), ("ssim", "test/ssim")] {
+        let (a, b) = (get(eval_key), vae[vae_key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{eval_key}: {a} vs {b}");
+    }
+    assert!(get("ssim") > 0.0 && get("ssim") < 1.0);
+    assert_eq!(get("guidance_2/accuracy"), acc);
+    assert_eq!(get("guidance_2/frechet"), frechet);
+    assert!(get("guidance_1/frechet") > 0.0 && get("guidance_1/frechet") != frechet);
+    assert!((0.0..=1.0).contains(&get("guidance_1/accuracy")));
+
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/metrics.json")).expect("eval/metrics.json"),
+    )
+    .unwrap();
+    assert_eq!(json["diffusion_stage"], "ldm");
+    assert_eq!(json["classifier_stage"], "clf");
+    assert_eq!(json["autoencoder_stage"], "vae");
+    assert_eq!(json["conditional"], true);
+    let settings = &json["settings"];
+    assert_eq!(settings["samples"], 64);
+    assert_eq!(settings["sampler"], "ddim");
+    assert_eq!(settings["sampler_steps"], 5);
+    assert_eq!(settings["guidance"], 2.0);
+    assert_eq!(settings["guidance_sweep"], serde_json::json!([1.0]));
+    assert_eq!(settings["seed"], 0);
+    assert_eq!(json["accuracy"].as_f64().unwrap(), acc);
+    assert_eq!(json["frechet"].as_f64().unwrap(), frechet);
+    assert_eq!(json["frechet_real"].as_f64().unwrap(), real);
+    assert_eq!(
+        (
+            &json["reference_images"],
+            &json["real_images"],
+            &json["rest_images"],
+            &json["reconstruction_images"]
+        ),
+        (
+            &Value::from(10_000),
+            &Value::from(64),
+            &Value::from(9_936),
+            &Value::from(200)
+        )
+    );
+    let per_class = json["per_class"].as_array().unwrap();
+    assert_eq!(per_class.len(), 10);
+    assert_eq!(per_class[7]["class"], "seven");
+    let count: u64 = per_class.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    let correct: u64 = per_class
+        .iter()
+        .map(|r| r["correct"].as_u64().unwrap())
+        .sum();
+    assert_eq!(count, 64);
+    assert!((correct as f64 / 64.0 - acc).abs() < 1e-12);
+    for row in per_class {
+        let key = format!("class_{}/accuracy", row["class"].as_str().unwrap());
+        assert_eq!(row["accuracy"].as_f64(), m[&key].as_f64(), "{key}");
+    }
+    let scales: Vec<f64> = json["scales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["guidance"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scales, vec![2.0, 1.0]);
+    assert_eq!(
+        json["scales"][1]["frechet"].as_f64(),
+        Some(get("guidance_1/frechet"))
+    );
+
+    // The grid of the 64 samples, their prompts beside it.
+    let side = 2 + 8 * (32 + 2);
+    assert_eq!(png_size(&run.join("eval/samples/final.png")), (side, side));
+    let prompts = std::fs::read_to_string(run.join("eval/samples/final.txt")).unwrap();
+    assert_eq!(prompts.lines().count(), 8);
+    let words: Vec<&str> = prompts.split_whitespace().collect();
+    assert_eq!(words.len(), 64);
+    let digits = words.iter().filter(|w| w.parse::<u32>().is_ok()).count();
+    assert!(
+        digits > 16 && digits < 48,
+        "names and digits by equal chance: {words:?}"
+    );
+
+    // TensorBoard: the same numbers under the stage's name, the tables and the grid.
+    for (tag, key) in [
+        ("eval/accuracy", "accuracy"),
+        ("eval/frechet", "frechet"),
+        ("eval/frechet_real", "frechet_real"),
+        ("eval/psnr", "psnr"),
+        ("eval/ssim", "ssim"),
+        ("eval/guidance_1/accuracy", "guidance_1/accuracy"),
+        ("eval/guidance_1/frechet", "guidance_1/frechet"),
+        ("eval/class_seven/accuracy", "class_seven/accuracy"),
+    ] {
+        let p = points(root, tag);
+        assert_eq!(p.len(), 1, "{tag}");
+        let want = get(key);
+        assert!(
+            (p[0].1 - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{tag}: {p:?} vs {want}"
+        );
+    }
+    let table = root["text"]["eval/metrics"][0]["text"].as_str().unwrap();
+    assert!(
+        table.contains("| guidance | accuracy | Frechet |") && table.contains("| seven |"),
+        "{table}"
+    );
+    assert!(
+        root["images"]["eval/samples"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    );
+}
+
 #[test]
 fn smoke_experiment_runs_every_stage_and_samples() {
     let tmp = tempfile::tempdir().unwrap();
@@ -37,6 +198,11 @@ fn smoke_experiment_runs_every_stage_and_samples() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let run = only_run(&runs);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("eval: accuracy ") && err.contains("Frechet "),
+        "the eval summary on stderr: {err}"
+    );
 
     // The resolved configuration and the manifest.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
@@ -46,7 +212,7 @@ fn smoke_experiment_runs_every_stage_and_samples() {
     assert_eq!(manifest["status"], "finished");
     assert_eq!(manifest["seed"], 0);
     assert_eq!(manifest["ldm_run_version"], env!("CARGO_PKG_VERSION"));
-    for stage in ["vae", "ldm", "sample"] {
+    for stage in ["vae", "ldm", "sample", "clf", "eval"] {
         assert_eq!(
             manifest["stages"][stage]["status"], "finished",
             "{stage}: {manifest}"
@@ -65,17 +231,17 @@ fn smoke_experiment_runs_every_stage_and_samples() {
     assert!(scale > 0.0);
 
     // Checkpoints: the newest two of each training stage.
-    for stage in ["vae", "ldm"] {
+    for (stage, steps) in [("vae", [20, 30]), ("ldm", [20, 30]), ("clf", [10, 20])] {
         let mut names: Vec<String> = std::fs::read_dir(run.join(stage).join("checkpoints"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         names.sort();
-        assert_eq!(
-            names,
-            vec!["step-00000020.safetensors", "step-00000030.safetensors"],
-            "{stage}"
-        );
+        let want: Vec<String> = steps
+            .iter()
+            .map(|s| format!("step-{s:08}.safetensors"))
+            .collect();
+        assert_eq!(names, want, "{stage}");
     }
 
     // Sample grids: 8x8 tiles of 32 pixels with 2 pixels of padding.
@@ -144,6 +310,7 @@ fn smoke_experiment_runs_every_stage_and_samples() {
             "image {tag}: {root}"
         );
     }
+    check_classifier_and_eval(&run, &manifest, root);
     let text_tags = root["text"].as_object().unwrap();
     assert!(
         text_tags.contains_key("ldm/prompts") && text_tags.contains_key("config"),

@@ -11,6 +11,7 @@ use crate::config::schema::{DatasetName, Experiment};
 use crate::config::{Resolved, StageSpec};
 use crate::data::dataset::{FASHION_MNIST_CLASSES, MNIST_CLASSES};
 use crate::models::autoencoder::AutoencoderKl;
+use crate::models::classifier::Classifier;
 use crate::models::discriminator::Discriminator;
 use crate::nn::params::ParamStore;
 use crate::plan::manifest::Status;
@@ -89,7 +90,17 @@ pub fn parameter_counts(resolved: &Resolved) -> anyhow::Result<Vec<(String, usiz
                     counts.push((format!("{}.{model}", stage.name), cond));
                 }
             }
-            StageSpec::Sample { .. } | StageSpec::Classifier { .. } | StageSpec::Eval { .. } => {}
+            StageSpec::Classifier { .. } => {
+                let store = ParamStore::seeded(0, &dev);
+                Classifier::new(
+                    e.dataset.channels,
+                    e.dataset.image_size,
+                    class_names(e)?.len(),
+                    store.vb(),
+                )?;
+                counts.push((format!("{}.classifier", stage.name), store.count()));
+            }
+            StageSpec::Sample { .. } | StageSpec::Eval { .. } => {}
         }
     }
     Ok(counts)

@@ -438,7 +438,8 @@ pub struct StageConfig {
     /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_images: Option<usize>,
-    /// Diffusion: EMA decay of the weights used for sampling; 0 disables EMA. Default 0.999.
+    /// Diffusion and classifier: EMA decay of the weights used for sampling (diffusion) or for
+    /// judging (classifier); 0 disables EMA. Default 0.999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
     /// Sampling: `ddim` or `ddpm` (ancestral, all T steps). Default ddim.

@@ -18,7 +18,7 @@ const TRAIN_KEYS: &[&str] = &[
     "keep_checkpoints",
 ];
 const AUTOENCODER_KEYS: &[&str] = &["kl_weight", "disc_weight", "disc_start", "eval_images"];
-const DIFFUSION_KEYS: &[&str] = &["ema_decay"];
+const EMA_KEYS: &[&str] = &["ema_decay"];
 const SAMPLER_KEYS: &[&str] = &[
     "sampler",
     "sampler_steps",
@@ -40,9 +40,9 @@ const EVAL_KEYS: &[&str] = &[
 pub fn keys_of(kind: StageKind) -> Vec<&'static str> {
     let groups: &[&[&str]] = match kind {
         StageKind::Autoencoder => &[COMMON_KEYS, TRAIN_KEYS, AUTOENCODER_KEYS],
-        StageKind::Diffusion => &[COMMON_KEYS, TRAIN_KEYS, DIFFUSION_KEYS, SAMPLER_KEYS],
+        StageKind::Diffusion => &[COMMON_KEYS, TRAIN_KEYS, EMA_KEYS, SAMPLER_KEYS],
         StageKind::Sample => &[COMMON_KEYS, SAMPLER_KEYS],
-        StageKind::Classifier => &[COMMON_KEYS, TRAIN_KEYS],
+        StageKind::Classifier => &[COMMON_KEYS, TRAIN_KEYS, EMA_KEYS],
         StageKind::Eval => &[COMMON_KEYS, EVAL_KEYS],
     };
     groups.iter().flat_map(|g| g.iter().copied()).collect()
@@ -93,6 +93,7 @@ pub enum StageSpec {
     },
     Classifier {
         train: TrainSpec,
+        ema_decay: f64,
     },
     Eval {
         sampling: SamplerSpec,
@@ -117,7 +118,7 @@ impl StageSpec {
         match self {
             Self::Autoencoder { train, .. }
             | Self::Diffusion { train, .. }
-            | Self::Classifier { train } => Some(train),
+            | Self::Classifier { train, .. } => Some(train),
             Self::Sample { .. } | Self::Eval { .. } => None,
         }
     }
@@ -176,7 +177,7 @@ pub fn fill_defaults(stage: &mut StageConfig) {
         stage.disc_start.get_or_insert(0);
         stage.eval_images.get_or_insert(1000);
     }
-    if stage.kind == StageKind::Diffusion {
+    if matches!(stage.kind, StageKind::Diffusion | StageKind::Classifier) {
         stage.ema_decay.get_or_insert(0.999);
     }
     if stage.kind == StageKind::Eval {
@@ -252,7 +253,10 @@ pub fn spec_of(
             ema_decay: stage.ema_decay.unwrap_or_default(),
             sampling: sampling(),
         },
-        (StageKind::Classifier, Some(train)) => StageSpec::Classifier { train },
+        (StageKind::Classifier, Some(train)) => StageSpec::Classifier {
+            train,
+            ema_decay: stage.ema_decay.unwrap_or_default(),
+        },
         (StageKind::Eval, _) => StageSpec::Eval {
             sampling: sampling(),
             samples: stage.samples.unwrap_or_default(),

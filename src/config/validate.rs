@@ -363,6 +363,21 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
                 );
             }
         }
+        if stage.kind == StageKind::Classifier && !e.dataset.image_size.is_multiple_of(4) {
+            c.fail(
+                "dataset.image_size",
+                format!(
+                    "{} is not a multiple of 4: the classifier of stage `{name}` pools twice by 2",
+                    e.dataset.image_size
+                ),
+            );
+        }
+        if stage.kind == StageKind::Eval && stage.samples == Some(1) {
+            c.fail(
+                &key("samples"),
+                "must be at least 2: the Frechet distance needs the samples' covariance".into(),
+            );
+        }
         if let Some(d) = stage.ema_decay {
             c.probability(&key("ema_decay"), d);
         }

@@ -26,6 +26,10 @@ impl<'a> StageEvents<'a> {
         self.writer.scalar(tag, value, self.offset + step)
     }
 
+    pub fn scalars(&mut self, values: &[(&str, f64)], step: u64) -> Result<()> {
+        self.writer.scalars(values, self.offset + step)
+    }
+
     pub fn image(&mut self, tag: &str, img: &GridImage, step: u64) -> Result<()> {
         self.writer.image(tag, img, self.offset + step)
     }

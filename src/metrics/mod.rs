@@ -1,3 +1,7 @@
 //! Measures of sample and reconstruction quality.
 
+pub mod accuracy;
+pub mod eigen;
+pub mod frechet;
 pub mod psnr;
+pub mod ssim;

@@ -1,6 +1,7 @@
-//! The networks: autoencoder, UNet, text encoder, discriminator.
+//! The networks: autoencoder, UNet, text encoder, discriminator, classifier.
 
 pub mod autoencoder;
+pub mod classifier;
 pub mod discriminator;
 pub mod text_encoder;
 pub mod unet;

@@ -1,6 +1,6 @@
 //! `kind = "autoencoder"`: trains the AutoencoderKL with L1 reconstruction + KL (+ an optional
 //! patch discriminator with the adaptive weight), draws reconstructions and decoded random
-//! latents, and reports the test-set PSNR at the end.
+//! latents, and reports the test-set PSNR and SSIM at the end.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use super::context::{Outcome, Outputs, StageContext, images_tensor};
 use crate::config::StageSpec;
 use crate::data::{BatchOrder, Dataset, Split};
 use crate::log::{StageEvents, grid};
-use crate::metrics::psnr;
+use crate::metrics::{psnr, ssim};
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::discriminator::{Discriminator, adaptive_weight, hinge_loss};
 use crate::nn::params::ParamStore;
@@ -62,7 +62,7 @@ struct AutoencoderTrainee<'a> {
     latents: Tensor,
 }
 
-/// Trains the autoencoder stage; the outcome holds the test-set PSNR.
+/// Trains the autoencoder stage; the outcome holds the test-set PSNR and SSIM.
 pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
     let StageSpec::Autoencoder {
         train,
@@ -128,15 +128,20 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         });
     }
     let test = ctx.load_data(Split::Test)?;
-    let psnr = test_psnr(&trainee.model, &test, *eval_images, ctx.device)?;
-    out.events.scalar(
-        &format!("{}/test/psnr", ctx.stage.name),
-        psnr,
-        train.steps as u64,
-    )?;
-    eprintln!("{}: test PSNR {psnr:.2} dB", ctx.stage.name);
+    let rec = test_reconstruction(&trainee.model, &test, *eval_images, ctx.device)?;
+    let step = train.steps as u64;
+    let name = &ctx.stage.name;
+    out.events
+        .scalar(&format!("{name}/test/psnr"), rec.psnr, step)?;
+    out.events
+        .scalar(&format!("{name}/test/ssim"), rec.ssim, step)?;
+    eprintln!(
+        "{name}: test PSNR {:.2} dB, SSIM {:.4} ({} images)",
+        rec.psnr, rec.ssim, rec.images
+    );
     let mut metrics = end.final_metrics(&["loss/rec", "loss/kl"]);
-    metrics.insert("test/psnr".to_string(), psnr);
+    metrics.insert("test/psnr".to_string(), rec.psnr);
+    metrics.insert("test/ssim".to_string(), rec.ssim);
     Ok(Outcome {
         interrupted: false,
         metrics,
@@ -144,26 +149,43 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
     })
 }
 
-/// Mean PSNR (dB, images mapped to [0, 1]) of reconstructions from the posterior mean.
-pub fn test_psnr(
+/// How well the autoencoder reconstructs test images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reconstruction {
+    /// Mean PSNR in dB, images mapped to [0, 1].
+    pub psnr: f64,
+    /// Mean SSIM (see [`ssim`]).
+    pub ssim: f64,
+    /// Test images measured.
+    pub images: usize,
+}
+
+/// Mean PSNR and SSIM of reconstructions from the posterior mean of the first `count` test
+/// images (all when `count` is 0).
+pub fn test_reconstruction(
     model: &AutoencoderKl,
     test: &Dataset,
     count: usize,
     device: &Device,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Reconstruction> {
     let n = if count == 0 {
         test.len()
     } else {
         count.min(test.len())
     };
-    let mut total = 0.0;
+    let (mut psnr_sum, mut ssim_sum) = (0.0, 0.0);
     for start in (0..n).step_by(100) {
         let idx: Vec<usize> = (start..(start + 100).min(n)).collect();
         let x = images_tensor(test, &idx, device)?;
         let x_hat = model.decode(&model.encode(&x, None)?.mean, None)?;
-        total += psnr::batch_sum(&x, &x_hat)?;
+        psnr_sum += psnr::batch_sum(&x, &x_hat)?;
+        ssim_sum += ssim::batch_sum(&x, &x_hat)?;
     }
-    Ok(total / n as f64)
+    Ok(Reconstruction {
+        psnr: psnr_sum / n as f64,
+        ssim: ssim_sum / n as f64,
+        images: n,
+    })
 }
 
 impl AutoencoderTrainee<'_> {

@@ -1,8 +1,11 @@
 //! One file per stage kind; [`run_stage`] picks the one a stage's kind names.
 
 pub mod autoencoder;
+pub mod classifier;
 pub mod context;
 pub mod diffusion;
+pub mod eval;
+pub mod eval_report;
 pub mod sample;
 pub mod trained;
 
@@ -16,11 +19,7 @@ pub fn run_stage(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Resul
         StageKind::Autoencoder => autoencoder::run(ctx, out),
         StageKind::Diffusion => diffusion::run(ctx, out),
         StageKind::Sample => sample::run(ctx, out),
-        StageKind::Classifier | StageKind::Eval => {
-            anyhow::bail!(
-                "stage kind `{}` is being built on this branch",
-                ctx.stage.spec.kind().as_str()
-            )
-        }
+        StageKind::Classifier => classifier::run(ctx, out),
+        StageKind::Eval => eval::run(ctx, out),
     }
 }

@@ -13,6 +13,7 @@ use crate::diffusion::guidance::Guided;
 use crate::diffusion::sampler::{self, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::models::autoencoder::AutoencoderKl;
+use crate::models::classifier::Classifier;
 use crate::models::unet::{UNet, UnetShape};
 use crate::nn::params::ParamStore;
 use crate::plan::run_dir::RunDir;
@@ -78,6 +79,40 @@ pub fn autoencoder(
         store.vb(),
     )
     .with_context(|| format!("the checkpoint of stage `{stage}` does not fit [autoencoder]"))
+}
+
+/// A classifier trained by a classifier stage, and the classes it tells apart.
+pub struct TrainedClassifier {
+    pub model: Classifier,
+    pub class_names: Vec<String>,
+}
+
+/// The frozen classifier trained by stage `stage` (its EMA weights when it kept them).
+pub fn classifier(
+    run: &RunDir,
+    resolved: &Resolved,
+    stage: &str,
+    device: &Device,
+) -> anyhow::Result<TrainedClassifier> {
+    let ckpt = final_checkpoint(run, resolved, stage, device)?;
+    let class_names: Vec<String> = serde_json::from_value(ckpt.state["class_names"].clone())
+        .with_context(|| format!("the checkpoint of stage `{stage}` names no classes"))?;
+    let e = &resolved.experiment;
+    let ema = ckpt.group("ema");
+    let weights = if ema.is_empty() {
+        ckpt.group("model")
+    } else {
+        ema
+    };
+    let store = ParamStore::from_tensors(weights, false, device);
+    let model = Classifier::new(
+        e.dataset.channels,
+        e.dataset.image_size,
+        class_names.len(),
+        store.vb(),
+    )
+    .with_context(|| format!("the checkpoint of stage `{stage}` does not fit [dataset]"))?;
+    Ok(TrainedClassifier { model, class_names })
 }
 
 /// The UNet's shape for this experiment.

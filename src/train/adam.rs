@@ -48,8 +48,12 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            // candle leaves a variable's gradient attached to the forward graph when it was
+            // built from tracked tensors (e.g. a matmul with the layer's input); kept in the
+            // moments, it would hold every step's activations alive.
+            let g = g.detach();
             let g = if grad_scale == 1.0 {
-                g.clone()
+                g
             } else {
                 (g * grad_scale)?
             };
@@ -132,6 +136,26 @@ mod tests {
             "{got} vs {expected}"
         );
         assert_eq!(opt.step, 2);
+    }
+
+    #[test]
+    fn moments_hold_no_graph() {
+        // d(sum(p * a^2))/dp = a^2, a tensor candle keeps attached to the graph through `a`.
+        let p = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let a = Var::new(&[3.0f32, 4.0], &Device::Cpu).unwrap();
+        let loss = (p.as_tensor() * a.as_tensor().sqr().unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(p.as_tensor()).unwrap().track_op());
+        let mut opt = Adam::new([0.9, 0.999], 0.0);
+        let vars = vec![("p".to_string(), p.clone())];
+        opt.step(&vars, &grads, 0.1, 0.5).unwrap();
+        opt.step(&vars, &grads, 0.1, 1.0).unwrap();
+        for (name, t) in opt.state_tensors() {
+            assert!(!t.track_op(), "{name} is attached to a graph");
+        }
     }
 
     #[test]

@@ -1,0 +1,261 @@
+//! `kind = "classifier"`: trains the CNN of [`crate::models::classifier`] on the training split
+//! with cross-entropy, logs the loss and the batch accuracy, tracks the accuracy on a fixed
+//! slice of the test split while training, and reports the accuracy on the whole test split at
+//! the end. An EMA of the weights (`ema_decay`, as the diffusion stage keeps) smooths out the
+//! last steps' noise; it is what is measured, and what the eval stage judges samples with.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::autoencoder::set_vars;
+use super::context::{Outcome, Outputs, StageContext, images_tensor};
+use crate::config::StageSpec;
+use crate::data::{BatchOrder, Dataset, Split};
+use crate::log::StageEvents;
+use crate::metrics::accuracy::Accuracy;
+use crate::models::classifier::{self, Classifier};
+use crate::nn::params::ParamStore;
+use crate::train::adam::Adam;
+use crate::train::checkpoint::{Checkpoint, with_prefix};
+use crate::train::clip::{clip_scale, global_norm};
+use crate::train::ema::Ema;
+use crate::train::trainer::Trainee;
+
+/// Test images whose accuracy is logged at every `logging.sample_every` steps.
+const HELD_OUT: usize = 1000;
+/// Images per forward pass when judging a whole split.
+const JUDGE_BATCH: usize = 250;
+
+/// Resumable state: the classifier draws nothing at random but its batches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    order: BatchOrder,
+}
+
+struct ClassifierTrainee<'a> {
+    ctx: &'a StageContext<'a>,
+    model: Classifier,
+    store: ParamStore,
+    opt: Adam,
+    ema: Option<Ema>,
+    data: Dataset,
+    test: Dataset,
+    batch_size: usize,
+    grad_clip: f64,
+    state: State,
+}
+
+/// Labels and penultimate features of a set of images.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub predictions: Vec<u32>,
+    /// [`classifier::FEATURES`] values per image, images one after another.
+    pub features: Vec<f32>,
+}
+
+/// Runs `model` over the images `idx` of `data`, in batches.
+pub fn judge(
+    model: &Classifier,
+    data: &Dataset,
+    idx: &[usize],
+    device: &Device,
+) -> anyhow::Result<Judged> {
+    let mut out = Judged {
+        predictions: Vec::with_capacity(idx.len()),
+        features: Vec::with_capacity(idx.len() * classifier::FEATURES),
+    };
+    for chunk in idx.chunks(JUDGE_BATCH) {
+        let batch = judge_tensor(model, &images_tensor(data, chunk, device)?)?;
+        out.predictions.extend(batch.predictions);
+        out.features.extend(batch.features);
+    }
+    Ok(out)
+}
+
+/// Runs `model` over one (B, C, H, W) batch.
+pub fn judge_tensor(model: &Classifier, x: &Tensor) -> anyhow::Result<Judged> {
+    let out = model.forward(x)?;
+    Ok(Judged {
+        predictions: classifier::predictions(&out.logits)?,
+        features: out.features.flatten_all()?.to_vec1()?,
+    })
+}
+
+/// Accuracy of `model` on the first `count` images of `data` (all when `count` is 0).
+pub fn accuracy_on(
+    model: &Classifier,
+    data: &Dataset,
+    count: usize,
+    device: &Device,
+) -> anyhow::Result<Accuracy> {
+    let n = if count == 0 {
+        data.len()
+    } else {
+        count.min(data.len())
+    };
+    let idx: Vec<usize> = (0..n).collect();
+    let judged = judge(model, data, &idx, device)?;
+    Ok(Accuracy::of(
+        &judged.predictions,
+        &data.labels[..n],
+        &data.class_names,
+    ))
+}
+
+/// Trains the classifier stage; the outcome holds the accuracy on the whole test split.
+pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+    let StageSpec::Classifier { train, ema_decay } = &ctx.stage.spec else {
+        anyhow::bail!("stage `{}` is not a classifier stage", ctx.stage.name);
+    };
+    let data = ctx.load_data(Split::Train)?;
+    let test = ctx.load_data(Split::Test)?;
+    let store = ParamStore::seeded(ctx.seed, ctx.device);
+    let model = Classifier::new(data.channels, data.size, data.num_classes(), store.vb())
+        .with_context(|| format!("stage `{}`", ctx.stage.name))?;
+    let ema = (*ema_decay > 0.0)
+        .then(|| Ema::new(*ema_decay, &store.vars()))
+        .transpose()?;
+    let mut trainee = ClassifierTrainee {
+        ctx,
+        model,
+        store,
+        opt: Adam::new(train.betas, train.weight_decay),
+        ema,
+        state: State {
+            order: BatchOrder::new(ctx.seed, data.len()),
+        },
+        data,
+        test,
+        batch_size: train.batch_size,
+        grad_clip: train.grad_clip,
+    };
+    let end = ctx.train_loop(&mut trainee, train, out)?;
+    if !end.finished() {
+        return Ok(Outcome {
+            interrupted: true,
+            ..Outcome::default()
+        });
+    }
+    let acc = accuracy_on(&trainee.judging_model()?, &trainee.test, 0, ctx.device)?;
+    let name = &ctx.stage.name;
+    out.events.scalar(
+        &format!("{name}/test/accuracy"),
+        acc.overall,
+        train.steps as u64,
+    )?;
+    eprintln!(
+        "{name}: test accuracy {:.2}% ({} of {})",
+        100.0 * acc.overall,
+        acc.correct,
+        acc.count
+    );
+    Ok(Outcome {
+        interrupted: false,
+        metrics: BTreeMap::from([("test/accuracy".to_string(), acc.overall)]),
+        notes: BTreeMap::new(),
+    })
+}
+
+impl ClassifierTrainee<'_> {
+    /// The network as it is measured and used: EMA weights when kept.
+    fn judging_model(&self) -> anyhow::Result<Classifier> {
+        let Some(ema) = &self.ema else {
+            return Ok(self.model.clone());
+        };
+        let store = ParamStore::from_tensors(ema.shadow.clone(), false, self.ctx.device);
+        Ok(Classifier::new(
+            self.data.channels,
+            self.data.size,
+            self.data.num_classes(),
+            store.vb(),
+        )?)
+    }
+}
+
+impl Trainee for ClassifierTrainee<'_> {
+    fn step(&mut self, _step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
+        let idx = self.state.order.next(self.batch_size);
+        let (pixels, labels) = self.data.gather(&idx);
+        let x = Tensor::from_vec(
+            pixels,
+            (
+                idx.len(),
+                self.data.channels,
+                self.data.size,
+                self.data.size,
+            ),
+            self.ctx.device,
+        )?;
+        let y = Tensor::from_vec(labels.clone(), idx.len(), self.ctx.device)?;
+        let logits = self.model.forward(&x)?.logits;
+        let loss = classifier::cross_entropy(&logits, &y)?;
+        let grads = loss.backward()?;
+        let vars = self.store.vars();
+        let norm = global_norm(&vars, &grads)?;
+        self.opt
+            .step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.update(&vars)?;
+        }
+        let predicted = classifier::predictions(&logits)?;
+        let batch = Accuracy::of(&predicted, &labels, &self.data.class_names);
+        Ok(vec![
+            ("loss/ce".to_string(), f64::from(loss.to_scalar::<f32>()?)),
+            ("accuracy".to_string(), batch.overall),
+            ("grad_norm".to_string(), norm),
+        ])
+    }
+
+    /// The accuracy on the first [`HELD_OUT`] test images (the classifier has nothing to draw).
+    fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()> {
+        let acc = accuracy_on(
+            &self.judging_model()?,
+            &self.test,
+            HELD_OUT,
+            self.ctx.device,
+        )?;
+        events.scalar(
+            &format!("{}/held_out/accuracy", self.ctx.stage.name),
+            acc.overall,
+            step,
+        )?;
+        Ok(())
+    }
+
+    fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
+        let mut tensors = BTreeMap::new();
+        with_prefix(&mut tensors, "model", self.store.tensors());
+        with_prefix(&mut tensors, "opt", self.opt.state_tensors());
+        let mut state = serde_json::json!({
+            "stage": self.state,
+            "adam_step": self.opt.step,
+            "class_names": self.data.class_names,
+        });
+        if let Some(ema) = &self.ema {
+            with_prefix(&mut tensors, "ema", ema.shadow.clone());
+            state["ema_updates"] = ema.updates.into();
+        }
+        Ok(Checkpoint {
+            step,
+            tensors,
+            state,
+        })
+    }
+
+    fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
+        set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
+        self.opt.restore(
+            ckpt.state["adam_step"].as_u64().unwrap_or(0),
+            &ckpt.group("opt"),
+        );
+        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.shadow = ckpt.group("ema");
+            ema.updates = ckpt.state["ema_updates"].as_u64().unwrap_or(0);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,422 @@
+//! `kind = "eval"`: measured sample quality. Loads the diffusion stage's model (EMA weights)
+//! and the classifier stage's network, generates `samples` images for prompts drawn like
+//! training prompts, and reports
+//!
+//! - the conditional accuracy: how many samples the classifier labels as their prompt's class,
+//!   overall and per class;
+//! - the Frechet distance between the samples' and the test split's penultimate classifier
+//!   features, and for calibration the distance between `samples` real test images and the
+//!   rest of the test split;
+//! - the autoencoder's reconstruction PSNR and SSIM on `eval_images` test images;
+//! - accuracy and Frechet distance at every scale of `guidance_sweep` (same prompts and noise).
+//!
+//! Results go to `<stage>/metrics.json`, the manifest, TensorBoard and stderr.
+
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use candle_core::Tensor;
+
+use super::autoencoder::test_reconstruction;
+use super::classifier::{Judged, judge, judge_tensor};
+use super::context::{Outcome, Outputs, StageContext};
+use super::eval_report::{EvalReport, EvalSettings, ScaleResult, scale_key};
+use super::trained::{self, Ldm, TrainedClassifier};
+use crate::config::schema::StageKind;
+use crate::config::{SamplerSpec, StageSpec};
+use crate::data::Split;
+use crate::log::{Progress, grid};
+use crate::metrics::accuracy::Accuracy;
+use crate::metrics::frechet::{self, Gaussian};
+use crate::models::classifier::FEATURES;
+use crate::plan::run_dir::write_atomic;
+use crate::rng::Rng;
+
+/// Images generated per sampler call.
+const GENERATE_BATCH: usize = 100;
+
+/// File the stage writes into its folder.
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// Samples at one guidance scale, as the classifier sees them.
+struct Generated {
+    judged: Judged,
+    /// The first images (for the grid), (B, C, H, W) in [-1, 1].
+    shown: Option<Tensor>,
+}
+
+/// The stage of `kind` among the eval stage's `needs`.
+fn needed(ctx: &StageContext, kind: StageKind) -> anyhow::Result<String> {
+    ctx.stage
+        .needs
+        .iter()
+        .find(|n| ctx.resolved.stage(n).is_some_and(|s| s.spec.kind() == kind))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "eval stage `{}` needs a `{}` stage",
+                ctx.stage.name,
+                kind.as_str()
+            )
+        })
+}
+
+pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
+    let StageSpec::Eval {
+        sampling,
+        samples,
+        guidance_sweep,
+        eval_images,
+    } = &ctx.stage.spec
+    else {
+        bail!("stage `{}` is not an eval stage", ctx.stage.name);
+    };
+    let name = &ctx.stage.name;
+    let diffusion_stage = needed(ctx, StageKind::Diffusion)?;
+    let classifier_stage = needed(ctx, StageKind::Classifier)?;
+    let autoencoder_stage = ctx
+        .resolved
+        .stage(&diffusion_stage)
+        .and_then(|s| s.needs.first().cloned())
+        .context("the diffusion stage names no autoencoder")?;
+    let ldm = Ldm::load(ctx.run, ctx.resolved, &diffusion_stage, ctx.device)?;
+    let judge_net = trained::classifier(ctx.run, ctx.resolved, &classifier_stage, ctx.device)?;
+    if judge_net.class_names != ldm.vocab.class_names {
+        bail!(
+            "the classifier of stage `{classifier_stage}` knows the classes {:?}, but the diffusion \
+             stage `{diffusion_stage}` was trained on {:?}",
+            judge_net.class_names,
+            ldm.vocab.class_names
+        );
+    }
+    let test = ctx.load_data(Split::Test)?;
+    if test.len() < 4 {
+        bail!(
+            "stage `{name}` needs at least 4 test images for its Frechet distances, the test split has {}",
+            test.len()
+        );
+    }
+
+    eprintln!("{name}: features of the {} test images", test.len());
+    let all: Vec<usize> = (0..test.len()).collect();
+    let real = judge(&judge_net.model, &test, &all, ctx.device)?;
+    let reference = Gaussian::fit(&real.features, FEATURES)?;
+    let (frechet_real, real_images) =
+        real_vs_rest(&real.features, *samples, ctx.rng("real-split"))?;
+
+    let conditional = ldm.conditioner.is_conditional();
+    let words = trained::random_prompts(&ldm.vocab, *samples, &mut ctx.rng("prompts"));
+    let labels: Vec<u32> = words
+        .iter()
+        .map(|w| ldm.vocab.label_of(w))
+        .collect::<Result<_, _>>()?;
+    let prompts: Vec<Option<String>> = words
+        .into_iter()
+        .map(|p| conditional.then_some(p))
+        .collect();
+    if !conditional && !guidance_sweep.is_empty() {
+        eprintln!(
+            "{name}: the model of `{diffusion_stage}` is unconditional; guidance changes nothing, \
+             so guidance_sweep is skipped"
+        );
+    }
+    let judge_set = Judge {
+        net: &judge_net,
+        reference: &reference,
+        labels: &labels,
+        conditional,
+    };
+    let shown_count = (ctx.grid_size() * ctx.grid_size()).min(*samples);
+    let Some((main_result, main)) =
+        measure(ctx, &ldm, &judge_set, &prompts, sampling, shown_count)?
+    else {
+        return Ok(interrupted());
+    };
+    let mut results = vec![main_result];
+    for scale in extra_scales(sampling.guidance, guidance_sweep, conditional) {
+        let spec = SamplerSpec {
+            guidance: scale,
+            ..sampling.clone()
+        };
+        let Some((result, _)) = measure(ctx, &ldm, &judge_set, &prompts, &spec, 0)? else {
+            return Ok(interrupted());
+        };
+        results.push(result);
+    }
+    let shown = main.shown.context("no samples were generated")?;
+
+    let recon = test_reconstruction(&ldm.vae, &test, *eval_images, ctx.device)?;
+    let per_class = if conditional {
+        Accuracy::of(&main.judged.predictions, &labels, &judge_net.class_names).per_class
+    } else {
+        Vec::new()
+    };
+    let report = EvalReport {
+        stage: name.clone(),
+        diffusion_stage,
+        classifier_stage,
+        autoencoder_stage,
+        settings: EvalSettings {
+            seed: ctx.seed,
+            sampler: sampling.sampler,
+            sampler_steps: sampling.steps,
+            eta: sampling.eta,
+            guidance: sampling.guidance,
+            samples: *samples,
+            guidance_sweep: guidance_sweep.clone(),
+            eval_images: *eval_images,
+        },
+        conditional,
+        accuracy: results[0].accuracy,
+        per_class,
+        frechet: results[0].frechet,
+        frechet_real,
+        reference_images: test.len(),
+        real_images,
+        rest_images: test.len() - real_images,
+        psnr: recon.psnr,
+        ssim: recon.ssim,
+        reconstruction_images: recon.images,
+        scales: results,
+    };
+    publish(ctx, out, &report, &prompts[..shown_count], &shown)
+}
+
+/// What samples are judged against.
+struct Judge<'a> {
+    net: &'a TrainedClassifier,
+    /// The test split's features.
+    reference: &'a Gaussian,
+    /// The class of each prompt.
+    labels: &'a [u32],
+    conditional: bool,
+}
+
+fn interrupted() -> Outcome {
+    Outcome {
+        interrupted: true,
+        ..Outcome::default()
+    }
+}
+
+/// The scales of `sweep` other than `main`, each once, in their order; none for an
+/// unconditional model, which guidance does not change.
+fn extra_scales(main: f64, sweep: &[f64], conditional: bool) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::new();
+    if conditional {
+        for &s in sweep {
+            if s != main && !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Samples at `spec`'s settings, judged: accuracy and Frechet distance. `None` when the user
+/// asked to stop.
+fn measure(
+    ctx: &StageContext,
+    ldm: &Ldm,
+    judge: &Judge,
+    prompts: &[Option<String>],
+    spec: &SamplerSpec,
+    shown: usize,
+) -> anyhow::Result<Option<(ScaleResult, Generated)>> {
+    let Some(g) = generate(ctx, ldm, judge.net, prompts, spec, shown)? else {
+        return Ok(None);
+    };
+    let frechet = frechet::distance(
+        &Gaussian::fit(&g.judged.features, FEATURES)?,
+        judge.reference,
+    )?;
+    let accuracy = judge
+        .conditional
+        .then(|| Accuracy::of(&g.judged.predictions, judge.labels, &judge.net.class_names).overall);
+    eprintln!(
+        "{}: guidance {}: accuracy {}, Frechet {frechet:.3}",
+        ctx.stage.name,
+        spec.guidance,
+        accuracy.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a))
+    );
+    let result = ScaleResult {
+        guidance: spec.guidance,
+        accuracy,
+        frechet,
+    };
+    Ok(Some((result, g)))
+}
+
+/// Generates one image per prompt at `spec`'s settings and classifies them, batch by batch,
+/// with the noise of the stage's `noise` stream (the same at every scale). Keeps the first
+/// `shown` images. `None` when the user asked to stop.
+fn generate(
+    ctx: &StageContext,
+    ldm: &Ldm,
+    judge_net: &TrainedClassifier,
+    prompts: &[Option<String>],
+    spec: &SamplerSpec,
+    shown: usize,
+) -> anyhow::Result<Option<Generated>> {
+    let mut noise = ctx.rng("noise");
+    let batches = prompts.len().div_ceil(GENERATE_BATCH) as u64;
+    let label = format!("{} guidance {}", ctx.stage.name, spec.guidance);
+    let mut progress = Progress::new(&label, batches, 0);
+    let mut out = Generated {
+        judged: Judged {
+            predictions: Vec::with_capacity(prompts.len()),
+            features: Vec::with_capacity(prompts.len() * FEATURES),
+        },
+        shown: None,
+    };
+    let mut kept: Vec<Tensor> = Vec::new();
+    let mut kept_count = 0;
+    for (i, chunk) in prompts.chunks(GENERATE_BATCH).enumerate() {
+        if ctx.stop.load(Ordering::SeqCst) {
+            progress.finish();
+            return Ok(None);
+        }
+        let images = ldm.generate(chunk, spec, &mut noise, ctx.device)?;
+        let judged = judge_tensor(&judge_net.model, &images)?;
+        out.judged.predictions.extend(judged.predictions);
+        out.judged.features.extend(judged.features);
+        if kept_count < shown {
+            let take = (shown - kept_count).min(chunk.len());
+            kept.push(images.narrow(0, 0, take)?);
+            kept_count += take;
+        }
+        progress.update(i as u64 + 1, &[]);
+    }
+    progress.finish();
+    if !kept.is_empty() {
+        out.shown = Some(Tensor::cat(&kept, 0)?);
+    }
+    Ok(Some(out))
+}
+
+/// The Frechet distance between `count` test images picked by `rng` and the other test
+/// images (at most half of the split is picked), and how many were picked.
+fn real_vs_rest(features: &[f32], count: usize, mut rng: Rng) -> anyhow::Result<(f64, usize)> {
+    let n = features.len() / FEATURES;
+    let picked = count.min(n / 2);
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    let gather = |idx: &[usize]| -> Vec<f32> {
+        idx.iter()
+            .flat_map(|&i| &features[i * FEATURES..(i + 1) * FEATURES])
+            .copied()
+            .collect()
+    };
+    let a = Gaussian::fit(&gather(&order[..picked]), FEATURES)?;
+    let b = Gaussian::fit(&gather(&order[picked..]), FEATURES)?;
+    Ok((frechet::distance(&a, &b)?, picked))
+}
+
+/// Writes `metrics.json`, the grid and its prompts, the TensorBoard scalars, text and image,
+/// prints the summary, and returns the outcome for the manifest.
+fn publish(
+    ctx: &StageContext,
+    out: &mut Outputs,
+    report: &EvalReport,
+    prompts: &[Option<String>],
+    shown: &Tensor,
+) -> anyhow::Result<Outcome> {
+    let name = &ctx.stage.name;
+    let metrics_path = write_atomic(
+        &ctx.run.stage(name).join(METRICS_FILE),
+        serde_json::to_string_pretty(report)?.as_bytes(),
+    )?;
+    let (n, c, h, w) = shown.dims4()?;
+    let cols = ctx.grid_size();
+    let picture = grid::grid(&shown.flatten_all()?.to_vec1::<f32>()?, n, c, h, w, cols, 2);
+    let png = ctx.save_sample("final.png", &picture)?;
+    let prompt_text = trained::prompt_grid_text(prompts, cols);
+    ctx.save_sample_text("final.txt", &prompt_text)?;
+
+    let metrics = report.metrics();
+    let tags: Vec<(String, f64)> = metrics
+        .iter()
+        .map(|(k, v)| (format!("{name}/{k}"), *v))
+        .collect();
+    let refs: Vec<(&str, f64)> = tags.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    out.events.scalars(&refs, 0)?;
+    let markdown = report.markdown();
+    out.events.text(&format!("{name}/metrics"), &markdown, 0)?;
+    out.events.image(&format!("{name}/samples"), &picture, 0)?;
+    out.events.text(
+        &format!("{name}/prompts"),
+        &format!("```\n{prompt_text}```"),
+        0,
+    )?;
+    out.events.flush()?;
+
+    eprintln!("{name}: {}", summary(report));
+    eprintln!(
+        "{name}: wrote {} and {}",
+        metrics_path.display(),
+        png.display()
+    );
+    let notes = [
+        ("metrics_file", metrics_path.display().to_string()),
+        ("grid", png.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Ok(Outcome {
+        interrupted: false,
+        metrics,
+        notes,
+    })
+}
+
+/// One line of the headline numbers.
+fn summary(r: &EvalReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = r.accuracy {
+        parts.push(format!("accuracy {:.1}%", 100.0 * a));
+    }
+    parts.push(format!(
+        "Frechet {:.3} (real vs real {:.3})",
+        r.frechet, r.frechet_real
+    ));
+    parts.push(format!("PSNR {:.2} dB, SSIM {:.4}", r.psnr, r.ssim));
+    for s in r.scales.iter().skip(1) {
+        parts.push(format!(
+            "{}: {}Frechet {:.3}",
+            scale_key(s.guidance),
+            s.accuracy
+                .map_or(String::new(), |a| format!("accuracy {:.1}%, ", 100.0 * a)),
+            s.frechet
+        ));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_scales_skip_the_main_one_and_repeats() {
+        assert_eq!(
+            extra_scales(3.0, &[1.0, 3.0, 5.0, 1.0], true),
+            vec![1.0, 5.0]
+        );
+        assert!(extra_scales(3.0, &[], true).is_empty());
+        assert!(extra_scales(3.0, &[1.0, 5.0], false).is_empty());
+    }
+
+    #[test]
+    fn real_vs_rest_is_seeded_and_picks_at_most_half() {
+        let mut rng = Rng::new(1);
+        let features = rng.normal_vec(40 * FEATURES);
+        let (a, n) = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
+        let (b, _) = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
+        let (c, _) = real_vs_rest(&features, 10, Rng::new(8)).unwrap();
+        assert_eq!((a, n), (b, 10));
+        assert_ne!(a, c);
+        assert!(a > 0.0);
+        assert_eq!(real_vs_rest(&features, 1000, Rng::new(7)).unwrap().1, 20);
+    }
+}
