@@ -224,17 +224,28 @@ fn interrupted_runs_resume_to_the_same_bytes() {
         "resumed weights and samples must equal the uninterrupted run's"
     );
 
-    // TensorBoard shows every logged step once, across the three processes' event files
-    // (run steps: the diffusion stage's count on from the autoencoder's 24).
+    // TensorBoard shows every logged step once, across the three processes' event files.
+    // Steps are run steps: a stage's count on from the training stages before it.
+    let m = status(&run);
+    let mut offsets = std::collections::BTreeMap::new();
+    let mut offset = 0;
+    for name in m["order"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        offsets.insert(name.to_string(), offset);
+        offset += m["stages"][name]["steps_total"].as_u64().unwrap();
+    }
     let tb = common::read_with_tensorboard(&run);
-    for (tag, offset) in [("vae/loss/rec", 0), ("ldm/loss/mse", 24)] {
+    for (tag, stage) in [("vae/loss/rec", "vae"), ("ldm/loss/mse", "ldm")] {
         let steps: Vec<u64> = tb["provider"]["."]["scalars"][tag]
             .as_array()
             .unwrap()
             .iter()
             .map(|p| p[0].as_u64().unwrap())
             .collect();
-        let want: Vec<u64> = [5, 10, 15, 20, 24].iter().map(|s| s + offset).collect();
+        let want: Vec<u64> = [5, 10, 15, 20, 24]
+            .iter()
+            .map(|s| s + offsets[stage])
+            .collect();
         assert_eq!(steps, want, "{tag}");
     }
 }

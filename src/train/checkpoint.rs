@@ -363,9 +363,13 @@ mod tests {
     fn floats_in_the_state_survive_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let mut ckpt = sample(3);
-        ckpt.state = serde_json::json!({ "scale_factor": 0.374_730_739_452_735_16_f64, "tiny": 1e-300 });
+        ckpt.state =
+            serde_json::json!({ "scale_factor": 0.374_730_739_452_735_16_f64, "tiny": 1e-300 });
         let back = load(&save(dir.path(), &ckpt).unwrap(), &Device::Cpu).unwrap();
-        assert_eq!(back.state["scale_factor"].as_f64(), Some(0.374_730_739_452_735_16));
+        assert_eq!(
+            back.state["scale_factor"].as_f64(),
+            Some(0.374_730_739_452_735_16)
+        );
         assert_eq!(back.state, ckpt.state);
     }
 
