@@ -40,8 +40,9 @@ fn check_classifier_and_eval(run: &Path, manifest: &Value, root: &Value) {
     assert_eq!(clf["steps_done"], 20);
     let test_acc = clf["metrics"]["test/accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&test_acc), "{test_acc}");
+    // Run steps: the classifier runs after the autoencoder's and the diffusion stage's 30 each.
     let steps: Vec<u64> = points(root, "clf/loss/ce").iter().map(|p| p.0).collect();
-    assert_eq!(steps, vec![5, 10, 15, 20]);
+    assert_eq!(steps, vec![65, 70, 75, 80]);
     let first_loss = points(root, "clf/loss/ce")[0].1;
     assert!(
         first_loss > 0.5 && first_loss < 3.0,
@@ -52,7 +53,7 @@ fn check_classifier_and_eval(run: &Path, manifest: &Value, root: &Value) {
         .iter()
         .map(|p| p.0)
         .collect();
-    assert_eq!(held, vec![15, 20]);
+    assert_eq!(held, vec![75, 80]);
     let tb_acc = points(root, "clf/test/accuracy");
     assert_eq!(tb_acc.len(), 1);
     assert!((tb_acc[0].1 - test_acc).abs() < 1e-6);

@@ -15,6 +15,18 @@ pub fn required_kinds(kind: StageKind) -> &'static [StageKind] {
     }
 }
 
+/// Among stages that could run next, the pipeline's natural order: autoencoder, diffusion,
+/// sampling, then the classifier and the evaluation that judge the samples.
+fn rank(kind: StageKind) -> u8 {
+    match kind {
+        StageKind::Autoencoder => 0,
+        StageKind::Diffusion => 1,
+        StageKind::Sample => 2,
+        StageKind::Classifier => 3,
+        StageKind::Eval => 4,
+    }
+}
+
 /// A graph problem, tied to the stage whose `needs` is wrong.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphError {
@@ -23,7 +35,7 @@ pub struct GraphError {
 }
 
 /// Orders `stages` (name -> (kind, needs)) so every stage comes after what it needs.
-/// Ties are broken by name, so the order is the same on every run.
+/// Ties are broken by kind (see [`rank`]), then by name, so the order is the same on every run.
 pub fn order(
     stages: &BTreeMap<String, (StageKind, Vec<String>)>,
 ) -> Result<Vec<String>, Vec<GraphError>> {
@@ -50,7 +62,8 @@ pub fn order(
     while !left.is_empty() {
         let ready = left
             .iter()
-            .find(|n| stages[n.as_str()].1.iter().all(|d| done.contains(d)))
+            .filter(|n| stages[n.as_str()].1.iter().all(|d| done.contains(d)))
+            .min_by_key(|n| (rank(stages[n.as_str()].0), n.as_str()))
             .copied();
         let Some(name) = ready else {
             let cycle = cycle_among(&left, stages);
