@@ -130,7 +130,7 @@ fn sweep_shares_the_autoencoder_and_reruns_train_nothing() {
         table.contains("smoke-lr0.001") && table.contains("smoke-lr0.002"),
         "{table}"
     );
-    assert!(table.contains("(reused: vae)"), "{table}");
+    assert!(table.contains("(reused: vae,clf)"), "{table}");
     let json: Value =
         serde_json::from_slice(&ldm_run(&repo(), &["ls", runs.to_str().unwrap(), "--json"]).stdout)
             .unwrap();
