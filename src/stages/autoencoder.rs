@@ -18,9 +18,8 @@ use crate::models::autoencoder::AutoencoderKl;
 use crate::models::discriminator::{Discriminator, adaptive_weight, hinge_loss};
 use crate::nn::params::ParamStore;
 use crate::rng::Rng;
-use crate::train::adam::Adam;
-use crate::train::checkpoint::{Checkpoint, with_prefix};
-use crate::train::clip::{clip_scale, global_norm};
+use crate::train::checkpoint::Checkpoint;
+use crate::train::optimized::Optimized;
 use crate::train::trainer::Trainee;
 
 /// Settings of the loss.
@@ -29,14 +28,12 @@ struct LossWeights {
     kl: f64,
     disc: f64,
     disc_start: u64,
-    grad_clip: f64,
 }
 
 /// The patch discriminator and its optimizer (only when `disc_weight` > 0).
 struct Adversary {
     net: Discriminator,
-    store: ParamStore,
-    opt: Adam,
+    params: Optimized,
 }
 
 /// Resumable positions of the stage's random streams and data order.
@@ -50,8 +47,7 @@ struct State {
 struct AutoencoderTrainee<'a> {
     ctx: &'a StageContext<'a>,
     model: AutoencoderKl,
-    store: ParamStore,
-    opt: Adam,
+    params: Optimized,
     adversary: Option<Adversary>,
     weights: LossWeights,
     data: Dataset,
@@ -83,8 +79,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         let dstore = ParamStore::seeded(ctx.seed ^ 0xD15C, ctx.device);
         Some(Adversary {
             net: Discriminator::new(c, dstore.vb())?,
-            store: dstore,
-            opt: Adam::new(train.betas, train.weight_decay),
+            params: Optimized::new(dstore, train, 0.0)?,
         })
     } else {
         None
@@ -101,14 +96,12 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
     let mut trainee = AutoencoderTrainee {
         ctx,
         model,
-        store,
-        opt: Adam::new(train.betas, train.weight_decay),
+        params: Optimized::new(store, train, 0.0)?,
         adversary,
         weights: LossWeights {
             kl: *kl_weight,
             disc: *disc_weight,
             disc_start: *disc_start as u64,
-            grad_clip: train.grad_clip,
         },
         state: State {
             order: BatchOrder::new(ctx.seed, data.len()),
@@ -208,7 +201,7 @@ impl AutoencoderTrainee<'_> {
         let g_grads = g_loss.backward()?;
         let last = self.model.decoder.last_weight();
         let w = adaptive_weight(&grads, &g_grads, last)? * self.weights.disc;
-        for (_, var) in self.store.vars() {
+        for (_, var) in self.params.store.vars() {
             if let Some(g) = g_grads.get(var.as_tensor()) {
                 let sum = match grads.get(var.as_tensor()) {
                     Some(a) => (a + (g * w)?)?,
@@ -234,10 +227,7 @@ impl Trainee for AutoencoderTrainee<'_> {
         let kl = posterior.kl()?;
         let loss = (&nll + (&kl * self.weights.kl)?)?;
         let (grads, g_loss) = self.generator_grads(step, &x_hat, &loss)?;
-        let vars = self.store.vars();
-        let norm = global_norm(&vars, &grads)?;
-        self.opt
-            .step(&vars, &grads, lr, clip_scale(norm, self.weights.grad_clip))?;
+        let norm = self.params.step(&grads, lr)?;
         let scalar = |t: &Tensor| -> anyhow::Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
         let mut out = vec![
             ("loss/total".to_string(), scalar(&loss)?),
@@ -256,15 +246,7 @@ impl Trainee for AutoencoderTrainee<'_> {
         ];
         if let (Some(adv), Some(g)) = (self.adversary.as_mut(), g_loss) {
             let d_loss = hinge_loss(&adv.net.forward(&x)?, &adv.net.forward(&x_hat.detach())?)?;
-            let d_grads = d_loss.backward()?;
-            let d_vars = adv.store.vars();
-            let d_norm = global_norm(&d_vars, &d_grads)?;
-            adv.opt.step(
-                &d_vars,
-                &d_grads,
-                lr,
-                clip_scale(d_norm, self.weights.grad_clip),
-            )?;
+            adv.params.step(&d_loss.backward()?, lr)?;
             out.push(("loss/g".to_string(), g));
             out.push(("loss/disc".to_string(), scalar(&d_loss)?));
         }
@@ -293,13 +275,10 @@ impl Trainee for AutoencoderTrainee<'_> {
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
         let mut tensors = BTreeMap::new();
-        with_prefix(&mut tensors, "model", self.store.tensors());
-        with_prefix(&mut tensors, "opt", self.opt.state_tensors());
-        let mut state = serde_json::json!({ "stage": self.state, "adam_step": self.opt.step });
+        let mut state = serde_json::json!({ "stage": self.state });
+        self.params.save("model", &mut tensors, &mut state);
         if let Some(adv) = &self.adversary {
-            with_prefix(&mut tensors, "disc", adv.store.tensors());
-            with_prefix(&mut tensors, "disc_opt", adv.opt.state_tensors());
-            state["disc_adam_step"] = adv.opt.step.into();
+            adv.params.save("disc", &mut tensors, &mut state);
         }
         Ok(Checkpoint {
             step,
@@ -309,30 +288,11 @@ impl Trainee for AutoencoderTrainee<'_> {
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
-        set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
-        self.opt.restore(
-            ckpt.state["adam_step"].as_u64().unwrap_or(0),
-            &ckpt.group("opt"),
-        );
-        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        self.params.restore("model", ckpt)?;
         if let Some(adv) = self.adversary.as_mut() {
-            set_vars(&adv.store, &ckpt.group("disc")).context("discriminator weights")?;
-            adv.opt.restore(
-                ckpt.state["disc_adam_step"].as_u64().unwrap_or(0),
-                &ckpt.group("disc_opt"),
-            );
+            adv.params.restore("disc", ckpt)?;
         }
+        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
         Ok(())
     }
-}
-
-/// Overwrites every variable of `store` with the tensor of the same name.
-pub fn set_vars(store: &ParamStore, tensors: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
-    for (name, var) in store.vars() {
-        let t = tensors
-            .get(&name)
-            .with_context(|| format!("the checkpoint has no tensor {name}"))?;
-        var.set(t).with_context(|| format!("tensor {name}"))?;
-    }
-    Ok(())
 }

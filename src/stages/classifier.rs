@@ -10,7 +10,6 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::autoencoder::set_vars;
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
 use crate::config::StageSpec;
 use crate::data::{BatchOrder, Dataset, Split};
@@ -18,10 +17,8 @@ use crate::log::StageEvents;
 use crate::metrics::accuracy::Accuracy;
 use crate::models::classifier::{self, Classifier};
 use crate::nn::params::ParamStore;
-use crate::train::adam::Adam;
-use crate::train::checkpoint::{Checkpoint, with_prefix};
-use crate::train::clip::{clip_scale, global_norm};
-use crate::train::ema::Ema;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::optimized::Optimized;
 use crate::train::trainer::Trainee;
 
 /// Test images whose accuracy is logged at every `logging.sample_every` steps.
@@ -38,13 +35,10 @@ struct State {
 struct ClassifierTrainee<'a> {
     ctx: &'a StageContext<'a>,
     model: Classifier,
-    store: ParamStore,
-    opt: Adam,
-    ema: Option<Ema>,
+    params: Optimized,
     data: Dataset,
     test: Dataset,
     batch_size: usize,
-    grad_clip: f64,
     state: State,
 }
 
@@ -115,22 +109,16 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     let store = ParamStore::seeded(ctx.seed, ctx.device);
     let model = Classifier::new(data.channels, data.size, data.num_classes(), store.vb())
         .with_context(|| format!("stage `{}`", ctx.stage.name))?;
-    let ema = (*ema_decay > 0.0)
-        .then(|| Ema::new(*ema_decay, &store.vars()))
-        .transpose()?;
     let mut trainee = ClassifierTrainee {
         ctx,
         model,
-        store,
-        opt: Adam::new(train.betas, train.weight_decay),
-        ema,
+        params: Optimized::new(store, train, *ema_decay)?,
         state: State {
             order: BatchOrder::new(ctx.seed, data.len()),
         },
         data,
         test,
         batch_size: train.batch_size,
-        grad_clip: train.grad_clip,
     };
     let end = ctx.train_loop(&mut trainee, train, out)?;
     if !end.finished() {
@@ -162,10 +150,10 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
 impl ClassifierTrainee<'_> {
     /// The network as it is measured and used: EMA weights when kept.
     fn judging_model(&self) -> anyhow::Result<Classifier> {
-        let Some(ema) = &self.ema else {
+        if self.params.ema.is_none() {
             return Ok(self.model.clone());
-        };
-        let store = ParamStore::from_tensors(ema.shadow.clone(), false, self.ctx.device);
+        }
+        let store = ParamStore::from_tensors(self.params.eval_weights(), false, self.ctx.device);
         Ok(Classifier::new(
             self.data.channels,
             self.data.size,
@@ -192,14 +180,7 @@ impl Trainee for ClassifierTrainee<'_> {
         let y = Tensor::from_vec(labels.clone(), idx.len(), self.ctx.device)?;
         let logits = self.model.forward(&x)?.logits;
         let loss = classifier::cross_entropy(&logits, &y)?;
-        let grads = loss.backward()?;
-        let vars = self.store.vars();
-        let norm = global_norm(&vars, &grads)?;
-        self.opt
-            .step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
-        if let Some(ema) = self.ema.as_mut() {
-            ema.update(&vars)?;
-        }
+        let norm = self.params.step(&loss.backward()?, lr)?;
         let predicted = classifier::predictions(&logits)?;
         let batch = Accuracy::of(&predicted, &labels, &self.data.class_names);
         Ok(vec![
@@ -227,17 +208,11 @@ impl Trainee for ClassifierTrainee<'_> {
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
         let mut tensors = BTreeMap::new();
-        with_prefix(&mut tensors, "model", self.store.tensors());
-        with_prefix(&mut tensors, "opt", self.opt.state_tensors());
         let mut state = serde_json::json!({
             "stage": self.state,
-            "adam_step": self.opt.step,
             "class_names": self.data.class_names,
         });
-        if let Some(ema) = &self.ema {
-            with_prefix(&mut tensors, "ema", ema.shadow.clone());
-            state["ema_updates"] = ema.updates.into();
-        }
+        self.params.save("model", &mut tensors, &mut state);
         Ok(Checkpoint {
             step,
             tensors,
@@ -246,16 +221,8 @@ impl Trainee for ClassifierTrainee<'_> {
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
-        set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
-        self.opt.restore(
-            ckpt.state["adam_step"].as_u64().unwrap_or(0),
-            &ckpt.group("opt"),
-        );
+        self.params.restore("model", ckpt)?;
         self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
-        if let Some(ema) = self.ema.as_mut() {
-            ema.shadow = ckpt.group("ema");
-            ema.updates = ckpt.state["ema_updates"].as_u64().unwrap_or(0);
-        }
         Ok(())
     }
 }

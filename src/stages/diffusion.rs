@@ -13,7 +13,6 @@ use anyhow::Context;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::autoencoder::set_vars;
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
 use super::trained::{self, Ldm, VOCAB_FILE};
 use crate::conditioning::{Conditioner, Vocabulary};
@@ -27,10 +26,8 @@ use crate::models::unet::UNet;
 use crate::nn::params::ParamStore;
 use crate::plan::run_dir::write_atomic;
 use crate::rng::Rng;
-use crate::train::adam::Adam;
-use crate::train::checkpoint::{Checkpoint, with_prefix};
-use crate::train::clip::{clip_scale, global_norm};
-use crate::train::ema::Ema;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::optimized::Optimized;
 use crate::train::trainer::Trainee;
 
 /// Posterior mean and standard deviation of every training image, and its label.
@@ -102,16 +99,13 @@ struct DiffusionTrainee<'a> {
     ctx: &'a StageContext<'a>,
     unet: UNet,
     conditioner: Conditioner,
-    store: ParamStore,
-    opt: Adam,
-    ema: Option<Ema>,
+    params: Optimized,
     vae: AutoencoderKl,
     vocab: Vocabulary,
     schedule: NoiseSchedule,
     latents: LatentCache,
     scale_factor: f64,
     batch_size: usize,
-    grad_clip: f64,
     sampling: SamplerSpec,
     state: State,
 }
@@ -159,24 +153,18 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         Some(f) => f,
         None => first_batch_scale(&latents, &state, train.batch_size, ctx)?,
     };
-    let ema = (*ema_decay > 0.0)
-        .then(|| Ema::new(*ema_decay, &store.vars()))
-        .transpose()?;
     let s = &e.schedule;
     let mut trainee = DiffusionTrainee {
         ctx,
         unet,
         conditioner,
-        opt: Adam::new(train.betas, train.weight_decay),
-        ema,
-        store,
+        params: Optimized::new(store, train, *ema_decay)?,
         vae,
         vocab,
         schedule: NoiseSchedule::new(s.kind, s.timesteps, s.beta_start, s.beta_end),
         latents,
         scale_factor,
         batch_size: train.batch_size,
-        grad_clip: train.grad_clip,
         sampling: sampling.clone(),
         state,
     };
@@ -220,14 +208,10 @@ fn first_batch_scale(
 impl DiffusionTrainee<'_> {
     /// The model as sampling sees it: EMA weights when kept.
     fn sampling_model(&self) -> anyhow::Result<Ldm> {
-        let weights = match &self.ema {
-            Some(ema) => ema.shadow.clone(),
-            None => self.store.tensors(),
-        };
         Ldm::from_tensors(
             &self.ctx.resolved.experiment,
             self.vae.clone(),
-            weights,
+            self.params.eval_weights(),
             self.vocab.clone(),
             self.scale_factor,
             self.ctx.device,
@@ -267,14 +251,7 @@ impl Trainee for DiffusionTrainee<'_> {
         let loss = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?
             .sqr()?
             .mean_all()?;
-        let grads = loss.backward()?;
-        let vars = self.store.vars();
-        let norm = global_norm(&vars, &grads)?;
-        self.opt
-            .step(&vars, &grads, lr, clip_scale(norm, self.grad_clip))?;
-        if let Some(ema) = self.ema.as_mut() {
-            ema.update(&vars)?;
-        }
+        let norm = self.params.step(&loss.backward()?, lr)?;
         Ok(vec![
             ("loss/mse".to_string(), f64::from(loss.to_scalar::<f32>()?)),
             ("grad_norm".to_string(), norm),
@@ -341,17 +318,9 @@ impl Trainee for DiffusionTrainee<'_> {
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
         let mut tensors = BTreeMap::new();
-        with_prefix(&mut tensors, "model", self.store.tensors());
-        with_prefix(&mut tensors, "opt", self.opt.state_tensors());
-        let mut state = serde_json::json!({
-            "stage": self.state,
-            "adam_step": self.opt.step,
-            "scale_factor": self.scale_factor,
-        });
-        if let Some(ema) = &self.ema {
-            with_prefix(&mut tensors, "ema", ema.shadow.clone());
-            state["ema_updates"] = ema.updates.into();
-        }
+        let mut state =
+            serde_json::json!({ "stage": self.state, "scale_factor": self.scale_factor });
+        self.params.save("model", &mut tensors, &mut state);
         Ok(Checkpoint {
             step,
             tensors,
@@ -360,19 +329,11 @@ impl Trainee for DiffusionTrainee<'_> {
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
-        set_vars(&self.store, &ckpt.group("model")).context("model weights")?;
-        self.opt.restore(
-            ckpt.state["adam_step"].as_u64().unwrap_or(0),
-            &ckpt.group("opt"),
-        );
+        self.params.restore("model", ckpt)?;
         self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
         self.scale_factor = ckpt.state["scale_factor"]
             .as_f64()
             .context("scale_factor")?;
-        if let Some(ema) = self.ema.as_mut() {
-            ema.shadow = ckpt.group("ema");
-            ema.updates = ckpt.state["ema_updates"].as_u64().unwrap_or(0);
-        }
         Ok(())
     }
 }

@@ -53,6 +53,16 @@ pub fn final_checkpoint(
     }
 }
 
+/// The weights a finished stage samples or judges with: its EMA when it kept one.
+fn eval_weights(ckpt: &Checkpoint) -> BTreeMap<String, Tensor> {
+    let ema = ckpt.group("model_ema");
+    if ema.is_empty() {
+        ckpt.group("model")
+    } else {
+        ema
+    }
+}
+
 /// Side and channels of the autoencoder's latent.
 pub fn latent_shape(e: &Experiment) -> (usize, usize) {
     let levels = e.autoencoder.ch_mult.len().max(1);
@@ -98,12 +108,7 @@ pub fn classifier(
     let class_names: Vec<String> = serde_json::from_value(ckpt.state["class_names"].clone())
         .with_context(|| format!("the checkpoint of stage `{stage}` names no classes"))?;
     let e = &resolved.experiment;
-    let ema = ckpt.group("ema");
-    let weights = if ema.is_empty() {
-        ckpt.group("model")
-    } else {
-        ema
-    };
+    let weights = eval_weights(&ckpt);
     let store = ParamStore::from_tensors(weights, false, device);
     let model = Classifier::new(
         e.dataset.channels,
@@ -194,12 +199,7 @@ impl Ldm {
             .context("the diffusion stage names no autoencoder")?;
         let vae = autoencoder(run, resolved, vae_stage, device)?;
         let ckpt = final_checkpoint(run, resolved, stage, device)?;
-        let ema = ckpt.group("ema");
-        let weights = if ema.is_empty() {
-            ckpt.group("model")
-        } else {
-            ema
-        };
+        let weights = eval_weights(&ckpt);
         let vocab_path = run.stage(stage).join(VOCAB_FILE);
         let vocab: Vocabulary = serde_json::from_str(
             &std::fs::read_to_string(&vocab_path)

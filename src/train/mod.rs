@@ -5,4 +5,5 @@ pub mod checkpoint;
 pub mod clip;
 pub mod ema;
 pub mod lr;
+pub mod optimized;
 pub mod trainer;
