@@ -71,6 +71,10 @@ fn check_classifier_and_eval(run: &Path, manifest: &Value, root: &Value) {
         frechet.is_finite() && real > 0.0 && frechet > real,
         "{frechet} vs {real}"
     );
+    // The autoencoder's round trip moves real digits away from the test set, but less than
+    // 30 diffusion steps' samples are.
+    let round_trip = get("frechet_autoencoder");
+    assert!(round_trip > real && round_trip < frechet, "{round_trip}");
     // The same autoencoder on the same 200 test images as the autoencoder stage measured.
     let vae = &manifest["stages"]["vae"]["metrics"];
     for (eval_key, vae_key) in [("psnr", "test/psnr"), ("ssim", "test/ssim")] {
@@ -159,6 +163,7 @@ fn check_classifier_and_eval(run: &Path, manifest: &Value, root: &Value) {
         ("eval/accuracy", "accuracy"),
         ("eval/frechet", "frechet"),
         ("eval/frechet_real", "frechet_real"),
+        ("eval/frechet_autoencoder", "frechet_autoencoder"),
         ("eval/psnr", "psnr"),
         ("eval/ssim", "ssim"),
         ("eval/guidance_1/accuracy", "guidance_1/accuracy"),

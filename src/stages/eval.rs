@@ -6,7 +6,8 @@
 //!   overall and per class;
 //! - the Frechet distance between the samples' and the test split's penultimate classifier
 //!   features, and for calibration the distance between `samples` real test images and the
-//!   rest of the test split;
+//!   rest of the test split, and the distance of those real images after an autoencoder round
+//!   trip (what the autoencoder alone costs);
 //! - the autoencoder's reconstruction PSNR and SSIM on `eval_images` test images;
 //! - accuracy and Frechet distance at every scale of `guidance_sweep` (same prompts and noise).
 //!
@@ -15,16 +16,16 @@
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::autoencoder::test_reconstruction;
 use super::classifier::{Judged, judge, judge_tensor};
-use super::context::{Outcome, Outputs, StageContext};
+use super::context::{Outcome, Outputs, StageContext, images_tensor};
 use super::eval_report::{EvalReport, EvalSettings, ScaleResult, scale_key};
 use super::trained::{self, Ldm, TrainedClassifier};
 use crate::config::schema::StageKind;
 use crate::config::{SamplerSpec, StageSpec};
-use crate::data::Split;
+use crate::data::{Dataset, Split};
 use crate::log::{Progress, grid};
 use crate::metrics::accuracy::Accuracy;
 use crate::metrics::frechet::{self, Gaussian};
@@ -101,8 +102,8 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     let all: Vec<usize> = (0..test.len()).collect();
     let real = judge(&judge_net.model, &test, &all, ctx.device)?;
     let reference = Gaussian::fit(&real.features, FEATURES)?;
-    let (frechet_real, real_images) =
-        real_vs_rest(&real.features, *samples, ctx.rng("real-split"))?;
+    let split = real_vs_rest(&real.features, *samples, ctx.rng("real-split"))?;
+    let frechet_autoencoder = round_trip_vs_rest(&ldm, &judge_net, &test, &split, ctx.device)?;
 
     let conditional = ldm.conditioner.is_conditional();
     let words = trained::random_prompts(&ldm.vocab, *samples, &mut ctx.rng("prompts"));
@@ -170,10 +171,11 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         accuracy: results[0].accuracy,
         per_class,
         frechet: results[0].frechet,
-        frechet_real,
+        frechet_real: split.frechet,
+        frechet_autoencoder,
         reference_images: test.len(),
-        real_images,
-        rest_images: test.len() - real_images,
+        real_images: split.picked.len(),
+        rest_images: test.len() - split.picked.len(),
         psnr: recon.psnr,
         ssim: recon.ssim,
         reconstruction_images: recon.images,
@@ -294,22 +296,57 @@ fn generate(
     Ok(Some(out))
 }
 
-/// The Frechet distance between `count` test images picked by `rng` and the other test
-/// images (at most half of the split is picked), and how many were picked.
-fn real_vs_rest(features: &[f32], count: usize, mut rng: Rng) -> anyhow::Result<(f64, usize)> {
+/// Real test images measured against the rest of the test split.
+struct RealSplit {
+    /// The test images picked (at most half of the split).
+    picked: Vec<usize>,
+    /// The other test images' features.
+    rest: Gaussian,
+    /// Frechet distance between the picked images and the rest.
+    frechet: f64,
+}
+
+/// Picks `count` test images with `rng` (at most half of the split) and measures their Frechet
+/// distance to the other test images.
+fn real_vs_rest(features: &[f32], count: usize, mut rng: Rng) -> anyhow::Result<RealSplit> {
     let n = features.len() / FEATURES;
-    let picked = count.min(n / 2);
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
+    let rest_order = order.split_off(count.min(n / 2));
     let gather = |idx: &[usize]| -> Vec<f32> {
         idx.iter()
             .flat_map(|&i| &features[i * FEATURES..(i + 1) * FEATURES])
             .copied()
             .collect()
     };
-    let a = Gaussian::fit(&gather(&order[..picked]), FEATURES)?;
-    let b = Gaussian::fit(&gather(&order[picked..]), FEATURES)?;
-    Ok((frechet::distance(&a, &b)?, picked))
+    let rest = Gaussian::fit(&gather(&rest_order), FEATURES)?;
+    let frechet = frechet::distance(&Gaussian::fit(&gather(&order), FEATURES)?, &rest)?;
+    Ok(RealSplit {
+        picked: order,
+        rest,
+        frechet,
+    })
+}
+
+/// The Frechet distance between the picked test images after an autoencoder round trip
+/// (decoded posterior means) and the rest: what the autoencoder alone costs the samples.
+fn round_trip_vs_rest(
+    ldm: &Ldm,
+    judge_net: &TrainedClassifier,
+    test: &Dataset,
+    split: &RealSplit,
+    device: &Device,
+) -> anyhow::Result<f64> {
+    let mut features = Vec::with_capacity(split.picked.len() * FEATURES);
+    for chunk in split.picked.chunks(GENERATE_BATCH) {
+        let x = images_tensor(test, chunk, device)?;
+        let x_hat = ldm.vae.decode(&ldm.vae.encode(&x, None)?.mean, None)?;
+        features.extend(judge_tensor(&judge_net.model, &x_hat)?.features);
+    }
+    Ok(frechet::distance(
+        &Gaussian::fit(&features, FEATURES)?,
+        &split.rest,
+    )?)
 }
 
 /// Writes `metrics.json`, the grid and its prompts, the TensorBoard scalars, text and image,
@@ -377,8 +414,8 @@ fn summary(r: &EvalReport) -> String {
         parts.push(format!("accuracy {:.1}%", 100.0 * a));
     }
     parts.push(format!(
-        "Frechet {:.3} (real vs real {:.3})",
-        r.frechet, r.frechet_real
+        "Frechet {:.3} (real vs real {:.3}, autoencoder round trip {:.3})",
+        r.frechet, r.frechet_real, r.frechet_autoencoder
     ));
     parts.push(format!("PSNR {:.2} dB, SSIM {:.4}", r.psnr, r.ssim));
     for s in r.scales.iter().skip(1) {
@@ -411,12 +448,18 @@ mod tests {
     fn real_vs_rest_is_seeded_and_picks_at_most_half() {
         let mut rng = Rng::new(1);
         let features = rng.normal_vec(40 * FEATURES);
-        let (a, n) = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
-        let (b, _) = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
-        let (c, _) = real_vs_rest(&features, 10, Rng::new(8)).unwrap();
-        assert_eq!((a, n), (b, 10));
-        assert_ne!(a, c);
-        assert!(a > 0.0);
-        assert_eq!(real_vs_rest(&features, 1000, Rng::new(7)).unwrap().1, 20);
+        let a = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
+        let b = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
+        let c = real_vs_rest(&features, 10, Rng::new(8)).unwrap();
+        assert_eq!((a.frechet, a.picked.len()), (b.frechet, 10));
+        assert_eq!(a.picked, b.picked);
+        assert_ne!(a.frechet, c.frechet);
+        assert!(a.frechet > 0.0);
+        let most = real_vs_rest(&features, 1000, Rng::new(7)).unwrap();
+        assert_eq!(most.picked.len(), 20);
+        let mut all = most.picked.clone();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 20, "picked images are distinct");
     }
 }

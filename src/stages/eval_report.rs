@@ -51,6 +51,9 @@ pub struct EvalReport {
     /// `real_images` test images against the other `rest_images`: the distance two sets of
     /// real digits of these sizes have, the floor `frechet` can reach.
     pub frechet_real: f64,
+    /// The same `real_images` after an autoencoder round trip (decoded posterior means)
+    /// against the other `rest_images`: the floor the autoencoder leaves `frechet`.
+    pub frechet_autoencoder: f64,
     pub reference_images: usize,
     pub real_images: usize,
     pub rest_images: usize,
@@ -74,6 +77,7 @@ impl EvalReport {
         let mut m = BTreeMap::from([
             ("frechet".to_string(), self.frechet),
             ("frechet_real".to_string(), self.frechet_real),
+            ("frechet_autoencoder".to_string(), self.frechet_autoencoder),
             ("psnr".to_string(), self.psnr),
             ("ssim".to_string(), self.ssim),
         ]);
@@ -125,6 +129,11 @@ impl EvalReport {
             out,
             "| Frechet distance ({} real vs {} real) | {:.3} |",
             self.real_images, self.rest_images, self.frechet_real
+        );
+        let _ = writeln!(
+            out,
+            "| Frechet distance (the same {} after a `{}` round trip vs {} real) | {:.3} |",
+            self.real_images, self.autoencoder_stage, self.rest_images, self.frechet_autoencoder
         );
         let _ = writeln!(
             out,
@@ -204,6 +213,7 @@ mod tests {
             ],
             frechet: 12.5,
             frechet_real: 0.5,
+            frechet_autoencoder: 2.0,
             reference_images: 10_000,
             real_images: 4,
             rest_images: 9_996,
@@ -235,6 +245,7 @@ mod tests {
                 "accuracy",
                 "class_zero/accuracy",
                 "frechet",
+                "frechet_autoencoder",
                 "frechet_real",
                 "guidance_1.5/accuracy",
                 "guidance_1.5/frechet",
@@ -259,6 +270,10 @@ mod tests {
         assert!(md.contains("| one | 0 | 0 | - |"), "{md}");
         assert!(md.contains("| 1.5 | 50.0% | 10.000 |"), "{md}");
         assert!(md.contains("(4 real vs 9996 real) | 0.500 |"), "{md}");
+        assert!(
+            md.contains("(the same 4 after a `vae` round trip vs 9996 real) | 2.000 |"),
+            "{md}"
+        );
         let json = serde_json::to_value(report()).unwrap();
         assert_eq!(json["settings"]["sampler"], "ddim");
         assert_eq!(json["per_class"][1]["accuracy"], serde_json::Value::Null);
