@@ -46,20 +46,24 @@ pub fn median(samples: &mut [f64]) -> f64 {
     }
 }
 
-/// Times `f` `warmup + steps` times; returns the line in the reference's format.
+/// Times `f` `warmup + steps` times; returns the line in the reference's format. Each step
+/// waits for `dev` to finish its queued work (a GPU runs asynchronously), so it is timed whole.
 fn timed(
     name: &str,
     items: usize,
     args: &BenchArgs,
+    dev: &Device,
     mut f: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
     for _ in 0..args.warmup {
         f()?;
+        dev.synchronize()?;
     }
     let mut ms = Vec::with_capacity(args.steps);
     for _ in 0..args.steps {
         let t0 = Instant::now();
         f()?;
+        dev.synchronize()?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let m = median(&mut ms);
@@ -100,16 +104,22 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         let x = Tensor::from_vec(rng.uniform_vec(b * c * s * s, -1.0, 1.0), (b, c, s, s), dev)?;
         let mut opt = Adam::new([0.5, 0.9], 0.0);
         let mut noise = Rng::new(1);
-        emit(timed(&format!("vae train step b{b}"), b, args, || {
-            let post = vae.encode(&x, None)?;
-            let x_hat = vae.decode(&post.sample(&mut noise)?, None)?;
-            let loss = (((&x - &x_hat)?.abs()?.sum_all()? / b as f64)? + (post.kl()? * 1e-6)?)?;
-            let grads = loss.backward()?;
-            let vars = store.vars();
-            let norm = global_norm(&vars, &grads)?;
-            opt.step(&vars, &grads, 4.5e-6, clip_scale(norm, 1.0))?;
-            Ok(())
-        })?);
+        emit(timed(
+            &format!("vae train step b{b}"),
+            b,
+            args,
+            dev,
+            || {
+                let post = vae.encode(&x, None)?;
+                let x_hat = vae.decode(&post.sample(&mut noise)?, None)?;
+                let loss = (((&x - &x_hat)?.abs()?.sum_all()? / b as f64)? + (post.kl()? * 1e-6)?)?;
+                let grads = loss.backward()?;
+                let vars = store.vars();
+                let norm = global_norm(&vars, &grads)?;
+                opt.step(&vars, &grads, 4.5e-6, clip_scale(norm, 1.0))?;
+                Ok(())
+            },
+        )?);
     }
     if !args.skip_unet {
         let (zc, side) = latent_shape(e);
@@ -136,25 +146,32 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         let mut opt = Adam::new([0.9, 0.99], 0.0);
         let mut r = Rng::new(2);
         let mut dropout = Rng::new(3);
-        emit(timed(&format!("unet train step b{b}"), b, args, || {
-            let t: Vec<usize> = (0..b).map(|_| r.below(schedule.timesteps())).collect();
-            let eps = random(&[b, zc, side, side], &mut r, dev)?;
-            let x_t = q_sample(&schedule, &z, &t, &eps)?;
-            let tt = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
-            let out = unet.forward(&x_t, &tt, ctx.as_ref(), Some(&mut dropout))?;
-            let loss = (out - &eps)?.sqr()?.mean_all()?;
-            let grads = loss.backward()?;
-            let vars = store.vars();
-            let norm = global_norm(&vars, &grads)?;
-            opt.step(&vars, &grads, 2e-4, clip_scale(norm, 1.0))?;
-            Ok(())
-        })?);
+        emit(timed(
+            &format!("unet train step b{b}"),
+            b,
+            args,
+            dev,
+            || {
+                let t: Vec<usize> = (0..b).map(|_| r.below(schedule.timesteps())).collect();
+                let eps = random(&[b, zc, side, side], &mut r, dev)?;
+                let x_t = q_sample(&schedule, &z, &t, &eps)?;
+                let tt = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
+                let out = unet.forward(&x_t, &tt, ctx.as_ref(), Some(&mut dropout))?;
+                let loss = (out - &eps)?.sqr()?.mean_all()?;
+                let grads = loss.backward()?;
+                let vars = store.vars();
+                let norm = global_norm(&vars, &grads)?;
+                opt.step(&vars, &grads, 2e-4, clip_scale(norm, 1.0))?;
+                Ok(())
+            },
+        )?);
         let frozen = ParamStore::from_tensors(store.tensors(), false, dev);
         let unet = UNet::new(&e.unet, shape, frozen.vb()).context("frozen UNet")?;
         emit(timed(
             &format!("unet sample forward b{b}"),
             b,
             args,
+            dev,
             || {
                 let t = Tensor::from_vec(vec![r.below(schedule.timesteps()) as f32; b], b, dev)?
                     .to_dtype(DType::F32)?;
