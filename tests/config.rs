@@ -250,6 +250,11 @@ fn out_of_range_values_are_refused() {
         err.contains("key `stages.ldm.lr`: -1 must be a positive number"),
         "{err}"
     );
+    let err = error(&file, &[], &["schedule.min_snr_gamma=0"]);
+    assert!(
+        err.contains("key `schedule.min_snr_gamma`: 0 must be a positive number"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -281,6 +281,11 @@ pub struct ScheduleConfig {
     /// What the UNet predicts: `epsilon` or `v`.
     #[serde(default)]
     pub prediction: Prediction,
+    /// Min-SNR-gamma loss weighting (Hang et al., 2023): each sample's squared error is weighted
+    /// by min(SNR_t, gamma) / SNR_t (epsilon) or min(SNR_t, gamma) / (SNR_t + 1) (v), so the
+    /// nearly clean timesteps stop dominating the gradient. The paper uses 5. Unset: plain MSE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_snr_gamma: Option<f64>,
     /// Multiplier applied to latents. Unset: 1/std of the first training batch's latents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_factor: Option<f64>,
@@ -304,6 +309,7 @@ impl Default for ScheduleConfig {
             beta_start: default_beta_start(),
             beta_end: default_beta_end(),
             prediction: Prediction::Epsilon,
+            min_snr_gamma: None,
             scale_factor: None,
         }
     }

@@ -261,13 +261,15 @@ fn schedule_section(c: &mut Checker, e: &Experiment) {
             ),
         );
     }
-    if let Some(f) = s.scale_factor
-        && !(f.is_finite() && f > 0.0)
-    {
-        c.fail(
-            "schedule.scale_factor",
-            format!("{f} must be a positive number"),
-        );
+    for (key, value) in [
+        ("schedule.scale_factor", s.scale_factor),
+        ("schedule.min_snr_gamma", s.min_snr_gamma),
+    ] {
+        if let Some(f) = value
+            && !(f.is_finite() && f > 0.0)
+        {
+            c.fail(key, format!("{f} must be a positive number"));
+        }
     }
 }
 

@@ -54,6 +54,26 @@ pub fn target(
     }
 }
 
+/// Min-SNR-gamma weights of the samples' squared errors at timesteps `t`: min(SNR, gamma)/SNR
+/// for epsilon, min(SNR, gamma)/(SNR + 1) for v, where SNR = a_t / (1 - a_t). Shaped (B, 1, 1, 1).
+pub fn min_snr_weights(
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
+    t: &[usize],
+    gamma: f64,
+    device: &Device,
+) -> Result<Tensor> {
+    let weight = |i: &usize| {
+        let a = schedule.alphas_cumprod[*i];
+        let snr = a / (1.0 - a);
+        match prediction {
+            Prediction::Epsilon => snr.min(gamma) / snr,
+            Prediction::V => snr.min(gamma) / (snr + 1.0),
+        }
+    };
+    per_sample(t.iter().map(weight), device)
+}
+
 /// A network output at x_t read back as (epsilon, x_0).
 pub fn eps_and_x0(
     prediction: Prediction,
@@ -93,6 +113,33 @@ mod tests {
             .unwrap()
             .to_scalar()
             .unwrap()
+    }
+
+    #[test]
+    fn min_snr_weights_cap_the_clean_timesteps() {
+        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02);
+        let snr = |i: usize| s.alphas_cumprod[i] / (1.0 - s.alphas_cumprod[i]);
+        // t = 0 is nearly clean (SNR ~ 1e4), t = 999 nearly pure noise (SNR ~ 4e-5).
+        let t = [0, 100, 999];
+        let read = |p| {
+            min_snr_weights(p, &s, &t, 5.0, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let eps = read(Prediction::Epsilon);
+        assert!(snr(0) > 5.0 && snr(999) < 5.0);
+        assert!((f64::from(eps[0]) - 5.0 / snr(0)).abs() < 1e-6, "{eps:?}");
+        assert!((f64::from(eps[1]) - 5.0f64.min(snr(100)) / snr(100)).abs() < 1e-6);
+        assert_eq!(eps[2], 1.0);
+        let v = read(Prediction::V);
+        assert!(
+            (f64::from(v[0]) - 5.0 / (snr(0) + 1.0)).abs() < 1e-6,
+            "{v:?}"
+        );
+        assert!((f64::from(v[2]) - snr(999) / (snr(999) + 1.0)).abs() < 1e-6);
     }
 
     #[test]

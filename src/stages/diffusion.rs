@@ -18,7 +18,7 @@ use super::trained::{self, Ldm, VOCAB_FILE};
 use crate::conditioning::{Conditioner, Vocabulary};
 use crate::config::{SamplerSpec, StageSpec};
 use crate::data::{BatchOrder, Split};
-use crate::diffusion::objective::{q_sample, target};
+use crate::diffusion::objective::{min_snr_weights, q_sample, target};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::log::{StageEvents, grid};
 use crate::models::autoencoder::AutoencoderKl;
@@ -247,15 +247,26 @@ impl Trainee for DiffusionTrainee<'_> {
         let out = self
             .unet
             .forward(&x_t, &t_tensor, context.as_ref(), Some(&mut st.dropout))?;
-        let prediction = self.ctx.resolved.experiment.schedule.prediction;
-        let loss = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?
-            .sqr()?
-            .mean_all()?;
+        let schedule = &self.ctx.resolved.experiment.schedule;
+        let prediction = schedule.prediction;
+        let squared = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?.sqr()?;
+        let mse = squared.mean_all()?;
+        let mut logged = vec![("loss/mse".to_string(), f64::from(mse.to_scalar::<f32>()?))];
+        let loss = match schedule.min_snr_gamma {
+            Some(gamma) => {
+                let w = min_snr_weights(prediction, &self.schedule, &t, gamma, dev)?;
+                let weighted = squared.broadcast_mul(&w)?.mean_all()?;
+                logged.push((
+                    "loss/min_snr".to_string(),
+                    f64::from(weighted.to_scalar::<f32>()?),
+                ));
+                weighted
+            }
+            None => mse,
+        };
         let norm = self.params.step(&loss.backward()?, lr)?;
-        Ok(vec![
-            ("loss/mse".to_string(), f64::from(loss.to_scalar::<f32>()?)),
-            ("grad_norm".to_string(), norm),
-        ])
+        logged.push(("grad_norm".to_string(), norm));
+        Ok(logged)
     }
 
     fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()> {
