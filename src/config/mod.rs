@@ -107,18 +107,25 @@ fn resolve_layers(
     for (name, stage) in experiment.stages.iter_mut() {
         problems.extend(stage::foreign_keys(name, stage, source));
         stage::fill_defaults(stage);
-        if let Some(p) = &stage.prompts_file {
-            let full = layered
-                .base_dir_of(&format!("stages.{name}.prompts_file"))
-                .join(p);
+        for (key, what, path) in [
+            ("prompts_file", "prompt file", &mut stage.prompts_file),
+            (
+                "lpips_weights",
+                "LPIPS weights file",
+                &mut stage.lpips_weights,
+            ),
+        ] {
+            let Some(p) = path.as_ref() else { continue };
+            let full_key = format!("stages.{name}.{key}");
+            let full = layered.base_dir_of(&full_key).join(p);
             if full.is_file() {
-                stage.prompts_file = Some(full.canonicalize().unwrap_or(full));
+                *path = Some(full.canonicalize().unwrap_or(full));
             } else {
                 problems.push(Problem {
-                    source: source(&format!("stages.{name}.prompts_file")),
-                    key: format!("stages.{name}.prompts_file"),
+                    source: source(&full_key),
+                    key: full_key,
                     message: format!(
-                        "prompt file {} does not exist (paths are relative to the file that sets them)",
+                        "{what} {} does not exist (paths are relative to the file that sets them)",
                         full.display()
                     ),
                 });

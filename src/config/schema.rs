@@ -440,6 +440,15 @@ pub struct StageConfig {
     /// Autoencoder: step at which the discriminator starts. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disc_start: Option<usize>,
+    /// Autoencoder: weight of the LPIPS perceptual term, added to every pixel's L1 error as in
+    /// the LDM paper; needs `lpips_weights`. 0 disables it. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perceptual_weight: Option<f64>,
+    /// Autoencoder: local safetensors file of LPIPS weights (torchvision's VGG16
+    /// `features.<i>.weight`/`.bias` and the lpips package's `lin<k>.model.1.weight`), relative to
+    /// the file that sets it. Nothing is downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lpips_weights: Option<PathBuf>,
     /// Autoencoder and eval: test images for the reconstruction PSNR (and SSIM); 0 means all.
     /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]

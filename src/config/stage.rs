@@ -17,7 +17,14 @@ const TRAIN_KEYS: &[&str] = &[
     "checkpoint_every",
     "keep_checkpoints",
 ];
-const AUTOENCODER_KEYS: &[&str] = &["kl_weight", "disc_weight", "disc_start", "eval_images"];
+const AUTOENCODER_KEYS: &[&str] = &[
+    "kl_weight",
+    "disc_weight",
+    "disc_start",
+    "perceptual_weight",
+    "lpips_weights",
+    "eval_images",
+];
 const EMA_KEYS: &[&str] = &["ema_decay"];
 const SAMPLER_KEYS: &[&str] = &[
     "sampler",
@@ -81,6 +88,9 @@ pub enum StageSpec {
         kl_weight: f64,
         disc_weight: f64,
         disc_start: usize,
+        perceptual_weight: f64,
+        /// Absolute path of the LPIPS weights, if given.
+        lpips_weights: Option<PathBuf>,
         eval_images: usize,
     },
     Diffusion {
@@ -175,6 +185,7 @@ pub fn fill_defaults(stage: &mut StageConfig) {
         stage.kl_weight.get_or_insert(1e-6);
         stage.disc_weight.get_or_insert(0.0);
         stage.disc_start.get_or_insert(0);
+        stage.perceptual_weight.get_or_insert(0.0);
         stage.eval_images.get_or_insert(1000);
     }
     if matches!(stage.kind, StageKind::Diffusion | StageKind::Classifier) {
@@ -246,6 +257,8 @@ pub fn spec_of(
             kl_weight: stage.kl_weight.unwrap_or_default(),
             disc_weight: stage.disc_weight.unwrap_or_default(),
             disc_start: stage.disc_start.unwrap_or_default(),
+            perceptual_weight: stage.perceptual_weight.unwrap_or_default(),
+            lpips_weights: stage.lpips_weights.as_ref().map(|p| base_dir.join(p)),
             eval_images: stage.eval_images.unwrap_or_default(),
         },
         (StageKind::Diffusion, Some(train)) => StageSpec::Diffusion {

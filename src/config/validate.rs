@@ -322,6 +322,15 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
                 "stage names may use letters, digits, '-' and '_' only".into(),
             );
         }
+        if stage.perceptual_weight.is_some_and(|w| w > 0.0) && stage.lpips_weights.is_none() {
+            c.fail(
+                &key("perceptual_weight"),
+                format!(
+                    "a perceptual term needs LPIPS weights: set stages.{name}.lpips_weights to a \
+                     local safetensors file (see README), or perceptual_weight = 0"
+                ),
+            );
+        }
         for (k, v) in [
             ("steps", stage.steps),
             ("batch_size", stage.batch_size),
@@ -348,6 +357,7 @@ fn stages_section(c: &mut Checker, e: &Experiment) {
             ("grad_clip", stage.grad_clip),
             ("kl_weight", stage.kl_weight),
             ("disc_weight", stage.disc_weight),
+            ("perceptual_weight", stage.perceptual_weight),
             ("eta", stage.eta),
             ("guidance", stage.guidance),
         ] {

@@ -3,6 +3,7 @@
 pub mod autoencoder;
 pub mod classifier;
 pub mod discriminator;
+pub mod lpips;
 pub mod text_encoder;
 pub mod unet;
 pub mod unet_blocks;

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::Resolved;
 use crate::config::diff::is_training_relevant;
 use crate::config::schema::{DatasetName, Experiment, StageKind};
+use crate::config::{Resolved, StageSpec};
 use crate::data::files;
 
 /// What identifies the training data: the files' content checksums, or the image folder.
@@ -52,6 +52,30 @@ fn own_settings(e: &Experiment, name: &str, kind: StageKind) -> Value {
 }
 
 /// Fingerprints of every stage, by name (in execution order, so upstream ones exist).
+/// The content checksum of an autoencoder stage's LPIPS weights file, if it uses one: the
+/// same path holding other weights is another stage.
+fn lpips_identity(spec: &StageSpec) -> Option<Value> {
+    match spec {
+        StageSpec::Autoencoder {
+            lpips_weights: Some(path),
+            perceptual_weight,
+            ..
+        } if *perceptual_weight > 0.0 => match std::fs::read(path) {
+            Ok(bytes) => {
+                let digest = Sha256::digest(&bytes);
+                Some(json!(
+                    digest
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ))
+            }
+            Err(e) => Some(json!(format!("unreadable: {e}"))),
+        },
+        _ => None,
+    }
+}
+
 pub fn fingerprints(resolved: &Resolved) -> BTreeMap<String, String> {
     let e = &resolved.experiment;
     let mut out = BTreeMap::new();
@@ -59,7 +83,11 @@ pub fn fingerprints(resolved: &Resolved) -> BTreeMap<String, String> {
         let kind = stage.spec.kind();
         let sections = match kind {
             StageKind::Autoencoder => {
-                json!({ "autoencoder": e.autoencoder, "data": data_identity(e) })
+                let mut v = json!({ "autoencoder": e.autoencoder, "data": data_identity(e) });
+                if let Some(lpips) = lpips_identity(&stage.spec) {
+                    v["lpips"] = lpips;
+                }
+                v
             }
             StageKind::Diffusion => json!({
                 "unet": e.unet, "schedule": e.schedule, "conditioning": e.conditioning, "data": data_identity(e),

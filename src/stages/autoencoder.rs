@@ -1,5 +1,5 @@
 //! `kind = "autoencoder"`: trains the AutoencoderKL with L1 reconstruction + KL (+ an optional
-//! patch discriminator with the adaptive weight), draws reconstructions and decoded random
+//! LPIPS perceptual term and an optional patch discriminator with the adaptive weight), draws reconstructions and decoded random
 //! latents, and reports the test-set PSNR and SSIM at the end.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,7 @@ use crate::log::{StageEvents, grid};
 use crate::metrics::{psnr, ssim};
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::discriminator::{Discriminator, adaptive_weight, hinge_loss};
+use crate::models::lpips::Lpips;
 use crate::nn::params::ParamStore;
 use crate::rng::Rng;
 use crate::train::checkpoint::Checkpoint;
@@ -26,6 +27,7 @@ use crate::train::trainer::Trainee;
 #[derive(Debug, Clone, Copy)]
 struct LossWeights {
     kl: f64,
+    perceptual: f64,
     disc: f64,
     disc_start: u64,
 }
@@ -49,6 +51,8 @@ struct AutoencoderTrainee<'a> {
     model: AutoencoderKl,
     params: Optimized,
     adversary: Option<Adversary>,
+    /// The frozen LPIPS network (only when `perceptual_weight` > 0).
+    lpips: Option<Lpips>,
     weights: LossWeights,
     data: Dataset,
     batch_size: usize,
@@ -65,6 +69,8 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         kl_weight,
         disc_weight,
         disc_start,
+        perceptual_weight,
+        lpips_weights,
         eval_images,
     } = &ctx.stage.spec
     else {
@@ -84,6 +90,10 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
     } else {
         None
     };
+    let lpips = match lpips_weights {
+        Some(path) if *perceptual_weight > 0.0 => Some(Lpips::load(path, ctx.device)?),
+        _ => None,
+    };
     let n_show = (ctx.grid_size() * ctx.grid_size()).min(data.len());
     let shown = images_tensor(&data, &(0..n_show).collect::<Vec<_>>(), ctx.device)?;
     let latent = s >> (e.autoencoder.ch_mult.len() - 1);
@@ -98,8 +108,10 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         model,
         params: Optimized::new(store, train, 0.0)?,
         adversary,
+        lpips,
         weights: LossWeights {
             kl: *kl_weight,
+            perceptual: *perceptual_weight,
             disc: *disc_weight,
             disc_start: *disc_start as u64,
         },
@@ -223,7 +235,18 @@ impl Trainee for AutoencoderTrainee<'_> {
         let z = posterior.sample(&mut self.state.noise)?;
         let x_hat = self.model.decode(&z, Some(&mut self.state.dropout))?;
         let rec = (&x - &x_hat)?.abs()?;
-        let nll = (rec.sum_all()? / b)?;
+        let perceptual = match &self.lpips {
+            Some(net) => Some(net.distance(&x, &x_hat)?),
+            None => None,
+        };
+        let per_pixel = match &perceptual {
+            Some(p) => {
+                let p = (p * self.weights.perceptual)?.reshape((idx.len(), 1, 1, 1))?;
+                rec.broadcast_add(&p)?
+            }
+            None => rec.clone(),
+        };
+        let nll = (per_pixel.sum_all()? / b)?;
         let kl = posterior.kl()?;
         let loss = (&nll + (&kl * self.weights.kl)?)?;
         let (grads, g_loss) = self.generator_grads(step, &x_hat, &loss)?;
@@ -244,6 +267,9 @@ impl Trainee for AutoencoderTrainee<'_> {
                 scalar(&posterior.std()?.mean_all()?)?,
             ),
         ];
+        if let Some(p) = &perceptual {
+            out.push(("loss/perceptual".to_string(), scalar(&p.mean_all()?)?));
+        }
         if let (Some(adv), Some(g)) = (self.adversary.as_mut(), g_loss) {
             let d_loss = hinge_loss(&adv.net.forward(&x)?, &adv.net.forward(&x_hat.detach())?)?;
             adv.params.step(&d_loss.backward()?, lr)?;
