@@ -3,10 +3,11 @@
 
 pub mod vocab;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::config::schema::{ConditioningConfig, ConditioningKind};
+use crate::models::clip_text::ClipText;
 use crate::models::text_encoder::{TextEncoder, TextEncoderConfig};
 pub use vocab::{PromptError, Vocabulary};
 
@@ -17,6 +18,12 @@ pub enum Conditioner {
     Text(TextEncoder),
     /// The prompt's class through an embedding table (last row = null): a (B, 1, width) context.
     Class { table: Tensor, classes: usize },
+    /// Prompts through a frozen CLIP text encoder: a (B, max_tokens, width) context; the null
+    /// context is the empty prompt's.
+    Clip {
+        encoder: std::sync::Arc<ClipText>,
+        tokens: usize,
+    },
     /// Unconditional: no context.
     None,
 }
@@ -28,7 +35,7 @@ impl Conditioner {
         vocab: &Vocabulary,
         width: usize,
         vb: VarBuilder,
-    ) -> Result<Self> {
+    ) -> anyhow::Result<Self> {
         Ok(match cfg.kind {
             ConditioningKind::Text => Self::Text(TextEncoder::new(
                 TextEncoderConfig {
@@ -52,6 +59,28 @@ impl Conditioner {
                 }
             }
             ConditioningKind::None => Self::None,
+            ConditioningKind::Clip => {
+                let (Some(weights), Some(tokenizer)) = (&cfg.clip_weights, &cfg.clip_tokenizer)
+                else {
+                    anyhow::bail!(
+                        "conditioning.kind = \"clip\" needs clip_weights and clip_tokenizer"
+                    );
+                };
+                let encoder = ClipText::load(weights, tokenizer, vb.device())?;
+                if encoder.width != width {
+                    anyhow::bail!(
+                        "the CLIP text encoder of {} is {} wide, but unet.context_dim is {width}; \
+                         set unet.context_dim = {}",
+                        weights.display(),
+                        encoder.width,
+                        encoder.width
+                    );
+                }
+                Self::Clip {
+                    encoder: std::sync::Arc::new(encoder),
+                    tokens: cfg.max_tokens,
+                }
+            }
         })
     }
 
@@ -77,6 +106,10 @@ impl Conditioner {
                 }
                 let ids = Tensor::from_vec(ids, (prompts.len(), vocab.max_tokens), device)?;
                 Ok(Some(encoder.forward(&ids)?))
+            }
+            Self::Clip { encoder, tokens } => {
+                let texts: Vec<&str> = prompts.iter().map(|p| p.unwrap_or("")).collect();
+                Ok(Some(encoder.encode(&texts, *tokens, device)?))
             }
             Self::Class { table, classes } => {
                 let labels: Vec<u32> = prompts

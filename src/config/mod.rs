@@ -17,6 +17,7 @@ pub use schema::Experiment;
 pub use stage::{SamplerSpec, StageSpec, TrainSpec};
 
 use crate::plan::graph;
+use schema::ConditioningKind;
 
 /// One stage, checked and typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,22 +116,36 @@ fn resolve_layers(
                 &mut stage.lpips_weights,
             ),
         ] {
-            let Some(p) = path.as_ref() else { continue };
-            let full_key = format!("stages.{name}.{key}");
-            let full = layered.base_dir_of(&full_key).join(p);
-            if full.is_file() {
-                *path = Some(full.canonicalize().unwrap_or(full));
-            } else {
-                problems.push(Problem {
-                    source: source(&full_key),
-                    key: full_key,
-                    message: format!(
-                        "{what} {} does not exist (paths are relative to the file that sets them)",
-                        full.display()
-                    ),
-                });
-            }
+            let key = format!("stages.{name}.{key}");
+            problems.extend(resolve_file(&layered, &key, what, path));
         }
+    }
+    let cond = &mut experiment.conditioning;
+    for (key, what, path) in [
+        ("clip_weights", "CLIP weights file", &mut cond.clip_weights),
+        (
+            "clip_tokenizer",
+            "CLIP tokenizer file",
+            &mut cond.clip_tokenizer,
+        ),
+    ] {
+        let key = format!("conditioning.{key}");
+        problems.extend(resolve_file(&layered, &key, what, path));
+    }
+    if let (ConditioningKind::Clip, Some(weights)) = (cond.kind, &cond.clip_weights)
+        && let Some(width) = clip_width(weights)
+        && width != experiment.unet.context_dim
+    {
+        problems.push(Problem {
+            source: source("unet.context_dim"),
+            key: "unet.context_dim".into(),
+            message: format!(
+                "{} does not match the CLIP text encoder in {}, which is {width} wide; set \
+                 unet.context_dim = {width}",
+                experiment.unet.context_dim,
+                weights.display()
+            ),
+        });
     }
     problems.extend(validate::check(&layered));
 
@@ -178,6 +193,39 @@ fn resolve_layers(
 }
 
 /// The JSON Schema of experiment files, as committed in `schemas/experiment.schema.json`.
+/// The width of the CLIP text encoder in `weights` (read from the file's header), if readable.
+fn clip_width(weights: &Path) -> Option<usize> {
+    // SAFETY: the file is only read, and only for its header, while nothing else writes it.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(weights) }.ok()?;
+    let view = st
+        .get("text_model.embeddings.token_embedding.weight")
+        .ok()?;
+    view.shape().get(1).copied()
+}
+
+/// Makes the file `path` set at `key` absolute (relative to the file that set it); a missing
+/// file is a problem.
+fn resolve_file(
+    layered: &load::Layered,
+    key: &str,
+    what: &str,
+    path: &mut Option<PathBuf>,
+) -> Option<Problem> {
+    let full = layered.base_dir_of(key).join(path.as_ref()?);
+    if full.is_file() {
+        *path = Some(full.canonicalize().unwrap_or(full));
+        return None;
+    }
+    Some(Problem {
+        source: layered.source_of(key),
+        key: key.to_string(),
+        message: format!(
+            "{what} {} does not exist (paths are relative to the file that sets them)",
+            full.display()
+        ),
+    })
+}
+
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(Experiment);
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();

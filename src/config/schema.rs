@@ -339,7 +339,8 @@ pub enum Prediction {
 #[serde(deny_unknown_fields)]
 pub struct ConditioningConfig {
     /// `text` (prompts through a text encoder trained with the UNet), `class` (a label
-    /// embedding as a one-token context) or `none` (unconditional).
+    /// embedding as a one-token context), `clip` (a frozen CLIP text encoder from local files)
+    /// or `none` (unconditional).
     #[serde(default)]
     pub kind: ConditioningKind,
     /// Probability of dropping a sample's context during training (classifier-free guidance).
@@ -354,9 +355,17 @@ pub struct ConditioningConfig {
     /// Attention heads of the text encoder.
     #[serde(default = "default_text_heads")]
     pub heads: usize,
-    /// Longest prompt in tokens (longer prompts are an error).
+    /// Longest prompt in tokens (longer prompts are an error); with `clip`, the padded length
+    /// of every prompt (Stable Diffusion: 77).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
+    /// `clip`: the text tower's weights, safetensors with Hugging Face `CLIPTextModel` names,
+    /// relative to the file that sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_weights: Option<PathBuf>,
+    /// `clip`: the model's `tokenizer.json`, relative to the file that sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_tokenizer: Option<PathBuf>,
 }
 
 fn default_context_dropout() -> f64 {
@@ -378,6 +387,8 @@ impl Default for ConditioningConfig {
             layers: 1,
             heads: default_text_heads(),
             max_tokens: default_max_tokens(),
+            clip_weights: None,
+            clip_tokenizer: None,
         }
     }
 }
@@ -390,6 +401,8 @@ pub enum ConditioningKind {
     Text,
     Class,
     None,
+    /// A frozen CLIP text encoder from local files (`clip_weights`, `clip_tokenizer`).
+    Clip,
 }
 
 /// One stage of the experiment. `kind` decides which of the other keys apply; a key that

@@ -276,6 +276,19 @@ fn schedule_section(c: &mut Checker, e: &Experiment) {
 fn conditioning_section(c: &mut Checker, e: &Experiment) {
     let k = &e.conditioning;
     c.probability("conditioning.context_dropout", k.context_dropout);
+    if k.kind == ConditioningKind::Clip {
+        for (key, value) in [
+            ("conditioning.clip_weights", &k.clip_weights),
+            ("conditioning.clip_tokenizer", &k.clip_tokenizer),
+        ] {
+            if value.is_none() {
+                c.fail(
+                    key,
+                    "conditioning.kind = \"clip\" needs it: a local file (see README)".into(),
+                );
+            }
+        }
+    }
     if k.kind != ConditioningKind::Text {
         return;
     }

@@ -2,6 +2,7 @@
 
 pub mod autoencoder;
 pub mod classifier;
+pub mod clip_text;
 pub mod discriminator;
 pub mod lpips;
 pub mod text_encoder;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::diff::is_training_relevant;
-use crate::config::schema::{DatasetName, Experiment, StageKind};
+use crate::config::schema::{ConditioningKind, DatasetName, Experiment, StageKind};
 use crate::config::{Resolved, StageSpec};
 use crate::data::files;
 
@@ -52,26 +52,31 @@ fn own_settings(e: &Experiment, name: &str, kind: StageKind) -> Value {
 }
 
 /// Fingerprints of every stage, by name (in execution order, so upstream ones exist).
-/// The content checksum of an autoencoder stage's LPIPS weights file, if it uses one: the
-/// same path holding other weights is another stage.
+/// The content checksum of a file a stage reads its frozen weights from: the same path holding
+/// other weights makes another stage.
+fn file_identity(path: &std::path::Path) -> Value {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let digest = Sha256::digest(&bytes);
+            json!(
+                digest
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        }
+        Err(e) => json!(format!("unreadable: {e}")),
+    }
+}
+
+/// The LPIPS weights an autoencoder stage uses, if any.
 fn lpips_identity(spec: &StageSpec) -> Option<Value> {
     match spec {
         StageSpec::Autoencoder {
             lpips_weights: Some(path),
             perceptual_weight,
             ..
-        } if *perceptual_weight > 0.0 => match std::fs::read(path) {
-            Ok(bytes) => {
-                let digest = Sha256::digest(&bytes);
-                Some(json!(
-                    digest
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                ))
-            }
-            Err(e) => Some(json!(format!("unreadable: {e}"))),
-        },
+        } if *perceptual_weight > 0.0 => Some(file_identity(path)),
         _ => None,
     }
 }
@@ -89,9 +94,18 @@ pub fn fingerprints(resolved: &Resolved) -> BTreeMap<String, String> {
                 }
                 v
             }
-            StageKind::Diffusion => json!({
-                "unet": e.unet, "schedule": e.schedule, "conditioning": e.conditioning, "data": data_identity(e),
-            }),
+            StageKind::Diffusion => {
+                let mut v = json!({
+                    "unet": e.unet, "schedule": e.schedule, "conditioning": e.conditioning, "data": data_identity(e),
+                });
+                let c = &e.conditioning;
+                if let (ConditioningKind::Clip, Some(w), Some(t)) =
+                    (c.kind, &c.clip_weights, &c.clip_tokenizer)
+                {
+                    v["clip"] = json!([file_identity(w), file_identity(t)]);
+                }
+                v
+            }
             StageKind::Classifier => json!({ "data": data_identity(e) }),
             StageKind::Sample | StageKind::Eval => {
                 json!({ "grid": e.logging.grid_size, "data": data_identity(e) })

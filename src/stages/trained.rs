@@ -135,7 +135,7 @@ pub fn denoiser(
     e: &Experiment,
     vocab: &Vocabulary,
     store: &ParamStore,
-) -> candle_core::Result<(UNet, Conditioner)> {
+) -> anyhow::Result<(UNet, Conditioner)> {
     let vb = store.vb();
     let unet = UNet::new(&e.unet, unet_shape(e), vb.pp("unet"))?;
     let cond = Conditioner::new(&e.conditioning, vocab, e.unet.context_dim, vb.pp("cond"))?;
