@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -300,17 +299,12 @@ impl Trainee for AutoencoderTrainee<'_> {
     }
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
-        let mut tensors = BTreeMap::new();
-        let mut state = serde_json::json!({ "stage": self.state });
-        self.params.save("model", &mut tensors, &mut state);
+        let mut ckpt = Checkpoint::new(step, &self.state);
+        self.params.save("model", &mut ckpt);
         if let Some(adv) = &self.adversary {
-            adv.params.save("disc", &mut tensors, &mut state);
+            adv.params.save("disc", &mut ckpt);
         }
-        Ok(Checkpoint {
-            step,
-            tensors,
-            state,
-        })
+        Ok(ckpt)
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
@@ -318,7 +312,7 @@ impl Trainee for AutoencoderTrainee<'_> {
         if let Some(adv) = self.adversary.as_mut() {
             adv.params.restore("disc", ckpt)?;
         }
-        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        self.state = ckpt.stage_state()?;
         Ok(())
     }
 }

@@ -207,22 +207,15 @@ impl Trainee for ClassifierTrainee<'_> {
     }
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
-        let mut tensors = BTreeMap::new();
-        let mut state = serde_json::json!({
-            "stage": self.state,
-            "class_names": self.data.class_names,
-        });
-        self.params.save("model", &mut tensors, &mut state);
-        Ok(Checkpoint {
-            step,
-            tensors,
-            state,
-        })
+        let mut ckpt = Checkpoint::new(step, &self.state);
+        ckpt.state["class_names"] = serde_json::json!(self.data.class_names);
+        self.params.save("model", &mut ckpt);
+        Ok(ckpt)
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
         self.params.restore("model", ckpt)?;
-        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        self.state = ckpt.stage_state()?;
         Ok(())
     }
 }

@@ -328,20 +328,15 @@ impl Trainee for DiffusionTrainee<'_> {
     }
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
-        let mut tensors = BTreeMap::new();
-        let mut state =
-            serde_json::json!({ "stage": self.state, "scale_factor": self.scale_factor });
-        self.params.save("model", &mut tensors, &mut state);
-        Ok(Checkpoint {
-            step,
-            tensors,
-            state,
-        })
+        let mut ckpt = Checkpoint::new(step, &self.state);
+        ckpt.state["scale_factor"] = self.scale_factor.into();
+        self.params.save("model", &mut ckpt);
+        Ok(ckpt)
     }
 
     fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
         self.params.restore("model", ckpt)?;
-        self.state = serde_json::from_value(ckpt.state["stage"].clone()).context("stage state")?;
+        self.state = ckpt.stage_state()?;
         self.scale_factor = ckpt.state["scale_factor"]
             .as_f64()
             .context("scale_factor")?;

@@ -48,6 +48,22 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint at `step` holding the stage's own resumable state under `stage`, and no
+    /// tensors yet.
+    pub fn new(step: u64, stage: impl serde::Serialize) -> Self {
+        Self {
+            step,
+            tensors: BTreeMap::new(),
+            state: serde_json::json!({ "stage": stage }),
+        }
+    }
+
+    /// The stage's own state that [`Checkpoint::new`] stored.
+    pub fn stage_state<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.state["stage"].clone())
+            .map_err(|e| anyhow::anyhow!("the checkpoint's stage state: {e}"))
+    }
+
     /// The tensors under `prefix/`, with the prefix removed.
     pub fn group(&self, prefix: &str) -> BTreeMap<String, Tensor> {
         let p = format!("{prefix}/");

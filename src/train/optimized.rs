@@ -61,13 +61,9 @@ impl Optimized {
         }
     }
 
-    /// Adds this network to a checkpoint under `name`.
-    pub fn save(
-        &self,
-        name: &str,
-        tensors: &mut BTreeMap<String, Tensor>,
-        state: &mut serde_json::Value,
-    ) {
+    /// Adds this network to `ckpt` under `name`.
+    pub fn save(&self, name: &str, ckpt: &mut Checkpoint) {
+        let (tensors, state) = (&mut ckpt.tensors, &mut ckpt.state);
         with_prefix(tensors, name, self.store.tensors());
         with_prefix(tensors, &format!("{name}_opt"), self.opt.state_tensors());
         state[format!("{name}_adam_step")] = self.opt.step.into();
