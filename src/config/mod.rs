@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Problem};
-pub use schema::Experiment;
+pub use schema::{Experiment, LrDecay};
 pub use stage::{SamplerSpec, StageSpec, TrainSpec};
 
 use crate::plan::graph;

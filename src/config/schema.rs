@@ -438,6 +438,10 @@ pub struct StageConfig {
     /// Training: linear learning-rate warm-up steps. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<usize>,
+    /// Training: learning rate after the warm-up: `constant`, or decaying to zero at the last
+    /// step along a `cosine` or a `linear` ramp. Default `constant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_decay: Option<LrDecay>,
     /// Training: checkpoint every N steps (the last step always is). Default 500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<usize>,
@@ -520,6 +524,16 @@ impl StageKind {
             Self::Eval => "eval",
         }
     }
+}
+
+/// Learning rate after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LrDecay {
+    #[default]
+    Constant,
+    Cosine,
+    Linear,
 }
 
 /// Samplers.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::error::{Problem, closest};
-use super::schema::{SamplerKind, StageConfig, StageKind};
+use super::schema::{LrDecay, SamplerKind, StageConfig, StageKind};
 
 const COMMON_KEYS: &[&str] = &["kind", "needs"];
 const TRAIN_KEYS: &[&str] = &[
@@ -14,6 +14,7 @@ const TRAIN_KEYS: &[&str] = &[
     "weight_decay",
     "grad_clip",
     "warmup_steps",
+    "lr_decay",
     "checkpoint_every",
     "keep_checkpoints",
 ];
@@ -65,6 +66,7 @@ pub struct TrainSpec {
     pub weight_decay: f64,
     pub grad_clip: f64,
     pub warmup_steps: usize,
+    pub lr_decay: LrDecay,
     pub checkpoint_every: usize,
     pub keep_checkpoints: usize,
 }
@@ -178,6 +180,7 @@ pub fn fill_defaults(stage: &mut StageConfig) {
         stage.weight_decay.get_or_insert(0.0);
         stage.grad_clip.get_or_insert(1.0);
         stage.warmup_steps.get_or_insert(0);
+        stage.lr_decay.get_or_insert(LrDecay::Constant);
         stage.checkpoint_every.get_or_insert(500);
         stage.keep_checkpoints.get_or_insert(2);
     }
@@ -241,6 +244,7 @@ pub fn spec_of(
         weight_decay: stage.weight_decay.unwrap_or_default(),
         grad_clip: stage.grad_clip.unwrap_or_default(),
         warmup_steps: stage.warmup_steps.unwrap_or_default(),
+        lr_decay: stage.lr_decay.unwrap_or_default(),
         checkpoint_every: stage.checkpoint_every.unwrap_or_default(),
         keep_checkpoints: stage.keep_checkpoints.unwrap_or_default(),
     });

@@ -108,7 +108,13 @@ pub fn run(
                 last,
             });
         }
-        let lr = lr_at(s.train.lr, s.train.warmup_steps, step);
+        let lr = lr_at(
+            s.train.lr,
+            s.train.warmup_steps,
+            s.train.lr_decay,
+            step,
+            total,
+        );
         let scalars = trainee.step(step, lr)?;
         step += 1;
         if let Some((name, value)) = scalars.iter().find(|(_, v)| !v.is_finite()) {
