@@ -197,6 +197,12 @@ impl From<SamplerArg> for SamplerKind {
 /// Parses the command line and runs the command; errors leave through `main`.
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let threads = match &cli.command {
+        Some(Command::Bench { threads, .. }) => *threads,
+        _ => None,
+    };
+    // Before anything starts a thread or touches candle: one batch shard per core.
+    crate::parallel::configure(threads);
     let ok = |b: bool| {
         if b {
             ExitCode::SUCCESS
@@ -237,7 +243,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Bench {
             experiment,
             overrides,
-            threads,
+            threads: _,
             vae_batch,
             unet_batch,
             tokens,
@@ -245,13 +251,6 @@ pub fn main() -> anyhow::Result<ExitCode> {
             warmup,
             skip,
         }) => {
-            if let Some(n) = threads {
-                // SAFETY: no other thread exists yet; candle's pools read these when first used.
-                unsafe {
-                    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-                    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-                }
-            }
             let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
             let device = crate::device::parse(&resolved.experiment.experiment.device)
                 .map_err(anyhow::Error::msg)?

@@ -11,6 +11,7 @@ pub mod log;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod parallel;
 pub mod plan;
 pub mod resume;
 pub mod rng;

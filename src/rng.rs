@@ -45,6 +45,12 @@ impl Rng {
         Self::new(seed ^ hash_name(name).rotate_left(17))
     }
 
+    /// `n` independent streams seeded from this one (which advances by `n` draws): one per
+    /// batch shard.
+    pub fn children(&mut self, n: usize) -> Vec<Self> {
+        (0..n).map(|_| Self::new(self.next_u64())).collect()
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);

@@ -15,6 +15,7 @@ use crate::diffusion::schedule::NoiseSchedule;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::unet::{UNet, UnetShape};
 use crate::nn::params::ParamStore;
+use crate::parallel;
 use crate::rng::Rng;
 use crate::stages::trained::latent_shape;
 use crate::train::adam::Adam;
@@ -88,9 +89,8 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         lines.push(line);
     };
     super::print_out(&format!(
-        "threads: {}
-",
-        candle_core::utils::barrier_pool().n_workers() + 1
+        "threads: {} (one batch shard each)\n",
+        parallel::shard_count()
     ))?;
     if !args.skip_vae {
         let (c, s) = (e.dataset.channels, e.dataset.image_size);
@@ -110,11 +110,17 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
             args,
             dev,
             || {
-                let post = vae.encode(&x, None)?;
-                let x_hat = vae.decode(&post.sample(&mut noise)?, None)?;
-                let loss = (((&x - &x_hat)?.abs()?.sum_all()? / b as f64)? + (post.kl()? * 1e-6)?)?;
-                let grads = loss.backward()?;
+                let shards = parallel::shards(b, dev);
+                let noises = noise.children(shards.len());
                 let vars = store.vars();
+                let (grads, _) = parallel::grads(&vars, &shards, |i, r| -> anyhow::Result<_> {
+                    let x = x.narrow(0, r.start, r.len())?;
+                    let post = vae.encode(&x, None)?;
+                    let x_hat = vae.decode(&post.sample(&mut noises[i].clone())?, None)?;
+                    let share = r.len() as f64 / b as f64;
+                    let rec = ((&x - &x_hat)?.abs()?.sum_all()? / b as f64)?;
+                    Ok(vec![(rec + (post.kl()? * (1e-6 * share))?)?])
+                })?;
                 let norm = global_norm(&vars, &grads)?;
                 opt.step(&vars, &grads, 4.5e-6, clip_scale(norm, 1.0))?;
                 Ok(())
@@ -156,10 +162,19 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
                 let eps = random(&[b, zc, side, side], &mut r, dev)?;
                 let x_t = q_sample(&schedule, &z, &t, &eps)?;
                 let tt = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
-                let out = unet.forward(&x_t, &tt, ctx.as_ref(), Some(&mut dropout))?;
-                let loss = (out - &eps)?.sqr()?.mean_all()?;
-                let grads = loss.backward()?;
+                let shards = parallel::shards(b, dev);
+                let drops = dropout.children(shards.len());
                 let vars = store.vars();
+                let (grads, _) = parallel::grads(&vars, &shards, |i, r| -> anyhow::Result<_> {
+                    let part = |t: &Tensor| t.narrow(0, r.start, r.len());
+                    let c = ctx.as_ref().map(part).transpose()?;
+                    let mut rng = drops[i].clone();
+                    let out =
+                        unet.forward(&part(&x_t)?, &part(&tt)?, c.as_ref(), Some(&mut rng))?;
+                    Ok(vec![
+                        ((out - part(&eps)?)?.sqr()?.sum_all()? / eps.elem_count() as f64)?,
+                    ])
+                })?;
                 let norm = global_norm(&vars, &grads)?;
                 opt.step(&vars, &grads, 2e-4, clip_scale(norm, 1.0))?;
                 Ok(())
@@ -175,7 +190,11 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
             || {
                 let t = Tensor::from_vec(vec![r.below(schedule.timesteps()) as f32; b], b, dev)?
                     .to_dtype(DType::F32)?;
-                unet.forward(&z, &t, ctx.as_ref(), None)?;
+                parallel::batched(b, dev, |r| {
+                    let part = |t: &Tensor| t.narrow(0, r.start, r.len());
+                    let c = ctx.as_ref().map(part).transpose()?;
+                    unet.forward(&part(&z)?, &part(&t)?, c.as_ref(), None)
+                })?;
                 Ok(())
             },
         )?);

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use super::vae_blocks::{AttnBlock, Downsample, ResnetBlock, Upsample};
 use crate::config::schema::AutoencoderConfig;
 use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm};
+use crate::parallel;
 use crate::rng::Rng;
 
 /// One step of an encoder or decoder level.
@@ -245,5 +246,21 @@ impl AutoencoderKl {
     /// z (B, embed_dim, s, s) -> x_hat (B, C, S, S).
     pub fn decode(&self, z: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
         self.decoder.forward(&self.post_quant_conv.forward(z)?, rng)
+    }
+
+    /// [`Self::decode`] without dropout, the batch split over the cores.
+    pub fn decode_batched(&self, z: &Tensor) -> Result<Tensor> {
+        parallel::batched(z.dim(0)?, z.device(), |r| {
+            self.decode(&z.narrow(0, r.start, r.len())?, None)
+        })
+    }
+
+    /// Decoded posterior means of x (deterministic reconstructions), the batch split over the
+    /// cores.
+    pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
+        parallel::batched(x.dim(0)?, x.device(), |r| {
+            let x = x.narrow(0, r.start, r.len())?;
+            self.decode(&self.encode(&x, None)?.mean, None)
+        })
     }
 }

@@ -17,6 +17,7 @@ use crate::models::autoencoder::AutoencoderKl;
 use crate::models::discriminator::{Discriminator, adaptive_weight, hinge_loss};
 use crate::models::lpips::Lpips;
 use crate::nn::params::ParamStore;
+use crate::parallel;
 use crate::rng::Rng;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::optimized::Optimized;
@@ -181,7 +182,7 @@ pub fn test_reconstruction(
     for start in (0..n).step_by(100) {
         let idx: Vec<usize> = (start..(start + 100).min(n)).collect();
         let x = images_tensor(test, &idx, device)?;
-        let x_hat = model.decode(&model.encode(&x, None)?.mean, None)?;
+        let x_hat = model.reconstruct(&x)?;
         psnr_sum += psnr::batch_sum(&x, &x_hat)?;
         ssim_sum += ssim::batch_sum(&x, &x_hat)?;
     }
@@ -225,55 +226,109 @@ impl AutoencoderTrainee<'_> {
     }
 }
 
-impl Trainee for AutoencoderTrainee<'_> {
-    fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
-        let idx = self.state.order.next(self.batch_size);
-        let x = images_tensor(&self.data, &idx, self.ctx.device)?;
-        let b = idx.len() as f64;
-        let posterior = self.model.encode(&x, Some(&mut self.state.dropout))?;
-        let z = posterior.sample(&mut self.state.noise)?;
-        let x_hat = self.model.decode(&z, Some(&mut self.state.dropout))?;
-        let rec = (&x - &x_hat)?.abs()?;
+/// The generator's loss on one shard of a batch of `batch` images, as parts of the batch's
+/// loss, with what the step logs (sums over the shard divided by the batch).
+struct ShardLoss {
+    x_hat: Tensor,
+    /// loss, rec, nll, kl, posterior mean, posterior std, [perceptual]
+    terms: Vec<Tensor>,
+}
+
+impl AutoencoderTrainee<'_> {
+    fn shard_loss(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        noise: &mut Rng,
+        dropout: &mut Rng,
+    ) -> candle_core::Result<ShardLoss> {
+        let n = x.dim(0)?;
+        let (share, b) = (n as f64 / batch as f64, batch as f64);
+        let posterior = self.model.encode(x, Some(&mut *dropout))?;
+        let z = posterior.sample(noise)?;
+        let x_hat = self.model.decode(&z, Some(dropout))?;
+        let rec = (x - &x_hat)?.abs()?;
         let perceptual = match &self.lpips {
-            Some(net) => Some(net.distance(&x, &x_hat)?),
+            Some(net) => Some(net.distance(x, &x_hat)?),
             None => None,
         };
         let per_pixel = match &perceptual {
             Some(p) => {
-                let p = (p * self.weights.perceptual)?.reshape((idx.len(), 1, 1, 1))?;
+                let p = (p * self.weights.perceptual)?.reshape((n, 1, 1, 1))?;
                 rec.broadcast_add(&p)?
             }
             None => rec.clone(),
         };
         let nll = (per_pixel.sum_all()? / b)?;
-        let kl = posterior.kl()?;
+        let kl = (posterior.kl()? * share)?;
         let loss = (&nll + (&kl * self.weights.kl)?)?;
-        let (grads, g_loss) = self.generator_grads(step, &x_hat, &loss)?;
-        let norm = self.params.step(&grads, lr)?;
-        let scalar = |t: &Tensor| -> anyhow::Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
-        let mut out = vec![
-            ("loss/total".to_string(), scalar(&loss)?),
-            ("loss/rec".to_string(), scalar(&rec.mean_all()?)?),
-            ("loss/nll".to_string(), scalar(&nll)?),
-            ("loss/kl".to_string(), scalar(&kl)?),
-            ("grad_norm".to_string(), norm),
-            (
-                "posterior/mean".to_string(),
-                scalar(&posterior.mean.mean_all()?)?,
-            ),
-            (
-                "posterior/std".to_string(),
-                scalar(&posterior.std()?.mean_all()?)?,
-            ),
+        let pixels_per_image = (rec.elem_count() / n.max(1)) as f64;
+        let latents_per_image = (posterior.mean.elem_count() / n.max(1)) as f64;
+        let mut terms = vec![
+            loss,
+            (rec.sum_all()? / (b * pixels_per_image))?,
+            nll,
+            kl,
+            (posterior.mean.sum_all()? / (b * latents_per_image))?,
+            (posterior.std()?.sum_all()? / (b * latents_per_image))?,
         ];
         if let Some(p) = &perceptual {
-            out.push(("loss/perceptual".to_string(), scalar(&p.mean_all()?)?));
+            terms.push((p.sum_all()? / b)?);
         }
-        if let (Some(adv), Some(g)) = (self.adversary.as_mut(), g_loss) {
+        Ok(ShardLoss { x_hat, terms })
+    }
+}
+
+impl Trainee for AutoencoderTrainee<'_> {
+    /// Without a discriminator the batch is split over the cores; with one it runs whole (the
+    /// adaptive weight needs the whole batch's gradients of both terms).
+    fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
+        let idx = self.state.order.next(self.batch_size);
+        let x = images_tensor(&self.data, &idx, self.ctx.device)?;
+        let b = idx.len();
+        let (grads, terms, adversarial) = if self.adversary.is_some() {
+            let (mut noise, mut dropout) = (self.state.noise.clone(), self.state.dropout.clone());
+            let loss = self.shard_loss(&x, b, &mut noise, &mut dropout)?;
+            (self.state.noise, self.state.dropout) = (noise, dropout);
+            let (grads, g_loss) = self.generator_grads(step, &loss.x_hat, &loss.terms[0])?;
+            let terms = loss
+                .terms
+                .iter()
+                .map(|t| Ok(f64::from(t.to_scalar::<f32>()?)))
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            (grads, terms, g_loss.map(|g| (g, loss.x_hat)))
+        } else {
+            let shards = parallel::shards(b, self.ctx.device);
+            let noises = self.state.noise.children(shards.len());
+            let dropouts = self.state.dropout.children(shards.len());
+            let (grads, terms) = parallel::grads(&self.params.store.vars(), &shards, |i, r| {
+                let x = x.narrow(0, r.start, r.len())?;
+                let (mut noise, mut dropout) = (noises[i].clone(), dropouts[i].clone());
+                Ok::<_, candle_core::Error>(self.shard_loss(&x, b, &mut noise, &mut dropout)?.terms)
+            })?;
+            (grads, terms, None)
+        };
+        let norm = self.params.step(&grads, lr)?;
+        let names = ["loss/total", "loss/rec", "loss/nll", "loss/kl"];
+        let mut out: Vec<(String, f64)> = names
+            .iter()
+            .zip(&terms)
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        out.push(("grad_norm".to_string(), norm));
+        out.push(("posterior/mean".to_string(), terms[4]));
+        out.push(("posterior/std".to_string(), terms[5]));
+        if let Some(p) = terms.get(6) {
+            out.push(("loss/perceptual".to_string(), *p));
+        }
+        if let (Some(adv), Some((g, x_hat))) = (self.adversary.as_mut(), adversarial) {
             let d_loss = hinge_loss(&adv.net.forward(&x)?, &adv.net.forward(&x_hat.detach())?)?;
             adv.params.step(&d_loss.backward()?, lr)?;
             out.push(("loss/g".to_string(), g));
-            out.push(("loss/disc".to_string(), scalar(&d_loss)?));
+            out.push((
+                "loss/disc".to_string(),
+                f64::from(d_loss.to_scalar::<f32>()?),
+            ));
         }
         Ok(out)
     }
@@ -281,9 +336,7 @@ impl Trainee for AutoencoderTrainee<'_> {
     fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()> {
         let (n, c, h, w) = self.shown.dims4()?;
         let cols = self.ctx.grid_size();
-        let recon = self
-            .model
-            .decode(&self.model.encode(&self.shown, None)?.mean, None)?;
+        let recon = self.model.reconstruct(&self.shown)?;
         let random = self.model.decode(&self.latents, None)?;
         let flat = |t: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
         let pairs = grid::pairs(&flat(&self.shown)?, &flat(&recon)?, n, c, h, w, cols, 2);

@@ -17,6 +17,7 @@ use crate::log::StageEvents;
 use crate::metrics::accuracy::Accuracy;
 use crate::models::classifier::{self, Classifier};
 use crate::nn::params::ParamStore;
+use crate::parallel;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::optimized::Optimized;
 use crate::train::trainer::Trainee;
@@ -71,11 +72,25 @@ pub fn judge(
 
 /// Runs `model` over one (B, C, H, W) batch.
 pub fn judge_tensor(model: &Classifier, x: &Tensor) -> anyhow::Result<Judged> {
-    let out = model.forward(x)?;
-    Ok(Judged {
-        predictions: classifier::predictions(&out.logits)?,
-        features: out.features.flatten_all()?.to_vec1()?,
-    })
+    let parts = parallel::map(
+        &parallel::shards(x.dim(0)?, x.device()),
+        |_, r| -> anyhow::Result<Judged> {
+            let out = model.forward(&x.narrow(0, r.start, r.len())?)?;
+            Ok(Judged {
+                predictions: classifier::predictions(&out.logits)?,
+                features: out.features.flatten_all()?.to_vec1()?,
+            })
+        },
+    )?;
+    let mut all = Judged {
+        predictions: Vec::new(),
+        features: Vec::new(),
+    };
+    for part in parts {
+        all.predictions.extend(part.predictions);
+        all.features.extend(part.features);
+    }
+    Ok(all)
 }
 
 /// Accuracy of `model` on the first `count` images of `data` (all when `count` is 0).
@@ -177,15 +192,24 @@ impl Trainee for ClassifierTrainee<'_> {
             ),
             self.ctx.device,
         )?;
-        let y = Tensor::from_vec(labels.clone(), idx.len(), self.ctx.device)?;
-        let logits = self.model.forward(&x)?.logits;
-        let loss = classifier::cross_entropy(&logits, &y)?;
-        let norm = self.params.step(&loss.backward()?, lr)?;
-        let predicted = classifier::predictions(&logits)?;
-        let batch = Accuracy::of(&predicted, &labels, &self.data.class_names);
+        let b = idx.len();
+        let y = Tensor::from_vec(labels, b, self.ctx.device)?;
+        let shards = parallel::shards(b, self.ctx.device);
+        let (grads, terms) = parallel::grads(&self.params.store.vars(), &shards, |_, r| {
+            let logits = self.model.forward(&x.narrow(0, r.start, r.len())?)?.logits;
+            let y = y.narrow(0, r.start, r.len())?;
+            let loss = (classifier::cross_entropy(&logits, &y)? * (r.len() as f64 / b as f64))?;
+            let correct = logits
+                .argmax(1)?
+                .eq(&y)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?;
+            Ok::<_, candle_core::Error>(vec![loss, (correct / b as f64)?])
+        })?;
+        let norm = self.params.step(&grads, lr)?;
         Ok(vec![
-            ("loss/ce".to_string(), f64::from(loss.to_scalar::<f32>()?)),
-            ("accuracy".to_string(), batch.overall),
+            ("loss/ce".to_string(), terms[0]),
+            ("accuracy".to_string(), terms[1]),
             ("grad_norm".to_string(), norm),
         ])
     }

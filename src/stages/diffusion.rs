@@ -24,6 +24,7 @@ use crate::log::{StageEvents, grid};
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::unet::UNet;
 use crate::nn::params::ParamStore;
+use crate::parallel;
 use crate::plan::run_dir::write_atomic;
 use crate::rng::Rng;
 use crate::train::checkpoint::Checkpoint;
@@ -47,11 +48,16 @@ impl LatentCache {
         let mut shape = (0, 0);
         for start in (0..data.len()).step_by(256) {
             let idx: Vec<usize> = (start..(start + 256).min(data.len())).collect();
-            let post = vae.encode(&images_tensor(&data, &idx, ctx.device)?, None)?;
-            let (_, c, s, _) = post.mean.dims4()?;
+            let x = images_tensor(&data, &idx, ctx.device)?;
+            let both = parallel::batched(idx.len(), ctx.device, |r| {
+                let post = vae.encode(&x.narrow(0, r.start, r.len())?, None)?;
+                Tensor::cat(&[&post.mean, &post.std()?], 1)
+            })?;
+            let (_, c2, s, _) = both.dims4()?;
+            let c = c2 / 2;
             shape = (c, s);
-            mean.extend(post.mean.flatten_all()?.to_vec1::<f32>()?);
-            std.extend(post.std()?.flatten_all()?.to_vec1::<f32>()?);
+            mean.extend(both.narrow(1, 0, c)?.flatten_all()?.to_vec1::<f32>()?);
+            std.extend(both.narrow(1, c, c)?.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(Self {
             mean,
@@ -236,7 +242,6 @@ impl Trainee for DiffusionTrainee<'_> {
             })
             .collect();
         let refs: Vec<Option<&str>> = prompts.iter().map(|p| p.as_deref()).collect();
-        let context = self.conditioner.context(&self.vocab, &refs, dev)?;
         let z0 = (self.latents.sample(&idx, &mut st.latent, dev)? * self.scale_factor)?;
         let t: Vec<usize> = (0..b)
             .map(|_| st.time.below(self.schedule.timesteps()))
@@ -244,27 +249,51 @@ impl Trainee for DiffusionTrainee<'_> {
         let noise = Tensor::from_vec(st.noise.normal_vec(z0.elem_count()), z0.shape(), dev)?;
         let x_t = q_sample(&self.schedule, &z0, &t, &noise)?;
         let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
-        let out = self
-            .unet
-            .forward(&x_t, &t_tensor, context.as_ref(), Some(&mut st.dropout))?;
+        let target = target(
+            self.ctx.resolved.experiment.schedule.prediction,
+            &self.schedule,
+            &z0,
+            &t,
+            &noise,
+        )?;
         let schedule = &self.ctx.resolved.experiment.schedule;
-        let prediction = schedule.prediction;
-        let squared = (out - target(prediction, &self.schedule, &z0, &t, &noise)?)?.sqr()?;
-        let mse = squared.mean_all()?;
-        let mut logged = vec![("loss/mse".to_string(), f64::from(mse.to_scalar::<f32>()?))];
-        let loss = match schedule.min_snr_gamma {
-            Some(gamma) => {
-                let w = min_snr_weights(prediction, &self.schedule, &t, gamma, dev)?;
-                let weighted = squared.broadcast_mul(&w)?.mean_all()?;
-                logged.push((
-                    "loss/min_snr".to_string(),
-                    f64::from(weighted.to_scalar::<f32>()?),
-                ));
-                weighted
-            }
-            None => mse,
-        };
-        let norm = self.params.step(&loss.backward()?, lr)?;
+        let weights = schedule
+            .min_snr_gamma
+            .map(|gamma| min_snr_weights(schedule.prediction, &self.schedule, &t, gamma, dev))
+            .transpose()?;
+        let shards = parallel::shards(b, dev);
+        let dropout = st.dropout.children(shards.len());
+        let per_batch = z0.elem_count() as f64;
+        let (unet, conditioner, vocab) = (&self.unet, &self.conditioner, &self.vocab);
+        let (grads, terms) = parallel::grads(
+            &self.params.store.vars(),
+            &shards,
+            |i, r| -> anyhow::Result<_> {
+                let part = |x: &Tensor| x.narrow(0, r.start, r.len());
+                let context = conditioner.context(vocab, &refs[r.clone()], dev)?;
+                let mut rng = dropout[i].clone();
+                let out = unet.forward(
+                    &part(&x_t)?,
+                    &part(&t_tensor)?,
+                    context.as_ref(),
+                    Some(&mut rng),
+                )?;
+                let squared = (out - part(&target)?)?.sqr()?;
+                let mse = (squared.sum_all()? / per_batch)?;
+                Ok(match &weights {
+                    Some(w) => vec![
+                        (squared.broadcast_mul(&part(w)?)?.sum_all()? / per_batch)?,
+                        mse,
+                    ],
+                    None => vec![mse],
+                })
+            },
+        )?;
+        let mut logged = vec![("loss/mse".to_string(), terms[terms.len() - 1])];
+        if weights.is_some() {
+            logged.push(("loss/min_snr".to_string(), terms[0]));
+        }
+        let norm = self.params.step(&grads, lr)?;
         logged.push(("grad_norm".to_string(), norm));
         Ok(logged)
     }

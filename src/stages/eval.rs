@@ -340,7 +340,7 @@ fn round_trip_vs_rest(
     let mut features = Vec::with_capacity(split.picked.len() * FEATURES);
     for chunk in split.picked.chunks(GENERATE_BATCH) {
         let x = images_tensor(test, chunk, device)?;
-        let x_hat = ldm.vae.decode(&ldm.vae.encode(&x, None)?.mean, None)?;
+        let x_hat = ldm.vae.reconstruct(&x)?;
         features.extend(judge_tensor(&judge_net.model, &x_hat)?.features);
     }
     Ok(frechet::distance(

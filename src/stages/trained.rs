@@ -257,7 +257,7 @@ impl Ldm {
         let z0 = sampler::sample(&guided, &self.schedule, cfg, x_t, rng)?;
         Ok(self
             .vae
-            .decode(&(z0 / self.scale_factor)?, None)?
+            .decode_batched(&(z0 / self.scale_factor)?)?
             .clamp(-1f32, 1f32)?)
     }
 }
