@@ -589,3 +589,26 @@ fn conv2d_winograd_shapes_against_direct_loops() {
         );
     }
 }
+
+/// The binary runs candle (and so the kernels) on one thread per batch shard, where the kernels
+/// take their single-threaded paths (one work unit, no pool): this suite again in a child
+/// process with CANDLE_NUM_THREADS=1.
+#[test]
+fn the_suite_passes_on_one_thread() {
+    if std::env::var("CANDLE_NUM_THREADS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("CANDLE_NUM_THREADS", "1")
+        .args(["--skip", "the_suite_passes_on_one_thread"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("test result: ok"), "{text}");
+    assert!(!text.contains("running 0 tests"), "{text}");
+}
