@@ -566,6 +566,9 @@ fn conv2d_winograd_shapes_against_direct_loops() {
     }
     shapes.push((1, 256, 256, 8, 8));
     shapes.push((3, 64, 48, 17, 13));
+    // rows of 8 and 16 tiles (the transforms' unrolled widths), even and odd sides
+    shapes.push((2, 32, 40, 15, 16));
+    shapes.push((1, 40, 32, 32, 31));
     for (i, &(b, cin, cout, h, w)) in shapes.iter().enumerate() {
         let name = format!("winograd b{b} cin{cin} cout{cout} {h}x{w}");
         let x = rand(&[b, cin, h, w], 300 + i as u64);

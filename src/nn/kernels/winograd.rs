@@ -57,62 +57,84 @@ fn bt(v: [f32; 4]) -> [f32; 4] {
     [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
 }
 
+/// [`input_transform`] with the tile-row width `tw` fixed at compile time when `TW` > 0 (the
+/// 2- to 16-tile rows of 4x4 to 32x32 maps then unroll and vectorise).
+#[inline(always)]
+fn input_transform_at<const TW: usize>(
+    x: &[f32],
+    g: &Geom,
+    th: usize,
+    tw: usize,
+    r0: usize,
+    nr: usize,
+    v: &mut [f32],
+) {
+    let tw = if TW == 0 { tw } else { TW };
+    let (h, w, cin) = (g.h, g.w, g.cin);
+    let n = nr * tw;
+    let stride_xi = cin * n;
+    let wp = 2 * tw + 2; // padded row: index p holds column p - 1
+    let mut rows = [[0f32; 2 * MAX_TW + 2]; 4];
+    let mut even = [[0f32; MAX_TW + 1]; 4];
+    let mut odd = [[0f32; MAX_TW + 1]; 4];
+    for ci in 0..cin {
+        for rr in 0..nr {
+            let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
+            let plane = &x[(b * cin + ci) * h * w..(b * cin + ci + 1) * h * w];
+            for (k, row) in rows.iter_mut().enumerate() {
+                let yy = 2 * ty as isize - 1 + k as isize;
+                row[..wp].fill(0.0);
+                if yy >= 0 && yy < h as isize {
+                    row[1..1 + w].copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
+                }
+            }
+            // Bᵀ over the four rows, then split into even (column 2j - 1) and odd (2j).
+            for j in 0..=tw {
+                for (par, dst) in [(0usize, &mut even), (1, &mut odd)] {
+                    let p = 2 * j + par;
+                    let r = bt([rows[0][p], rows[1][p], rows[2][p], rows[3][p]]);
+                    for k in 0..4 {
+                        dst[k][j] = r[k];
+                    }
+                }
+            }
+            let base = ci * n + rr * tw;
+            for k in 0..4 {
+                let (e, o) = (&even[k], &odd[k]);
+                let off = |c: usize| (k * 4 + c) * stride_xi + base;
+                let v0 = off(0);
+                for tx in 0..tw {
+                    v[v0 + tx] = e[tx] - e[tx + 1];
+                }
+                let v1 = off(1);
+                for tx in 0..tw {
+                    v[v1 + tx] = o[tx] + e[tx + 1];
+                }
+                let v2 = off(2);
+                for tx in 0..tw {
+                    v[v2 + tx] = e[tx + 1] - o[tx];
+                }
+                let v3 = off(3);
+                for tx in 0..tw {
+                    v[v3 + tx] = o[tx] - o[tx + 1];
+                }
+            }
+        }
+    }
+}
+
 multiversion! {
     /// V[ξ][ci][i] = (Bᵀ d B)[ξ] for the tiles i of tile rows r0..r0+nr (tiles numbered
     /// row-major within the unit), vectorised along each tile row: the row direction of the
     /// transform combines four padded input rows, the column direction works on their even
     /// and odd columns.
     fn input_transform(x: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, v: &mut [f32]) {
-        let (h, w, cin) = (g.h, g.w, g.cin);
-        let n = nr * tw;
-        let stride_xi = cin * n;
-        let wp = 2 * tw + 2; // padded row: index p holds column p - 1
-        let mut rows = [[0f32; 2 * MAX_TW + 2]; 4];
-        let mut even = [[0f32; MAX_TW + 1]; 4];
-        let mut odd = [[0f32; MAX_TW + 1]; 4];
-        for ci in 0..cin {
-            for rr in 0..nr {
-                let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
-                let plane = &x[(b * cin + ci) * h * w..(b * cin + ci + 1) * h * w];
-                for (k, row) in rows.iter_mut().enumerate() {
-                    let yy = 2 * ty as isize - 1 + k as isize;
-                    row[..wp].fill(0.0);
-                    if yy >= 0 && yy < h as isize {
-                        row[1..1 + w].copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
-                    }
-                }
-                // Bᵀ over the four rows, then split into even (column 2j - 1) and odd (2j).
-                for j in 0..=tw {
-                    for (par, dst) in [(0usize, &mut even), (1, &mut odd)] {
-                        let p = 2 * j + par;
-                        let r = bt([rows[0][p], rows[1][p], rows[2][p], rows[3][p]]);
-                        for k in 0..4 {
-                            dst[k][j] = r[k];
-                        }
-                    }
-                }
-                let base = ci * n + rr * tw;
-                for k in 0..4 {
-                    let (e, o) = (&even[k], &odd[k]);
-                    let off = |c: usize| (k * 4 + c) * stride_xi + base;
-                    let v0 = off(0);
-                    for tx in 0..tw {
-                        v[v0 + tx] = e[tx] - e[tx + 1];
-                    }
-                    let v1 = off(1);
-                    for tx in 0..tw {
-                        v[v1 + tx] = o[tx] + e[tx + 1];
-                    }
-                    let v2 = off(2);
-                    for tx in 0..tw {
-                        v[v2 + tx] = e[tx + 1] - o[tx];
-                    }
-                    let v3 = off(3);
-                    for tx in 0..tw {
-                        v[v3 + tx] = o[tx] - o[tx + 1];
-                    }
-                }
-            }
+        match tw {
+            2 => input_transform_at::<2>(x, g, th, tw, r0, nr, v),
+            4 => input_transform_at::<4>(x, g, th, tw, r0, nr, v),
+            8 => input_transform_at::<8>(x, g, th, tw, r0, nr, v),
+            16 => input_transform_at::<16>(x, g, th, tw, r0, nr, v),
+            _ => input_transform_at::<0>(x, g, th, tw, r0, nr, v),
         }
     }
 }
@@ -147,42 +169,119 @@ fn weight_transform(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     u
 }
 
+/// [`output_transform`] with the tile-row width `tw` fixed at compile time when `TW` > 0 (the
+/// 2- to 16-tile rows of 4x4 to 32x32 maps then unroll and vectorise).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_transform_at<const TW: usize>(
+    m: &[f32],
+    g: &Geom,
+    th: usize,
+    tw: usize,
+    r0: usize,
+    nr: usize,
+    bias: Option<&[f32]>,
+    y: *mut f32,
+) {
+    let tw = if TW == 0 { tw } else { TW };
+    let (h, w, cout) = (g.h, g.w, g.cout);
+    let n = nr * tw;
+    let stride_xi = cout * n;
+    let mut s = [[0f32; MAX_TW]; 8]; // s[i * 4 + c][tx]: Aᵀ over rows, output row i
+    let mut out = [0f32; 2 * MAX_TW];
+    for co in 0..cout {
+        let bv = bias.map_or(0.0, |b| b[co]);
+        for rr in 0..nr {
+            let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
+            let base = co * n + rr * tw;
+            let mm = |xi: usize| &m[xi * stride_xi + base..xi * stride_xi + base + tw];
+            for c in 0..4 {
+                let (m0, m1, m2, m3) = (mm(c), mm(4 + c), mm(8 + c), mm(12 + c));
+                for tx in 0..tw {
+                    s[c][tx] = m0[tx] + m1[tx] + m2[tx];
+                    s[4 + c][tx] = m1[tx] - m2[tx] - m3[tx];
+                }
+            }
+            for i in 0..2 {
+                let yy = 2 * ty + i;
+                if yy >= h {
+                    continue;
+                }
+                let (s0, s1, s2, s3) = (&s[i * 4], &s[i * 4 + 1], &s[i * 4 + 2], &s[i * 4 + 3]);
+                for tx in 0..tw {
+                    out[2 * tx] = s0[tx] + s1[tx] + s2[tx] + bv;
+                    out[2 * tx + 1] = s1[tx] - s2[tx] - s3[tx] + bv;
+                }
+                // SAFETY: row (b, co, yy) of y; units cover disjoint tile rows.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        out.as_ptr(),
+                        y.add(((b * cout + co) * h + yy) * w),
+                        w,
+                    )
+                };
+            }
+        }
+    }
+}
+
 multiversion! {
     /// y from M[ξ][co][i] for the tile rows r0..r0+nr: Aᵀ m A plus bias, vectorised along
     /// tile rows, clipped at the right and bottom edges.
     fn output_transform(m: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, bias: Option<&[f32]>, y: *mut f32) {
-        let (h, w, cout) = (g.h, g.w, g.cout);
-        let n = nr * tw;
-        let stride_xi = cout * n;
-        let mut s = [[0f32; MAX_TW]; 8]; // s[i * 4 + c][tx]: Aᵀ over rows, output row i
-        let mut out = [0f32; 2 * MAX_TW];
-        for co in 0..cout {
-            let bv = bias.map_or(0.0, |b| b[co]);
-            for rr in 0..nr {
-                let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
-                let base = co * n + rr * tw;
-                let mm = |xi: usize| &m[xi * stride_xi + base..xi * stride_xi + base + tw];
-                for c in 0..4 {
-                    let (m0, m1, m2, m3) = (mm(c), mm(4 + c), mm(8 + c), mm(12 + c));
-                    for tx in 0..tw {
-                        s[c][tx] = m0[tx] + m1[tx] + m2[tx];
-                        s[4 + c][tx] = m1[tx] - m2[tx] - m3[tx];
-                    }
+        match tw {
+            2 => output_transform_at::<2>(m, g, th, tw, r0, nr, bias, y),
+            4 => output_transform_at::<4>(m, g, th, tw, r0, nr, bias, y),
+            8 => output_transform_at::<8>(m, g, th, tw, r0, nr, bias, y),
+            16 => output_transform_at::<16>(m, g, th, tw, r0, nr, bias, y),
+            _ => output_transform_at::<0>(m, g, th, tw, r0, nr, bias, y),
+        }
+    }
+}
+
+/// [`grad_transform`] with the tile-row width `tw` fixed at compile time when `TW` > 0 (the
+/// 2- to 16-tile rows of 4x4 to 32x32 maps then unroll and vectorise).
+#[inline(always)]
+fn grad_transform_at<const TW: usize>(
+    dy: &[f32],
+    g: &Geom,
+    th: usize,
+    tw: usize,
+    r0: usize,
+    nr: usize,
+    mg: &mut [f32],
+) {
+    let tw = if TW == 0 { tw } else { TW };
+    let (h, w, cout) = (g.h, g.w, g.cout);
+    let n = nr * tw;
+    let stride_xi = cout * n;
+    let mut e = [[0f32; 2 * MAX_TW]; 2];
+    for co in 0..cout {
+        for rr in 0..nr {
+            let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
+            for (i, row) in e.iter_mut().enumerate() {
+                let yy = 2 * ty + i;
+                row[..2 * tw].fill(0.0);
+                if yy < h {
+                    let o = ((b * cout + co) * h + yy) * w;
+                    row[..w].copy_from_slice(&dy[o..o + w]);
                 }
-                for i in 0..2 {
-                    let yy = 2 * ty + i;
-                    if yy >= h {
-                        continue;
-                    }
-                    let (s0, s1, s2, s3) = (&s[i * 4], &s[i * 4 + 1], &s[i * 4 + 2], &s[i * 4 + 3]);
-                    for tx in 0..tw {
-                        out[2 * tx] = s0[tx] + s1[tx] + s2[tx] + bv;
-                        out[2 * tx + 1] = s1[tx] - s2[tx] - s3[tx] + bv;
-                    }
-                    // SAFETY: row (b, co, yy) of y; units cover disjoint tile rows.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(((b * cout + co) * h + yy) * w), w)
-                    };
+            }
+            let base = co * n + rr * tw;
+            // A over the two rows: q = [e0, e0 + e1, e0 - e1, -e1], then A over columns.
+            for k in 0..4 {
+                let q = |p: usize| match k {
+                    0 => e[0][p],
+                    1 => e[0][p] + e[1][p],
+                    2 => e[0][p] - e[1][p],
+                    _ => -e[1][p],
+                };
+                for tx in 0..tw {
+                    let (qe, qo) = (q(2 * tx), q(2 * tx + 1));
+                    mg[(k * 4) * stride_xi + base + tx] = qe;
+                    mg[(k * 4 + 1) * stride_xi + base + tx] = qe + qo;
+                    mg[(k * 4 + 2) * stride_xi + base + tx] = qe - qo;
+                    mg[(k * 4 + 3) * stride_xi + base + tx] = -qo;
                 }
             }
         }
@@ -192,39 +291,12 @@ multiversion! {
 multiversion! {
     /// Mg[ξ][co][i] = (A dY Aᵀ)[ξ] for the tile rows r0..r0+nr (zero outside the image).
     fn grad_transform(dy: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, mg: &mut [f32]) {
-        let (h, w, cout) = (g.h, g.w, g.cout);
-        let n = nr * tw;
-        let stride_xi = cout * n;
-        let mut e = [[0f32; 2 * MAX_TW]; 2];
-        for co in 0..cout {
-            for rr in 0..nr {
-                let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
-                for (i, row) in e.iter_mut().enumerate() {
-                    let yy = 2 * ty + i;
-                    row[..2 * tw].fill(0.0);
-                    if yy < h {
-                        let o = ((b * cout + co) * h + yy) * w;
-                        row[..w].copy_from_slice(&dy[o..o + w]);
-                    }
-                }
-                let base = co * n + rr * tw;
-                // A over the two rows: q = [e0, e0 + e1, e0 - e1, -e1], then A over columns.
-                for k in 0..4 {
-                    let q = |p: usize| match k {
-                        0 => e[0][p],
-                        1 => e[0][p] + e[1][p],
-                        2 => e[0][p] - e[1][p],
-                        _ => -e[1][p],
-                    };
-                    for tx in 0..tw {
-                        let (qe, qo) = (q(2 * tx), q(2 * tx + 1));
-                        mg[(k * 4) * stride_xi + base + tx] = qe;
-                        mg[(k * 4 + 1) * stride_xi + base + tx] = qe + qo;
-                        mg[(k * 4 + 2) * stride_xi + base + tx] = qe - qo;
-                        mg[(k * 4 + 3) * stride_xi + base + tx] = -qo;
-                    }
-                }
-            }
+        match tw {
+            2 => grad_transform_at::<2>(dy, g, th, tw, r0, nr, mg),
+            4 => grad_transform_at::<4>(dy, g, th, tw, r0, nr, mg),
+            8 => grad_transform_at::<8>(dy, g, th, tw, r0, nr, mg),
+            16 => grad_transform_at::<16>(dy, g, th, tw, r0, nr, mg),
+            _ => grad_transform_at::<0>(dy, g, th, tw, r0, nr, mg),
         }
     }
 }
