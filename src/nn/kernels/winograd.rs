@@ -142,30 +142,50 @@ multiversion! {
 /// Widest tile row (W ≤ 2·MAX_TW) the transforms handle; wider maps take im2col.
 const MAX_TW: usize = 64;
 
-/// U[ξ][co][ci] = (G g Gᵀ)[ξ] for weights w (Cout, Cin, 3, 3).
-fn weight_transform(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let mut u = vec![0f32; 16 * cout * cin];
-    let gt = |a: [f32; 3]| {
-        [
-            a[0],
-            0.5 * (a[0] + a[1] + a[2]),
-            0.5 * (a[0] - a[1] + a[2]),
-            a[2],
-        ]
-    };
-    for co in 0..cout {
-        for ci in 0..cin {
-            let k = &w[(co * cin + ci) * 9..(co * cin + ci + 1) * 9];
-            // G g: transform each column (over ky), giving 4 rows of 3
-            let cols: [[f32; 4]; 3] = [0, 1, 2].map(|c| gt([k[c], k[3 + c], k[6 + c]]));
-            for r in 0..4 {
-                let out = gt([cols[0][r], cols[1][r], cols[2][r]]);
-                for (c, val) in out.iter().enumerate() {
-                    u[(r * 4 + c) * cout * cin + co * cin + ci] = *val;
-                }
-            }
+/// T = G ⊗ G (16 x 9): row ξ = 4r + c, column k = 3i + j holds G[r][i]·G[c][j], so the
+/// transformed kernel (G g Gᵀ)[ξ] is row ξ of T times the 9 taps, and Gᵀ Ũ G is Tᵀ times Ũ.
+fn kron_g() -> [f32; 16 * 9] {
+    const G: [[f32; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut t = [0f32; 16 * 9];
+    for (xi, row) in t.chunks_exact_mut(9).enumerate() {
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = G[xi / 4][k / 3] * G[xi % 4][k % 3];
         }
     }
+    t
+}
+
+/// U[ξ][co][ci] = (G g Gᵀ)[ξ] for weights w (Cout, Cin, 3, 3): one (16 x 9)·(9 x Cout·Cin)
+/// product.
+fn weight_transform(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let n = cout * cin;
+    let mut u = uninit_vec(16 * n);
+    let t = kron_g();
+    // SAFETY: u is 16 x n (row-major), t 16 x 9, and w read as the 9 x n matrix of taps.
+    unsafe {
+        sgemm(
+            16,
+            n,
+            9,
+            u.as_mut_ptr(),
+            n as isize,
+            1,
+            false,
+            t.as_ptr(),
+            9,
+            1,
+            w.as_ptr(),
+            1,
+            9,
+            1.0,
+            1,
+        )
+    };
     u
 }
 
@@ -407,26 +427,29 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             *a += *b;
         }
     }
-    // dW = Gᵀ Ũ G
-    let gtr = |a: [f32; 4]| {
-        [
-            a[0] + 0.5 * (a[1] + a[2]),
-            0.5 * (a[1] - a[2]),
-            0.5 * (a[1] + a[2]) + a[3],
-        ]
+    // dW = Gᵀ Ũ G: the (9 x 16) Tᵀ times Ũ (16 x Cout·Cin), written tap-minor.
+    let n = cout * cin;
+    let mut dw = uninit_vec(n * 9);
+    let t = kron_g();
+    // SAFETY: dw is read as the 9 x n matrix of taps, t transposed is 9 x 16, acc is 16 x n.
+    unsafe {
+        sgemm(
+            9,
+            n,
+            16,
+            dw.as_mut_ptr(),
+            1,
+            9,
+            false,
+            t.as_ptr(),
+            1,
+            9,
+            acc.as_ptr(),
+            n as isize,
+            1,
+            1.0,
+            1,
+        )
     };
-    let mut dw = vec![0f32; cout * cin * 9];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let e = |xi: usize| acc[xi * cout * cin + co * cin + ci];
-            let cols: [[f32; 3]; 4] =
-                [0, 1, 2, 3].map(|c| gtr([e(c), e(4 + c), e(8 + c), e(12 + c)]));
-            for r in 0..3 {
-                let out = gtr([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
-                dw[(co * cin + ci) * 9 + r * 3..(co * cin + ci) * 9 + r * 3 + 3]
-                    .copy_from_slice(&out);
-            }
-        }
-    }
     dw
 }
