@@ -64,10 +64,35 @@ pub fn split(n: usize, shards: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The shards of a batch of `n` on `device`: one per configured thread on the CPU, one
-/// elsewhere (a GPU parallelises inside its ops).
+/// 0..sizes.len() in at most `shards` contiguous, non-empty ranges of about equal total size
+/// (the parameters of a network, to split an optimizer step).
+pub fn split_by_size(sizes: &[usize], shards: usize) -> Vec<Range<usize>> {
+    let total: usize = sizes.iter().sum();
+    let k = shards.clamp(1, sizes.len().max(1));
+    let mut out = Vec::with_capacity(k);
+    let (mut start, mut acc) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        acc += size;
+        if out.len() + 1 < k && acc * k >= total * (out.len() + 1) {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+/// The shards of a batch of `n` on `device` (see [`shard_count_on`]).
 pub fn shards(n: usize, device: &Device) -> Vec<Range<usize>> {
-    split(n, if device.is_cpu() { shard_count() } else { 1 })
+    split(n, shard_count_on(device))
+}
+
+/// The shard count for work on `device`: [`shard_count`] on the CPU, one elsewhere (a GPU
+/// parallelises inside its ops).
+pub fn shard_count_on(device: &Device) -> usize {
+    if device.is_cpu() { shard_count() } else { 1 }
 }
 
 /// `f(i, range)` of every range, in order, each on its own pool thread (one after the other
@@ -166,6 +191,16 @@ mod tests {
         assert_eq!(split(5, 1), vec![0..5]);
         assert!(split(0, 2).is_empty());
         assert_eq!(split(7, 0), vec![0..7]);
+    }
+
+    #[test]
+    fn splits_by_size_into_balanced_runs() {
+        assert_eq!(split_by_size(&[5, 5, 5, 5], 2), vec![0..2, 2..4]);
+        assert_eq!(split_by_size(&[100, 1, 1, 1], 2), vec![0..1, 1..4]);
+        assert_eq!(split_by_size(&[1, 1, 1, 100], 2), vec![0..4]);
+        assert_eq!(split_by_size(&[3, 3, 3], 3), vec![0..1, 1..2, 2..3]);
+        assert_eq!(split_by_size(&[7], 4), vec![0..1]);
+        assert!(split_by_size(&[], 2).is_empty());
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
+use crate::parallel;
+
 /// Adam state: step count and the two moments of every parameter that has had a gradient.
 #[derive(Debug, Clone)]
 pub struct Adam {
@@ -30,7 +32,7 @@ impl Adam {
         }
     }
 
-    /// One update of every variable that has a gradient, with learning rate `lr` and the
+    /// One update of every variable that has a gradient (the variables split over the cores), with learning rate `lr` and the
     /// gradients multiplied by `grad_scale` (gradient clipping). Parameters without a gradient
     /// (unused layers) are left alone, as PyTorch does.
     pub fn step(
@@ -44,39 +46,54 @@ impl Adam {
         let [b1, b2] = self.betas;
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2 = 1.0 - b2.powi(self.step as i32);
-        for (name, var) in vars {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            // candle leaves a variable's gradient attached to the forward graph when it was
-            // built from tracked tensors (e.g. a matmul with the layer's input); kept in the
-            // moments, it would hold every step's activations alive.
-            let g = g.detach();
-            let g = if grad_scale == 1.0 {
-                g
-            } else {
-                (g * grad_scale)?
-            };
-            let m = match self.m.get(name) {
-                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
-                None => (&g * (1.0 - b1))?,
-            };
-            let v = match self.v.get(name) {
-                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                None => (g.sqr()? * (1.0 - b2))?,
-            };
-            // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-            let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
-            let update = (m.div(&denom)? * (lr / bc1))?;
-            let p = var.as_tensor();
-            let decayed = if self.weight_decay > 0.0 {
-                (p * (1.0 - lr * self.weight_decay))?
-            } else {
-                p.clone()
-            };
-            var.set(&decayed.sub(&update)?)?;
-            self.m.insert(name.clone(), m);
-            self.v.insert(name.clone(), v);
+        let with_grad: Vec<(&String, &Var, Tensor)> = vars
+            .iter()
+            .filter_map(|(name, var)| {
+                // candle leaves a variable's gradient attached to the forward graph when it
+                // was built from tracked tensors (e.g. a matmul with the layer's input); kept
+                // in the moments, it would hold every step's activations alive.
+                grads.get(var.as_tensor()).map(|g| (name, var, g.detach()))
+            })
+            .collect();
+        let sizes: Vec<usize> = with_grad.iter().map(|(_, _, g)| g.elem_count()).collect();
+        let threads = vars
+            .first()
+            .map_or(1, |(_, v)| parallel::shard_count_on(v.device()));
+        let shards = parallel::split_by_size(&sizes, threads);
+        let updated = parallel::map(&shards, |_, r| {
+            with_grad[r]
+                .iter()
+                .map(|(name, var, g)| {
+                    let g = if grad_scale == 1.0 {
+                        g.clone()
+                    } else {
+                        (g * grad_scale)?
+                    };
+                    let m = match self.m.get(*name) {
+                        Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
+                        None => (&g * (1.0 - b1))?,
+                    };
+                    let v = match self.v.get(*name) {
+                        Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                        None => (g.sqr()? * (1.0 - b2))?,
+                    };
+                    // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+                    let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
+                    let update = (m.div(&denom)? * (lr / bc1))?;
+                    let p = var.as_tensor();
+                    let decayed = if self.weight_decay > 0.0 {
+                        (p * (1.0 - lr * self.weight_decay))?
+                    } else {
+                        p.clone()
+                    };
+                    Ok((decayed.sub(&update)?, m, v))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for ((name, var, _), (p, m, v)) in with_grad.iter().zip(updated.into_iter().flatten()) {
+            var.set(&p)?;
+            self.m.insert((*name).clone(), m);
+            self.v.insert((*name).clone(), v);
         }
         Ok(())
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor, Var};
 
+use crate::parallel;
+
 #[derive(Debug, Clone)]
 pub struct Ema {
     pub decay: f64,
@@ -31,15 +33,28 @@ impl Ema {
         })
     }
 
+    /// Moves the average towards the current weights (the variables split over the cores).
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
         let d = warm_decay(self.decay, self.updates);
-        for (name, var) in vars {
-            let p = var.as_tensor().detach();
-            let next = match self.shadow.get(name) {
-                Some(s) => ((s * d)? + (p * (1.0 - d))?)?,
-                None => p.copy()?,
-            };
-            self.shadow.insert(name.clone(), next);
+        let sizes: Vec<usize> = vars.iter().map(|(_, v)| v.elem_count()).collect();
+        let threads = vars
+            .first()
+            .map_or(1, |(_, v)| parallel::shard_count_on(v.device()));
+        let shards = parallel::split_by_size(&sizes, threads);
+        let next = parallel::map(&shards, |_, r| {
+            vars[r]
+                .iter()
+                .map(|(name, var)| {
+                    let p = var.as_tensor().detach();
+                    match self.shadow.get(name) {
+                        Some(s) => (s * d)? + (p * (1.0 - d))?,
+                        None => p.copy(),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for ((name, _), t) in vars.iter().zip(next.into_iter().flatten()) {
+            self.shadow.insert(name.clone(), t);
         }
         self.updates += 1;
         Ok(())
