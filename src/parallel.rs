@@ -120,6 +120,22 @@ pub fn map<R: Send, E: Send>(
     }
 }
 
+/// `f` of every item, in order, the items split over the threads (on `device`) into runs of
+/// about equal total `size` (the parameters of a network, for an optimizer step).
+pub fn map_balanced<T: Sync, R: Send>(
+    items: &[T],
+    size: impl Fn(&T) -> usize,
+    device: &Device,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let sizes: Vec<usize> = items.iter().map(size).collect();
+    let runs = split_by_size(&sizes, shard_count_on(device));
+    let parts = map(&runs, |_, r| {
+        items[r].iter().map(&f).collect::<Result<Vec<R>>>()
+    })?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
 /// `f` over the shards of a batch of `n`, its outputs joined along the first dimension.
 pub fn batched<E: Send + From<candle_core::Error>>(
     n: usize,

@@ -55,42 +55,36 @@ impl Adam {
                 grads.get(var.as_tensor()).map(|g| (name, var, g.detach()))
             })
             .collect();
-        let sizes: Vec<usize> = with_grad.iter().map(|(_, _, g)| g.elem_count()).collect();
-        let threads = vars
-            .first()
-            .map_or(1, |(_, v)| parallel::shard_count_on(v.device()));
-        let shards = parallel::split_by_size(&sizes, threads);
-        let updated = parallel::map(&shards, |_, r| {
-            with_grad[r]
-                .iter()
-                .map(|(name, var, g)| {
-                    let g = if grad_scale == 1.0 {
-                        g.clone()
-                    } else {
-                        (g * grad_scale)?
-                    };
-                    let m = match self.m.get(*name) {
-                        Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
-                        None => (&g * (1.0 - b1))?,
-                    };
-                    let v = match self.v.get(*name) {
-                        Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                        None => (g.sqr()? * (1.0 - b2))?,
-                    };
-                    // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-                    let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
-                    let update = (m.div(&denom)? * (lr / bc1))?;
-                    let p = var.as_tensor();
-                    let decayed = if self.weight_decay > 0.0 {
-                        (p * (1.0 - lr * self.weight_decay))?
-                    } else {
-                        p.clone()
-                    };
-                    Ok((decayed.sub(&update)?, m, v))
-                })
-                .collect::<Result<Vec<_>>>()
+        let Some(device) = with_grad.first().map(|(_, v, _)| v.device().clone()) else {
+            return Ok(());
+        };
+        let size = |(_, _, g): &(&String, &Var, Tensor)| g.elem_count();
+        let updated = parallel::map_balanced(&with_grad, size, &device, |(name, var, g)| {
+            let g = if grad_scale == 1.0 {
+                g.clone()
+            } else {
+                (g * grad_scale)?
+            };
+            let m = match self.m.get(*name) {
+                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
+                None => (&g * (1.0 - b1))?,
+            };
+            let v = match self.v.get(*name) {
+                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                None => (g.sqr()? * (1.0 - b2))?,
+            };
+            // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+            let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
+            let update = (m.div(&denom)? * (lr / bc1))?;
+            let p = var.as_tensor();
+            let decayed = if self.weight_decay > 0.0 {
+                (p * (1.0 - lr * self.weight_decay))?
+            } else {
+                p.clone()
+            };
+            Ok((decayed.sub(&update)?, m, v))
         })?;
-        for ((name, var, _), (p, m, v)) in with_grad.iter().zip(updated.into_iter().flatten()) {
+        for ((name, var, _), (p, m, v)) in with_grad.iter().zip(updated) {
             var.set(&p)?;
             self.m.insert((*name).clone(), m);
             self.v.insert((*name).clone(), v);

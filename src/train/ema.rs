@@ -36,25 +36,18 @@ impl Ema {
     /// Moves the average towards the current weights (the variables split over the cores).
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
         let d = warm_decay(self.decay, self.updates);
-        let sizes: Vec<usize> = vars.iter().map(|(_, v)| v.elem_count()).collect();
-        let threads = vars
-            .first()
-            .map_or(1, |(_, v)| parallel::shard_count_on(v.device()));
-        let shards = parallel::split_by_size(&sizes, threads);
-        let next = parallel::map(&shards, |_, r| {
-            vars[r]
-                .iter()
-                .map(|(name, var)| {
-                    let p = var.as_tensor().detach();
-                    match self.shadow.get(name) {
-                        Some(s) => (s * d)? + (p * (1.0 - d))?,
-                        None => p.copy(),
-                    }
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
-        for ((name, _), t) in vars.iter().zip(next.into_iter().flatten()) {
-            self.shadow.insert(name.clone(), t);
+        if let Some(device) = vars.first().map(|(_, v)| v.device().clone()) {
+            let size = |(_, v): &(String, Var)| v.elem_count();
+            let next = parallel::map_balanced(vars, size, &device, |(name, var)| {
+                let p = var.as_tensor().detach();
+                match self.shadow.get(name) {
+                    Some(s) => (s * d)? + (p * (1.0 - d))?,
+                    None => p.copy(),
+                }
+            })?;
+            for ((name, _), t) in vars.iter().zip(next) {
+                self.shadow.insert(name.clone(), t);
+            }
         }
         self.updates += 1;
         Ok(())
