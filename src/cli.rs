@@ -201,8 +201,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Bench { threads, .. }) => *threads,
         _ => None,
     };
-    // Before anything starts a thread or touches candle: one batch shard per core.
-    crate::parallel::configure(threads);
+    // SAFETY: nothing has started a thread or touched candle yet (argument parsing only).
+    unsafe { crate::parallel::configure(threads) };
     let ok = |b: bool| {
         if b {
             ExitCode::SUCCESS

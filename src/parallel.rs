@@ -20,14 +20,16 @@ use candle_core::{Device, Result, Tensor, Var};
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
 
 /// Sets the number of shards (default: candle's thread count, one per physical core, or
-/// RAYON_NUM_THREADS) and makes candle itself single-threaded. Call it at
-/// start-up, before any other thread exists and before candle's first operation (candle reads
-/// its thread settings once). Returns the shard count.
-pub fn configure(threads: Option<usize>) -> usize {
+/// RAYON_NUM_THREADS) and makes candle itself single-threaded. Returns the shard count.
+///
+/// # Safety
+/// It sets environment variables (candle reads its thread settings from them, once): call it
+/// at start-up, before any other thread exists and before candle's first operation.
+pub unsafe fn configure(threads: Option<usize>) -> usize {
     let n = threads
         .unwrap_or_else(candle_core::utils::get_num_threads)
         .max(1);
-    // SAFETY: called before any other thread exists (see above).
+    // SAFETY: the caller guarantees that no other thread exists yet.
     unsafe {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
         std::env::set_var("RAYON_NUM_THREADS", "1");
