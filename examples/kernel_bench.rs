@@ -56,6 +56,10 @@ fn cases() -> Vec<Case> {
     // Small widths for CPU experiments.
     v.push(conv(16, 32, 32, 32, 3, 1, 1));
     v.push(conv(64, 64, 64, 8, 3, 1, 1));
+    // The seed UNet's shapes per batch shard (batch 64 over two cores).
+    v.push(conv(32, 128, 128, 8, 3, 1, 1));
+    v.push(conv(32, 256, 256, 4, 3, 1, 1));
+    v.push(conv(32, 256, 256, 2, 3, 1, 1));
     let gn = |b: usize, c: usize, h: usize, silu: bool| {
         case(
             &format!(

@@ -556,12 +556,15 @@ fn conv2d_sweep_of_small_shapes_against_direct_loops() {
 
 #[test]
 fn conv2d_winograd_shapes_against_direct_loops() {
-    // Stride-1 padding-1 3x3 with >= 32 channels takes the Winograd path: every small map
-    // size (odd ones end in partial tiles), and wide channels for the accumulated error.
+    // Stride-1 padding-1 3x3 with >= 32 channels on maps of more than 4 pixels takes the
+    // Winograd path: map sizes with odd sides (partial tiles), and wide channels for the
+    // accumulated error.
     let mut shapes: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
     for h in [1, 2, 3, 5, 6] {
-        for w in [1, 2, 4, 7] {
-            shapes.push((2, 32, 33, h, w));
+        for w in [2, 3, 4, 7] {
+            if h * w > 4 {
+                shapes.push((2, 32, 33, h, w));
+            }
         }
     }
     shapes.push((1, 256, 256, 8, 8));
@@ -591,6 +594,71 @@ fn conv2d_winograd_shapes_against_direct_loops() {
             &format!("{name}: forward"),
         );
     }
+}
+
+#[test]
+fn conv2d_small_map_shapes_against_direct_loops() {
+    // Stride-1 "same" convolutions on maps of at most 4 pixels take per-tap GEMMs: every such
+    // map shape, 3x3 and 5x5 kernels (a 1x4 map leaves taps outside the kernel), odd channels.
+    let mut cases = Vec::new();
+    for (h, w) in [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+        (1, 3),
+        (3, 1),
+        (1, 4),
+        (4, 1),
+    ] {
+        cases.push((3, 33, 35, h, w, 3, 1));
+        cases.push((2, 7, 5, h, w, 5, 2));
+    }
+    cases.push((5, 256, 256, 2, 2, 3, 1));
+    for (i, &(b, cin, cout, h, w, kk, pad)) in cases.iter().enumerate() {
+        let name = format!("small map b{b} cin{cin} cout{cout} {h}x{w} k{kk}");
+        let x = rand(&[b, cin, h, w], 700 + i as u64);
+        let wt = (rand(&[cout, cin, kk, kk], 800 + i as u64) * 0.2).unwrap();
+        let bias = rand(&[cout], 900 + i as u64);
+        let (y, g) = grads(
+            &[x.clone(), wt.clone(), bias.clone()],
+            |t| k::conv2d(&t[0], &t[1], Some(&t[2]), 1, pad),
+            7,
+        );
+        assert_close(
+            &y,
+            &naive_conv(&x, &wt, Some(&bias), 1, pad),
+            TOL,
+            &format!("{name}: forward"),
+        );
+        let r = rand(y.dims(), 7);
+        let (dx, dw) = naive_conv_grads(&x, &wt, &r, 1, pad);
+        assert_close(&g[0], &dx, TOL, &format!("{name}: dx"));
+        assert_close(&g[1], &dw, TOL, &format!("{name}: dw"));
+        assert_close(
+            &g[2],
+            &r.sum((0, 2, 3)).unwrap(),
+            TOL,
+            &format!("{name}: dbias"),
+        );
+        let y0 = k::conv2d(&x, &wt, None, 1, pad).unwrap();
+        assert_close(
+            &y0,
+            &naive_conv(&x, &wt, None, 1, pad),
+            TOL,
+            &format!("{name}: forward, no bias"),
+        );
+    }
+    check_finite_differences(
+        "small map 2x2 finite differences",
+        &[
+            rand(&[2, 3, 2, 2], 1),
+            rand(&[4, 3, 3, 3], 2),
+            rand(&[4], 3),
+        ],
+        |t| k::conv2d(&t[0], &t[1], Some(&t[2]), 1, 1),
+        1e-4,
+    );
 }
 
 /// The binary runs candle (and so the kernels) on one thread per batch shard, where the kernels

@@ -6,7 +6,8 @@
 //! are fewer units than threads the GEMM itself is threaded instead.
 //!
 //! Stride-1, padding-1 3x3 convolutions with at least 32 channels on both sides go through
-//! Winograd F(2x2, 3x3) instead (see `winograd.rs`; LDM_KERNELS_NO_WINOGRAD=1 turns it off).
+//! Winograd F(2x2, 3x3) instead (see `winograd.rs`; LDM_KERNELS_NO_WINOGRAD=1 turns it off),
+//! and stride-1 convolutions on maps of at most 4 pixels as one dense GEMM (`small_map.rs`).
 //!
 //! Three ops, each the adjoint of the others, so gradients of gradients stay on this path:
 //! forward y = F(x, w), input gradient dx = Gx(dy, w), weight gradient dw = Gw(x, dy).
@@ -14,7 +15,7 @@
 use super::util::{
     SendPtr, multiversion, num_threads, par_fold, par_for, sgemm, slice, uninit_vec, with_scratch,
 };
-use super::winograd;
+use super::{small_map, winograd};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Aim for about this many GEMM columns (g·P) per work unit.
@@ -298,6 +299,9 @@ fn gather(y: &[f32], tmp: &mut [f32], c: usize, p: usize, g: usize) {
 
 /// Forward: y (B, Cout, OH, OW) = conv(x, w) + bias.
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    if small_map::applies(g) {
+        return small_map::forward(x, w, bias, g);
+    }
     if winograd::applies(g) {
         return winograd::forward(x, w, bias, g);
     }
@@ -419,6 +423,9 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> V
 
 /// Input gradient: dx (B, Cin, H, W) from dy (B, Cout, OH, OW) and w.
 pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    if small_map::applies(g) {
+        return small_map::input_grad(dy, w, g);
+    }
     if winograd::applies(g) {
         return winograd::input_grad(dy, w, g);
     }
@@ -495,6 +502,9 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 
 /// Weight gradient: dw (Cout, Cin, kh, kw) from x and dy.
 pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    if small_map::applies(g) {
+        return small_map::weight_grad(x, dy, g);
+    }
     if winograd::applies(g) {
         return winograd::weight_grad(x, dy, g);
     }

@@ -23,6 +23,8 @@
 mod attention;
 mod conv;
 mod group_norm;
+mod small_map;
+mod transpose;
 mod upsample;
 mod util;
 mod winograd;
