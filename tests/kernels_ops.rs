@@ -294,6 +294,73 @@ fn conv2d_accumulates_gradients_of_shared_inputs() {
 }
 
 #[test]
+fn linear_matches_reference_and_finite_differences() {
+    // (leading dims, d_in, d_out): rank 1 to 3, odd sizes, a context-like projection.
+    let cases: [(&[usize], usize, usize); 5] = [
+        (&[], 5, 3),
+        (&[7], 13, 11),
+        (&[3, 5], 17, 1),
+        (&[2, 77], 96, 64),
+        (&[4, 1], 1, 9),
+    ];
+    for (i, &(lead, d_in, d_out)) in cases.iter().enumerate() {
+        let mut xs = lead.to_vec();
+        xs.push(d_in);
+        let x = rand(&xs, 40 + i as u64);
+        let w = rand(&[d_out, d_in], 50 + i as u64);
+        let b = rand(&[d_out], 60 + i as u64);
+        let name = format!("linear {xs:?} -> {d_out}");
+        check_against_reference(
+            &name,
+            &[x.clone(), w.clone(), b.clone()],
+            |t| k::linear(&t[0], &t[1], Some(&t[2])),
+            |t| k::linear_reference(&t[0], &t[1], Some(&t[2])),
+            TOL,
+        );
+        check_against_reference(
+            &format!("{name} no bias"),
+            &[x.clone(), w.clone()],
+            |t| k::linear(&t[0], &t[1], None),
+            |t| k::linear_reference(&t[0], &t[1], None),
+            TOL,
+        );
+        check_finite_differences(
+            &name,
+            &[x, w, b],
+            |t| k::linear(&t[0], &t[1], Some(&t[2])),
+            1e-4,
+        );
+    }
+    // A transposed (non-contiguous) input.
+    check_against_reference(
+        "linear transposed input",
+        &[rand(&[9, 6], 1), rand(&[4, 9], 2)],
+        |t| k::linear(&t[0].t()?, &t[1], None),
+        |t| k::linear_reference(&t[0].t()?, &t[1], None),
+        TOL,
+    );
+}
+
+#[test]
+fn linear_skips_the_gradient_of_an_input_without_a_graph() {
+    // A fixed context (no Var behind it) gets no gradient; the weight's is still exact.
+    let ctx = rand(&[3, 7, 10], 1);
+    let w = Var::from_tensor(&rand(&[4, 10], 2)).unwrap();
+    let r = rand(&[3, 7, 4], 3);
+    let y = k::linear(&ctx, w.as_tensor(), None).unwrap();
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&ctx).is_none(), "a gradient for the fixed input");
+    let want = r
+        .reshape((21, 4))
+        .unwrap()
+        .t()
+        .unwrap()
+        .matmul(&ctx.reshape((21, 10)).unwrap())
+        .unwrap();
+    assert_close(g.get(w.as_tensor()).unwrap(), &want, TOL, "linear dw");
+}
+
+#[test]
 fn group_norm_matches_reference() {
     for (i, &(b, c, h, w, groups, silu)) in [
         (3, 8, 5, 7, 4, false),

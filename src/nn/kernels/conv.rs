@@ -632,10 +632,15 @@ impl ConvFwd {
     fn geom(&self, l1: &Layout, l2: &Layout) -> Result<Geom> {
         Geom::new(dims4(l1)?, dims4(l2)?, self.stride, self.pad)
     }
-    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// (dx if x carries a graph, dw)
+    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
         let g = Geom::new(x.dims4()?, w.dims4()?, self.stride, self.pad)?;
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2(w, ConvInputGrad { g })?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op2(w, ConvInputGrad { g })?)
+        } else {
+            None
+        };
         let dw = x.apply_op2(&dy, ConvWeightGrad { g })?;
         Ok((dx, dw))
     }
@@ -664,7 +669,7 @@ impl CustomOp2 for ConvFwd {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.grads(x, w, dy)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 
@@ -708,7 +713,7 @@ impl CustomOp3 for ConvFwd {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.grads(x, w, dy)?;
         let db = dy.contiguous()?.apply_op1(ChannelSum)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db)))
     }
 }
 

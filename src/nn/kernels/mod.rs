@@ -12,17 +12,21 @@
 //! - conv2d: input, weight and bias; the backward ops have their own backward (second order
 //!   works, with CANDLE_GRAD_DO_NOT_DETACH set as candle requires).
 //! - upsample_nearest2x: the 2x2 block sum, itself differentiable.
+//! - linear: input (only when it carries a graph), weight and bias, as candle matmuls (second
+//!   order works).
 //! - group_norm, attention, softmax_last_dim: first order only (their gradients are computed
 //!   directly and carry no graph; candle detaches gradients by default anyway).
 //!
 //! On the fast path: conv2d with any stride, padding and kernel size (rank-4 input and
 //! weight, rank-1 bias); group_norm over any (B, C, ...); upsample_nearest2x of rank-4 input;
-//! attention over (..., T, D) x (..., S, D) with equal leading dimensions; softmax over the last
+//! linear over the last dimension of any rank with a rank-2 weight; attention over
+//! (..., T, D) x (..., S, D) with equal leading dimensions; softmax over the last
 //! dimension. Other ranks, dtypes and devices take the stock path.
 
 mod attention;
 mod conv;
 mod group_norm;
+mod linear;
 mod small_map;
 mod transpose;
 mod upsample;
@@ -95,6 +99,35 @@ pub fn conv2d_reference(
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }
+}
+
+/// x (..., d_in) · wᵀ (w: d_out x d_in) plus optional bias (d_out) over the last dimension.
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let ts: Vec<&Tensor> = [Some(x), Some(w), bias].into_iter().flatten().collect();
+    if fast_path(&ts) && x.rank() >= 1 && w.rank() == 2 && bias.is_none_or(|b| b.rank() == 1) {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        return match bias {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, linear::Linear),
+            None => x.apply_op2(&w, linear::Linear),
+        };
+    }
+    linear_reference(x, w, bias)
+}
+
+/// [`linear`] built from candle's own ops.
+pub fn linear_reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let d_in = *dims.last().unwrap_or(&0);
+    let y = x.reshape(((), d_in))?.matmul(&w.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = w.dim(0)?;
+    }
+    y.reshape(out)
 }
 
 /// GroupNorm over (B, C, ...) with per-channel affine `gamma`, `beta`, optionally followed by SiLU.

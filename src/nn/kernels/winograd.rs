@@ -51,16 +51,17 @@ fn tiles(g: &Geom) -> Tiles {
     }
 }
 
-/// The 4-point transform Bᵀ v.
-#[inline(always)]
-fn bt(v: [f32; 4]) -> [f32; 4] {
-    [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
-}
-
 /// [`input_transform`] with the tile-row width `tw` fixed at compile time when `TW` > 0 (the
 /// 2- to 16-tile rows of 4x4 to 32x32 maps then unroll and vectorise).
+///
+/// Each input row is split into its even and odd columns (xe[j] = x[2j], xo[j] = x[2j + 1]);
+/// Bᵀ over the tile's four rows acts on those halves alike, and Bᵀ over the columns of tile
+/// tx (padded columns 2tx - 1 ..= 2tx + 2, that is xo[tx - 1], xe[tx], xo[tx], xe[tx + 1]) is
+/// then four differences of neighbouring lanes.
+///
+/// `L` (> tw) sizes the lane arrays: TW + 1 when TW is fixed, so they live in registers.
 #[inline(always)]
-fn input_transform_at<const TW: usize>(
+fn input_transform_at<const TW: usize, const L: usize>(
     x: &[f32],
     g: &Geom,
     th: usize,
@@ -73,51 +74,69 @@ fn input_transform_at<const TW: usize>(
     let (h, w, cin) = (g.h, g.w, g.cin);
     let n = nr * tw;
     let stride_xi = cin * n;
-    let wp = 2 * tw + 2; // padded row: index p holds column p - 1
-    let mut rows = [[0f32; 2 * MAX_TW + 2]; 4];
-    let mut even = [[0f32; MAX_TW + 1]; 4];
-    let mut odd = [[0f32; MAX_TW + 1]; 4];
+    // Lane tw of xe stays zero: the padding right of the map.
+    let mut xe = [[0f32; L]; 4];
+    let mut xo = [[0f32; L]; 4];
+    let (mut d_e, mut d_o) = ([[0f32; L]; 4], [[0f32; L]; 4]);
+    let odd = w % 2 == 1;
     for ci in 0..cin {
+        let (mut b, mut ty) = (r0 / th, r0 % th);
         for rr in 0..nr {
-            let (b, ty) = ((r0 + rr) / th, (r0 + rr) % th);
             let plane = &x[(b * cin + ci) * h * w..(b * cin + ci + 1) * h * w];
-            for (k, row) in rows.iter_mut().enumerate() {
-                let yy = 2 * ty as isize - 1 + k as isize;
-                row[..wp].fill(0.0);
-                if yy >= 0 && yy < h as isize {
-                    row[1..1 + w].copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
+            for k in 0..4 {
+                let yy = (2 * ty + k).wrapping_sub(1);
+                let (de, dov) = (&mut d_e[k][..tw], &mut d_o[k][..tw]);
+                if yy < h {
+                    let row = &plane[yy * w..(yy + 1) * w];
+                    for j in 0..tw - usize::from(odd) {
+                        de[j] = row[2 * j];
+                        dov[j] = row[2 * j + 1];
+                    }
+                    if odd {
+                        de[tw - 1] = row[2 * tw - 2];
+                        dov[tw - 1] = 0.0;
+                    }
+                } else {
+                    de.fill(0.0);
+                    dov.fill(0.0);
                 }
             }
-            // Bᵀ over the four rows, then split into even (column 2j - 1) and odd (2j).
-            for j in 0..=tw {
-                for (par, dst) in [(0usize, &mut even), (1, &mut odd)] {
-                    let p = 2 * j + par;
-                    let r = bt([rows[0][p], rows[1][p], rows[2][p], rows[3][p]]);
-                    for k in 0..4 {
-                        dst[k][j] = r[k];
-                    }
-                }
+            // Bᵀ over the rows: [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+            for j in 0..tw {
+                xe[0][j] = d_e[0][j] - d_e[2][j];
+                xe[1][j] = d_e[1][j] + d_e[2][j];
+                xe[2][j] = d_e[2][j] - d_e[1][j];
+                xe[3][j] = d_e[1][j] - d_e[3][j];
+                xo[0][j] = d_o[0][j] - d_o[2][j];
+                xo[1][j] = d_o[1][j] + d_o[2][j];
+                xo[2][j] = d_o[2][j] - d_o[1][j];
+                xo[3][j] = d_o[1][j] - d_o[3][j];
             }
             let base = ci * n + rr * tw;
             for k in 0..4 {
-                let (e, o) = (&even[k], &odd[k]);
-                let off = |c: usize| (k * 4 + c) * stride_xi + base;
-                let v0 = off(0);
-                for tx in 0..tw {
-                    v[v0 + tx] = e[tx] - e[tx + 1];
+                let (e, o) = (&xe[k], &xo[k]);
+                let at = |c: usize| (k * 4 + c) * stride_xi + base;
+                let v0 = &mut v[at(0)..at(0) + tw];
+                v0[0] = -o[0];
+                for tx in 1..tw {
+                    v0[tx] = o[tx - 1] - o[tx];
                 }
-                let v1 = off(1);
+                let v1 = &mut v[at(1)..at(1) + tw];
                 for tx in 0..tw {
-                    v[v1 + tx] = o[tx] + e[tx + 1];
+                    v1[tx] = e[tx] + o[tx];
                 }
-                let v2 = off(2);
+                let v2 = &mut v[at(2)..at(2) + tw];
                 for tx in 0..tw {
-                    v[v2 + tx] = e[tx + 1] - o[tx];
+                    v2[tx] = o[tx] - e[tx];
                 }
-                let v3 = off(3);
+                let v3 = &mut v[at(3)..at(3) + tw];
                 for tx in 0..tw {
-                    v[v3 + tx] = o[tx] - o[tx + 1];
+                    v3[tx] = e[tx] - e[tx + 1];
                 }
+            }
+            ty += 1;
+            if ty == th {
+                (b, ty) = (b + 1, 0);
             }
         }
     }
@@ -130,11 +149,11 @@ multiversion! {
     /// and odd columns.
     fn input_transform(x: &[f32], g: &Geom, th: usize, tw: usize, r0: usize, nr: usize, v: &mut [f32]) {
         match tw {
-            2 => input_transform_at::<2>(x, g, th, tw, r0, nr, v),
-            4 => input_transform_at::<4>(x, g, th, tw, r0, nr, v),
-            8 => input_transform_at::<8>(x, g, th, tw, r0, nr, v),
-            16 => input_transform_at::<16>(x, g, th, tw, r0, nr, v),
-            _ => input_transform_at::<0>(x, g, th, tw, r0, nr, v),
+            2 => input_transform_at::<2, 3>(x, g, th, tw, r0, nr, v),
+            4 => input_transform_at::<4, 5>(x, g, th, tw, r0, nr, v),
+            8 => input_transform_at::<8, 9>(x, g, th, tw, r0, nr, v),
+            16 => input_transform_at::<16, 17>(x, g, th, tw, r0, nr, v),
+            _ => input_transform_at::<0, { MAX_TW + 1 }>(x, g, th, tw, r0, nr, v),
         }
     }
 }
