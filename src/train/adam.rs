@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 
+use super::adam_fused::{self, Hyper};
+use crate::nn::kernels::with_slice;
 use crate::parallel;
 
 /// Adam state: step count and the two moments of every parameter that has had a gradient.
@@ -32,7 +34,8 @@ impl Adam {
         }
     }
 
-    /// One update of every variable that has a gradient (the variables split over the cores), with learning rate `lr` and the
+    /// One update of every variable that has a gradient (the variables split over the cores,
+    /// f32 on the CPU in one pass over memory each), with learning rate `lr` and the
     /// gradients multiplied by `grad_scale` (gradient clipping). Parameters without a gradient
     /// (unused layers) are left alone, as PyTorch does.
     pub fn step(
@@ -59,30 +62,23 @@ impl Adam {
             return Ok(());
         };
         let size = |(_, _, g): &(&String, &Var, Tensor)| g.elem_count();
+        let hyper = Hyper {
+            b1,
+            b2,
+            eps: self.eps,
+            lr,
+            bc1,
+            bc2,
+            weight_decay: self.weight_decay,
+            grad_scale,
+        };
         let updated = parallel::map_balanced(&with_grad, size, &device, |(name, var, g)| {
-            let g = if grad_scale == 1.0 {
-                g.clone()
+            let (m, v) = (self.m.get(*name), self.v.get(*name));
+            if fused_applies(var.as_tensor(), g, m, v) {
+                fused(var.as_tensor(), g, m.zip(v), &hyper)
             } else {
-                (g * grad_scale)?
-            };
-            let m = match self.m.get(*name) {
-                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
-                None => (&g * (1.0 - b1))?,
-            };
-            let v = match self.v.get(*name) {
-                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                None => (g.sqr()? * (1.0 - b2))?,
-            };
-            // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-            let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
-            let update = (m.div(&denom)? * (lr / bc1))?;
-            let p = var.as_tensor();
-            let decayed = if self.weight_decay > 0.0 {
-                (p * (1.0 - lr * self.weight_decay))?
-            } else {
-                p.clone()
-            };
-            Ok((decayed.sub(&update)?, m, v))
+                composed(var.as_tensor(), g, m.zip(v), &hyper)
+            }
         })?;
         for ((name, var, _), (p, m, v)) in with_grad.iter().zip(updated) {
             var.set(&p)?;
@@ -112,6 +108,66 @@ impl Adam {
             }
         }
     }
+}
+
+/// Whether the single-pass CPU update applies: f32 on the CPU throughout.
+fn fused_applies(p: &Tensor, g: &Tensor, m: Option<&Tensor>, v: Option<&Tensor>) -> bool {
+    [Some(p), Some(g), m, v]
+        .into_iter()
+        .flatten()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// (p', m', v') in one pass over memory ([`adam_fused`]).
+fn fused(
+    p: &Tensor,
+    g: &Tensor,
+    mv: Option<(&Tensor, &Tensor)>,
+    h: &Hyper,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (p, g) = (p.contiguous()?, g.contiguous()?);
+    let (p2, m2, v2) = with_slice(&p, "adam", |ps| {
+        with_slice(&g, "adam", |gs| match mv {
+            Some((m, v)) => with_slice(m, "adam", |ms| {
+                with_slice(v, "adam", |vs| {
+                    adam_fused::update(ps, gs, Some(ms), Some(vs), h)
+                })
+            })?,
+            None => Ok(adam_fused::update(ps, gs, None, None, h)),
+        })?
+    })??;
+    let t = |d: Vec<f32>| Tensor::from_vec(d, p.shape(), p.device());
+    Ok((t(p2)?, t(m2)?, t(v2)?))
+}
+
+/// (p', m', v') from candle ops, for any device and dtype.
+fn composed(
+    p: &Tensor,
+    g: &Tensor,
+    mv: Option<(&Tensor, &Tensor)>,
+    h: &Hyper,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let g = if h.grad_scale == 1.0 {
+        g.clone()
+    } else {
+        (g * h.grad_scale)?
+    };
+    let (m, v) = match mv {
+        Some((m, v)) => (
+            ((m * h.b1)? + (&g * (1.0 - h.b1))?)?,
+            ((v * h.b2)? + (g.sqr()? * (1.0 - h.b2))?)?,
+        ),
+        None => ((&g * (1.0 - h.b1))?, (g.sqr()? * (1.0 - h.b2))?),
+    };
+    // PyTorch's form: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+    let denom = ((v.sqrt()? / h.bc2.sqrt())? + h.eps)?;
+    let update = (m.div(&denom)? * (h.lr / h.bc1))?;
+    let decayed = if h.weight_decay > 0.0 {
+        (p * (1.0 - h.lr * h.weight_decay))?
+    } else {
+        p.clone()
+    };
+    Ok((decayed.sub(&update)?, m, v))
 }
 
 #[cfg(test)]
@@ -189,5 +245,41 @@ mod tests {
             p.as_tensor().to_vec1::<f32>().unwrap(),
             q.as_tensor().to_vec1::<f32>().unwrap()
         );
+    }
+
+    #[test]
+    fn fused_and_composed_updates_agree() {
+        let dev = Device::Cpu;
+        let t = |seed: f32| {
+            let v: Vec<f32> = (0..257).map(|i| (i as f32 * seed).sin()).collect();
+            Tensor::from_vec(v, (257,), &dev).unwrap()
+        };
+        let (p, g, m) = (t(0.3), t(0.7), (t(0.11) * 0.1).unwrap());
+        let v = (t(0.23).abs().unwrap() * 0.05).unwrap();
+        let h = Hyper {
+            b1: 0.5,
+            b2: 0.9,
+            eps: 1e-8,
+            lr: 0.01,
+            bc1: 0.75,
+            bc2: 0.19,
+            weight_decay: 0.1,
+            grad_scale: 0.5,
+        };
+        for mv in [None, Some((&m, &v))] {
+            assert!(fused_applies(&p, &g, Some(&m), Some(&v)));
+            let a = fused(&p, &g, mv, &h).unwrap();
+            let b = composed(&p, &g, mv, &h).unwrap();
+            for (x, y) in [(a.0, b.0), (a.1, b.1), (a.2, b.2)] {
+                let d = (x - y).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+            }
+        }
+        assert!(!fused_applies(
+            &p.to_dtype(DType::F64).unwrap(),
+            &g,
+            None,
+            None
+        ));
     }
 }

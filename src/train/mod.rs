@@ -1,6 +1,7 @@
 //! Training machinery shared by the stages: optimizer, clipping, EMA, learning rate, checkpoints.
 
 pub mod adam;
+pub mod adam_fused;
 pub mod checkpoint;
 pub mod clip;
 pub mod ema;

@@ -31,6 +31,7 @@ mod small_map;
 mod transpose;
 mod upsample;
 mod util;
+pub(crate) use util::{multiversion, uninit_vec, with_slice};
 mod winograd;
 
 use candle_core::{D, Result, Tensor};
