@@ -635,6 +635,10 @@ fn conv2d_winograd_shapes_against_direct_loops() {
         }
     }
     shapes.push((1, 256, 256, 8, 8));
+    // 8 wide: the AVX2 transforms (odd and even heights, one row of tiles)
+    for h in [1, 5, 8] {
+        shapes.push((3, 33, 40, h, 8));
+    }
     shapes.push((3, 64, 48, 17, 13));
     // rows of 8 and 16 tiles (the transforms' unrolled widths), even and odd sides
     shapes.push((2, 32, 40, 15, 16));
