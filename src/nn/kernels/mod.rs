@@ -33,6 +33,7 @@ mod upsample;
 mod util;
 pub(crate) use util::{multiversion, uninit_vec, with_slice};
 mod winograd;
+#[cfg(target_arch = "x86_64")]
 mod winograd_w8;
 
 use candle_core::{D, Result, Tensor};

@@ -10,6 +10,7 @@ use super::conv::Geom;
 use super::util::{
     SendPtr, multiversion, num_threads, par_fold, par_for, sgemm, uninit_vec, with_scratch,
 };
+#[cfg(target_arch = "x86_64")]
 use super::winograd_w8;
 
 /// Whether a convolution takes this path (LDM_KERNELS_NO_WINOGRAD=1 turns it off, to compare).

@@ -2,29 +2,19 @@
 //! level: 4 tiles a row), in AVX2 registers: a map row is one 8-lane vector, its even and odd
 //! columns one permute away, so a tile row of all three transforms is a few dozen
 //! instructions with no round trips through memory. Same layouts and arithmetic as the
-//! generic transforms in `winograd.rs`, which the tests compare them with.
+//! generic transforms in `winograd.rs`; the tests check both against direct loops.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use super::conv::Geom;
 use super::winograd::{images, xi_stride};
 
-/// Whether these transforms take a map: 8 wide on a CPU with AVX2 and FMA.
+/// Whether these transforms take a map: 8 wide, on a CPU with AVX2.
 pub(crate) fn applies(g: &Geom) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        g.w == 8 && std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = g;
-        false
-    }
+    g.w == 8 && std::is_x86_feature_detected!("avx2")
 }
 
 /// Row yy of the plane at `p` (8 floats), or zeros outside 0..h.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn row(p: &[f32], yy: usize, h: usize) -> __m256 {
     if yy < h {
@@ -38,7 +28,6 @@ unsafe fn row(p: &[f32], yy: usize, h: usize) -> __m256 {
 
 /// (even columns, odd columns, odd columns shifted right by one with a zero in front, even
 /// columns shifted left by one with a zero behind) of an 8-lane row.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn split(r: __m256) -> (__m128, __m128, __m128, __m128) {
     let eo = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
@@ -58,7 +47,6 @@ fn split(r: __m256) -> (__m128, __m128, __m128, __m128) {
 ///
 /// # Safety
 /// The CPU has AVX2 ([`applies`]); v holds 16 · xi_stride(Cin, nr · 4) floats.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn input_transform(
     x: &[f32],
@@ -118,7 +106,6 @@ pub(crate) unsafe fn input_transform(
 /// # Safety
 /// The CPU has AVX2 ([`applies`]); y is the (B, Cout, H, 8) output, of which this call writes
 /// only the rows of its tiles.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn output_transform(
@@ -174,7 +161,6 @@ pub(crate) unsafe fn output_transform(
 ///
 /// # Safety
 /// The CPU has AVX2 ([`applies`]); mg holds 16 · xi_stride(Cout, nr · 4) floats.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn grad_transform(
     dy: &[f32],
