@@ -331,6 +331,12 @@ fn linear_matches_reference_and_finite_differences() {
             1e-4,
         );
     }
+    // Mismatched shapes are errors, not panics.
+    let (x, w) = (rand(&[3, 5], 1), rand(&[4, 5], 2));
+    let e = k::linear(&x, &w, Some(&rand(&[3], 3))).unwrap_err();
+    assert!(e.to_string().contains("bias has 3 elements for 4 outputs"), "{e}");
+    let e = k::linear(&rand(&[3, 6], 4), &w, None).unwrap_err();
+    assert!(e.to_string().contains("weight's 5 inputs"), "{e}");
     // A transposed (non-contiguous) input.
     check_against_reference(
         "linear transposed input",

@@ -66,6 +66,23 @@ fn forward(
     y
 }
 
+/// The forward on candle storage: shapes checked, bias length too.
+fn run(
+    sx: &CpuStorage,
+    lx: &Layout,
+    sw: &CpuStorage,
+    lw: &Layout,
+    bias: Option<&[f32]>,
+) -> Result<(CpuStorage, Shape)> {
+    let (rows, d_in, d_out) = dims(lx, lw)?;
+    if let Some(b) = bias.filter(|b| b.len() != d_out) {
+        candle_core::bail!("linear: bias has {} elements for {d_out} outputs", b.len());
+    }
+    let (x, w) = (slice(sx, lx, "linear")?, slice(sw, lw, "linear")?);
+    let y = forward(x, w, bias, rows, d_in, d_out);
+    Ok((CpuStorage::F32(y), out_shape(lx, d_out)))
+}
+
 /// (dx if x carries a graph, dw) for y = x·wᵀ and upstream gradient dy.
 fn grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
     let d_in = w.dim(1)?;
@@ -94,16 +111,7 @@ impl CustomOp2 for Linear {
         sw: &CpuStorage,
         lw: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, d_in, d_out) = dims(lx, lw)?;
-        let y = forward(
-            slice(sx, lx, "linear")?,
-            slice(sw, lw, "linear")?,
-            None,
-            rows,
-            d_in,
-            d_out,
-        );
-        Ok((CpuStorage::F32(y), out_shape(lx, d_out)))
+        run(sx, lx, sw, lw, None)
     }
     fn bwd(
         &self,
@@ -130,20 +138,7 @@ impl CustomOp3 for Linear {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, d_in, d_out) = dims(lx, lw)?;
-        let b = slice(sb, lb, "linear")?;
-        if b.len() != d_out {
-            candle_core::bail!("linear: bias has {} elements for {d_out} outputs", b.len());
-        }
-        let y = forward(
-            slice(sx, lx, "linear")?,
-            slice(sw, lw, "linear")?,
-            Some(b),
-            rows,
-            d_in,
-            d_out,
-        );
-        Ok((CpuStorage::F32(y), out_shape(lx, d_out)))
+        run(sx, lx, sw, lw, Some(slice(sb, lb, "linear")?))
     }
     fn bwd(
         &self,

@@ -52,7 +52,7 @@ fn swap_last(a: &[f32], b: usize, rows: usize, cols: usize) -> Vec<f32> {
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (p, nt, cin, cout) = (g.h * g.w, g.kh * g.kw, g.cin, g.cout);
     let xs = swap_last(x, g.b, cin, p);
-    // wt[(ci, t)][co]: tap t's (Cin x Cout) matrix has rows 9·Cout apart.
+    // wt[(ci, t)][co]: tap t's (Cin x Cout) matrix has rows nt·Cout apart.
     let wt = transpose(w, cout, cin * nt);
     let mut ys = uninit_vec(g.b * p * cout);
     if let Some(bias) = bias {
@@ -60,32 +60,17 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> V
             px.copy_from_slice(bias);
         }
     }
-    // Every output pixel meets its own input pixel through the centre tap, so each is written.
-    let mut started = vec![bias.is_some(); p];
-    for (po, q, t) in pairs(g) {
-        // SAFETY: ys[:, po, :] is B x Cout with rows P·Cout apart, xs[:, q, :] is B x Cin
-        // with rows P·Cin apart, and wt's tap-t matrix Cin x Cout with rows nt·Cout apart.
-        unsafe {
-            sgemm(
-                g.b,
-                cout,
-                cin,
-                ys.as_mut_ptr().add(po * cout),
-                (p * cout) as isize,
-                1,
-                started[po],
-                xs.as_ptr().add(q * cin),
-                (p * cin) as isize,
-                1,
-                wt.as_ptr().add(t * cout),
-                (nt * cout) as isize,
-                1,
-                1.0,
-                num_threads(),
-            )
-        };
-        started[po] = true;
-    }
+    let pairs = pairs(g);
+    tap_products(
+        &mut ys,
+        cout,
+        &xs,
+        cin,
+        &wt,
+        g,
+        bias.is_some(),
+        pairs.into_iter(),
+    );
     swap_last(&ys, g.b, p, cout)
 }
 
@@ -99,32 +84,52 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
         transpose_into(src, cin, nt, dst);
     }
     let mut dxs = uninit_vec(g.b * p * cin);
-    let mut started = vec![false; p];
-    for (po, q, t) in pairs(g) {
-        // SAFETY: dxs[:, q, :] is B x Cin, dys[:, po, :] B x Cout, wi's tap-t matrix
-        // Cout x Cin, with the row strides given.
+    let swapped = pairs(g).into_iter().map(|(po, q, t)| (q, po, t));
+    tap_products(&mut dxs, cin, &dys, cout, &wi, g, false, swapped);
+    swap_last(&dxs, g.b, p, cin)
+}
+
+/// out[:, o, :] (+)= inp[:, i, :] · W_t for every (o, i, t) of `pairs`, channels-last, with
+/// tap t's (in_c x out_c) matrix at w[t·out_c..] and its rows nt·out_c apart. The first
+/// product into a pixel overwrites it unless `accumulate` (a bias is already there); every
+/// pixel gets one, through the centre tap.
+#[allow(clippy::too_many_arguments)]
+fn tap_products(
+    out: &mut [f32],
+    out_c: usize,
+    inp: &[f32],
+    in_c: usize,
+    w: &[f32],
+    g: &Geom,
+    accumulate: bool,
+    pairs: impl Iterator<Item = (usize, usize, usize)>,
+) {
+    let (p, nt) = (g.h * g.w, g.kh * g.kw);
+    let mut started = vec![accumulate; p];
+    for (o, i, t) in pairs {
+        // SAFETY: out[:, o, :] is B x out_c with rows P·out_c apart, inp[:, i, :] is B x in_c
+        // with rows P·in_c apart, and tap t's matrix in_c x out_c with rows nt·out_c apart.
         unsafe {
             sgemm(
                 g.b,
-                cin,
-                cout,
-                dxs.as_mut_ptr().add(q * cin),
-                (p * cin) as isize,
+                out_c,
+                in_c,
+                out.as_mut_ptr().add(o * out_c),
+                (p * out_c) as isize,
                 1,
-                started[q],
-                dys.as_ptr().add(po * cout),
-                (p * cout) as isize,
+                started[o],
+                inp.as_ptr().add(i * in_c),
+                (p * in_c) as isize,
                 1,
-                wi.as_ptr().add(t * cin),
-                (nt * cin) as isize,
+                w.as_ptr().add(t * out_c),
+                (nt * out_c) as isize,
                 1,
                 1.0,
                 num_threads(),
             )
         };
-        started[q] = true;
+        started[o] = true;
     }
-    swap_last(&dxs, g.b, p, cin)
 }
 
 /// dw (Cout, Cin, kh, kw): tap t's (Cout x Cin) gradient is Σ over its pairs of
