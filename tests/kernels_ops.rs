@@ -334,7 +334,10 @@ fn linear_matches_reference_and_finite_differences() {
     // Mismatched shapes are errors, not panics.
     let (x, w) = (rand(&[3, 5], 1), rand(&[4, 5], 2));
     let e = k::linear(&x, &w, Some(&rand(&[3], 3))).unwrap_err();
-    assert!(e.to_string().contains("bias has 3 elements for 4 outputs"), "{e}");
+    assert!(
+        e.to_string().contains("bias has 3 elements for 4 outputs"),
+        "{e}"
+    );
     let e = k::linear(&rand(&[3, 6], 4), &w, None).unwrap_err();
     assert!(e.to_string().contains("weight's 5 inputs"), "{e}");
     // A transposed (non-contiguous) input.
@@ -364,6 +367,37 @@ fn linear_skips_the_gradient_of_an_input_without_a_graph() {
         .matmul(&ctx.reshape((21, 10)).unwrap())
         .unwrap();
     assert_close(g.get(w.as_tensor()).unwrap(), &want, TOL, "linear dw");
+}
+
+#[test]
+fn gelu_and_geglu_match_reference_and_finite_differences() {
+    // Values from -12 to 12 (both tails), odd sizes, more than one pool task.
+    for (i, shape) in [&[7][..], &[3, 5, 33], &[2, 40000]].iter().enumerate() {
+        let x = (rand(shape, 70 + i as u64) * 6.0).unwrap();
+        let name = format!("gelu {shape:?}");
+        check_against_reference(
+            &name,
+            &[x.clone()],
+            |t| k::gelu(&t[0]),
+            |t| k::gelu_reference(&t[0]),
+            TOL,
+        );
+        check_finite_differences(&name, &[x], |t| k::gelu(&t[0]), 1e-4);
+    }
+    for (i, shape) in [&[2][..], &[3, 5, 34], &[4, 16, 1024]].iter().enumerate() {
+        let f = (rand(shape, 80 + i as u64) * 4.0).unwrap();
+        let name = format!("geglu {shape:?}");
+        check_against_reference(
+            &name,
+            &[f.clone()],
+            |t| k::geglu(&t[0]),
+            |t| k::geglu_reference(&t[0]),
+            TOL,
+        );
+        check_finite_differences(&name, &[f], |t| k::geglu(&t[0]), 1e-4);
+    }
+    let e = k::geglu(&rand(&[2, 5], 1)).unwrap_err();
+    assert!(e.to_string().contains("must split into two halves"), "{e}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::nn::attention::{AttentionConfig, MultiHeadAttention};
+use crate::nn::kernels;
 use crate::nn::layers::{LayerNorm, Linear};
 
 /// Sizes of a [`TextEncoder`].
@@ -33,7 +34,7 @@ impl Block {
         let x = (x + self.attn.forward(&n, &n, None)?)?;
         let m = self
             .fc2
-            .forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?)?;
+            .forward(&kernels::gelu(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
         x + m
     }
 }

@@ -5,6 +5,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::attention::{AttentionConfig, MultiHeadAttention};
+use crate::nn::kernels;
 use crate::nn::layers::{Conv2d, Conv2dConfig, ConvInit, Dropout, GroupNorm, LayerNorm, Linear};
 use crate::rng::Rng;
 
@@ -190,8 +191,7 @@ impl SpatialTransformer {
             h = (&h + attn2.forward(&norm2.forward(&h)?, ctx, rng.as_deref_mut())?)?;
         }
         let f = self.ff_in.forward(&self.norm3.forward(&h)?)?; // (B, HW, 8d)
-        let (u, gate) = (f.narrow(2, 0, 4 * d)?, f.narrow(2, 4 * d, 4 * d)?);
-        let f = self.ff_dropout.forward(&(u * gate.gelu_erf()?)?, rng)?;
+        let f = self.ff_dropout.forward(&kernels::geglu(&f)?, rng)?; // u · GELU(gate)
         h = (&h + self.ff_out.forward(&f)?)?;
         let h = h.transpose(1, 2)?.contiguous()?.reshape((b, d, hh, ww))?;
         x + self.proj_out.forward(&h)?

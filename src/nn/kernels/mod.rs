@@ -14,17 +14,19 @@
 //! - upsample_nearest2x: the 2x2 block sum, itself differentiable.
 //! - linear: input (only when it carries a graph), weight and bias, as candle matmuls (second
 //!   order works).
-//! - group_norm, attention, softmax_last_dim: first order only (their gradients are computed
+//! - group_norm, attention, softmax_last_dim, gelu, geglu: first order only (their gradients are computed
 //!   directly and carry no graph; candle detaches gradients by default anyway).
 //!
 //! On the fast path: conv2d with any stride, padding and kernel size (rank-4 input and
 //! weight, rank-1 bias); group_norm over any (B, C, ...); upsample_nearest2x of rank-4 input;
-//! linear over the last dimension of any rank with a rank-2 weight; attention over
+//! linear over the last dimension of any rank with a rank-2 weight; gelu of anything; geglu
+//! over the last dimension (of even length); attention over
 //! (..., T, D) x (..., S, D) with equal leading dimensions; softmax over the last
 //! dimension. Other ranks, dtypes and devices take the stock path.
 
 mod attention;
 mod conv;
+mod gelu;
 mod group_norm;
 mod linear;
 mod small_map;
@@ -131,6 +133,34 @@ pub fn linear_reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result
         *last = w.dim(0)?;
     }
     y.reshape(out)
+}
+
+/// GELU in its exact (erf) form, elementwise.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fast_path(&[x]) {
+        return x.contiguous()?.apply_op1(gelu::Gelu);
+    }
+    gelu_reference(x)
+}
+
+/// [`gelu`] as candle's own op.
+pub fn gelu_reference(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// GEGLU: u · GELU(gate) where (u, gate) are the two halves of the last dimension of `f`.
+pub fn geglu(f: &Tensor) -> Result<Tensor> {
+    if fast_path(&[f]) && f.rank() >= 1 {
+        return f.contiguous()?.apply_op1(gelu::Geglu);
+    }
+    geglu_reference(f)
+}
+
+/// [`geglu`] built from candle's own ops.
+pub fn geglu_reference(f: &Tensor) -> Result<Tensor> {
+    let last = f.rank().saturating_sub(1);
+    let n = f.dim(last)? / 2;
+    f.narrow(last, 0, n)? * f.narrow(last, n, n)?.gelu_erf()?
 }
 
 /// GroupNorm over (B, C, ...) with per-channel affine `gamma`, `beta`, optionally followed by SiLU.
