@@ -377,7 +377,7 @@ fn gelu_and_geglu_match_reference_and_finite_differences() {
         let name = format!("gelu {shape:?}");
         check_against_reference(
             &name,
-            &[x.clone()],
+            std::slice::from_ref(&x),
             |t| k::gelu(&t[0]),
             |t| k::gelu_reference(&t[0]),
             TOL,
@@ -389,7 +389,7 @@ fn gelu_and_geglu_match_reference_and_finite_differences() {
         let name = format!("geglu {shape:?}");
         check_against_reference(
             &name,
-            &[f.clone()],
+            std::slice::from_ref(&f),
             |t| k::geglu(&t[0]),
             |t| k::geglu_reference(&t[0]),
             TOL,
