@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
-use crate::config::schema::SamplerKind;
+use crate::device::DeviceSpec;
+use crate::diffusion::sampler::SamplerKind;
+use crate::environment::Environment;
+use crate::resume::{ResumeRequest, ResumeTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,7 +60,7 @@ pub struct Overrides {
     pub runs_dir: PathBuf,
     /// Device, shorthand for --set experiment.device=...: cpu, cuda, cuda:1.
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceSpec>,
 }
 
 impl Overrides {
@@ -70,20 +73,50 @@ impl Overrides {
     }
 }
 
+impl RunArgs {
+    /// The experiments this invocation names, as a request.
+    fn request(&self) -> commands::run::Request {
+        commands::run::Request {
+            patterns: self.experiments.clone(),
+            sets: self.overrides.all_sets(),
+            runs_dir: self.overrides.runs_dir.clone(),
+            reuse: !self.no_reuse,
+            member: self.member.clone(),
+        }
+    }
+
+    /// The resume this invocation asks for, if any.
+    fn resume_request(&self) -> anyhow::Result<Option<ResumeRequest>> {
+        let Some(target) = &self.resume else {
+            return Ok(None);
+        };
+        let experiment = match self.experiments.as_slice() {
+            [] => None,
+            [one] => Some(PathBuf::from(one)),
+            _ => anyhow::bail!("--resume continues one run: give at most one experiment file"),
+        };
+        Ok(Some(ResumeRequest {
+            target: ResumeTarget::parse(target),
+            experiment,
+            sets: self.overrides.all_sets(),
+            force: self.force,
+        }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the resolved configuration, the stages in order and the model sizes; runs nothing.
+    /// Print what `ldm-run` with the same arguments would do: the resolved configuration,
+    /// every stage's action, the model sizes and memory; checks everything, runs nothing.
     Plan {
-        #[arg(value_name = "EXPERIMENT.toml")]
-        experiment: PathBuf,
         #[command(flatten)]
-        overrides: Overrides,
+        run: RunArgs,
     },
     /// Print the JSON Schema of experiment files.
     Schema,
     /// List the runs under a runs folder with their status, steps and final metrics.
     Ls {
-        #[arg(default_value = "runs")]
+        #[arg(default_value = "runs", value_name = "RUNS_DIR")]
         runs_dir: PathBuf,
         /// Print JSON instead of a table (for scripts).
         #[arg(long)]
@@ -212,32 +245,23 @@ pub fn main() -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         None => {
-            let o = &cli.run.overrides;
-            let done = match &cli.run.resume {
-                Some(target) => commands::run::resume(
-                    crate::resume::ResumeTarget::parse(target),
-                    &cli.run.experiments,
-                    &o.all_sets(),
-                    &o.runs_dir,
-                    cli.run.force,
-                    !cli.run.no_reuse,
-                )?,
-                None => commands::run::run(
-                    &cli.run.experiments,
-                    &o.all_sets(),
-                    &o.runs_dir,
-                    !cli.run.no_reuse,
-                    cli.run.member.as_deref(),
-                )?,
+            let env = Environment::from_process()?;
+            let args = &cli.run;
+            let done = match args.resume_request()? {
+                Some(req) => {
+                    commands::run::resume(&req, &env, &args.overrides.runs_dir, !args.no_reuse)?
+                }
+                None => commands::run::run(&args.request(), &env)?,
             };
             Ok(ok(done))
         }
-        Some(Command::Plan {
-            experiment,
-            overrides,
-        }) => {
-            let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
-            commands::print_out(&commands::plan::report(&resolved, &overrides.runs_dir)?)?;
+        Some(Command::Plan { run }) => {
+            let env = Environment::from_process()?;
+            commands::print_out(&commands::plan::for_args(
+                &run.request(),
+                run.resume_request()?.as_ref(),
+                &env,
+            )?)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Bench {
@@ -251,10 +275,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
             warmup,
             skip,
         }) => {
-            let resolved = crate::config::resolve(&experiment, &overrides.all_sets())?;
-            let device = crate::device::parse(&resolved.experiment.experiment.device)
-                .map_err(anyhow::Error::msg)?
-                .open()?;
+            let env = Environment::from_process()?;
+            let resolved = crate::config::resolve(&experiment, &env, &overrides.all_sets())?;
+            let device = resolved.experiment.experiment.device.open()?;
             let args = commands::bench::BenchArgs {
                 vae_batch,
                 unet_batch,
@@ -268,7 +291,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Ls { runs_dir, json }) => {
-            let rows = commands::ls::rows(&runs_dir);
+            let rows = commands::ls::rows(&runs_dir)?;
             let text = if json {
                 format!("{}\n", serde_json::to_string_pretty(&rows)?)
             } else if rows.is_empty() {
@@ -290,20 +313,24 @@ pub fn main() -> anyhow::Result<ExitCode> {
             no_reuse,
             overrides,
         }) => {
-            commands::submit::run(&commands::submit::SubmitArgs {
-                patterns: experiments,
-                sets: overrides.sets,
-                device: overrides.device,
-                runs_dir: overrides.runs_dir,
-                no_reuse,
-                resources: crate::slurm::Resources {
-                    partition,
-                    time,
-                    gpus,
-                    cpus_per_task,
+            let env = Environment::from_process()?;
+            commands::submit::run(
+                &commands::submit::SubmitArgs {
+                    patterns: experiments,
+                    sets: overrides.sets,
+                    device: overrides.device.map(|d| d.to_string()),
+                    runs_dir: overrides.runs_dir,
+                    no_reuse,
+                    resources: crate::slurm::Resources {
+                        partition,
+                        time,
+                        gpus,
+                        cpus_per_task,
+                    },
+                    dry_run,
                 },
-                dry_run,
-            })?;
+                &env,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Schema) => {

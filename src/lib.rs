@@ -1,5 +1,6 @@
 //! ldm-run: train latent diffusion models from declarative TOML experiment files.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod commands;
 pub mod conditioning;
@@ -7,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod diffusion;
+pub mod environment;
 pub mod log;
 pub mod metrics;
 pub mod models;
@@ -16,7 +18,7 @@ pub mod plan;
 pub mod resume;
 pub mod rng;
 pub mod runner;
-pub mod runs;
+pub mod settings;
 pub mod slurm;
 pub mod stages;
 pub mod train;

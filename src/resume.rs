@@ -1,19 +1,22 @@
 //! Continuing an interrupted run: finished stages are skipped, the running one continues from
-//! its newest valid checkpoint. A resume with training settings other than the run's is refused
-//! with the differing keys unless forced (and then recorded in the manifest).
+//! its newest valid checkpoint. A resume whose training settings differ from the run's is
+//! refused with the differing keys unless forced (and then recorded in the manifest); so is a
+//! `config.toml` edited by hand since the run recorded its configuration.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 
-use crate::config::diff::{KeyDiff, diff, is_training_relevant};
+use crate::config::diff::{KeyDiff, diff, diff_values, is_training_relevant};
 use crate::config::{self, Resolved};
+use crate::environment::Environment;
+use crate::plan::checks::MemoryCheck;
 use crate::plan::lock::RunLock;
 use crate::plan::manifest::{Manifest, ResumeRecord, Status, now};
 use crate::plan::run_dir::RunDir;
+use crate::plan::{Plan, Planning, RunIndex};
 use crate::runner::{self, RunOptions, RunReport};
-use crate::runs;
 
 /// Which run to continue.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,18 +45,33 @@ pub struct ResumeRequest {
     pub force: bool,
 }
 
-/// The newest run of `name` under `runs_dir` that has not finished.
-pub fn latest_unfinished(runs_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    runs::of_experiment(runs_dir, name)
-        .into_iter()
-        .find(|(_, m)| m.status != Status::Finished)
-        .map(|(dir, _)| dir)
-        .with_context(|| {
-            format!(
-                "no unfinished run of experiment `{name}` under {}",
-                runs_dir.display()
-            )
-        })
+/// A resume, checked and planned, nothing written yet.
+pub struct Prepared {
+    pub plan: Plan,
+    pub run: RunDir,
+    pub manifest: Manifest,
+    /// Every key that differs from the run's configuration.
+    pub changes: Vec<KeyDiff>,
+}
+
+/// The newest run of `name` in `index` that has not finished. A damaged newest run is an
+/// error rather than silently passed over.
+pub fn latest_unfinished(index: &RunIndex, name: &str) -> anyhow::Result<PathBuf> {
+    for run in index.of_experiment(name) {
+        match &run.manifest {
+            Err(why) => bail!(
+                "the newest run of experiment `{name}`, {}, is damaged ({why}); resume an \
+                 older run by its folder, or move the damaged one away",
+                run.dir.display()
+            ),
+            Ok(m) if m.status != Status::Finished => return Ok(run.dir.clone()),
+            Ok(_) => {}
+        }
+    }
+    bail!(
+        "no unfinished run of experiment `{name}` under {}",
+        index.runs_dir.display()
+    )
 }
 
 /// The configuration to resume with, refused when training-relevant keys changed (unless
@@ -65,42 +83,156 @@ pub fn checked_config(
     run_dir: &Path,
 ) -> anyhow::Result<(Resolved, Vec<KeyDiff>)> {
     let changes = diff(&saved.experiment, &wanted.experiment);
-    let relevant: Vec<&KeyDiff> = changes
+    refuse_relevant(
+        &changes,
+        force,
+        &format!(
+            "refusing to resume {}: these training settings differ from the run's config.toml",
+            run_dir.display()
+        ),
+    )?;
+    Ok((wanted, changes))
+}
+
+fn refuse_relevant(changes: &[KeyDiff], force: bool, what: &str) -> anyhow::Result<()> {
+    let relevant: Vec<String> = changes
         .iter()
         .filter(|d| is_training_relevant(&d.key))
+        .map(|d| format!("  {d}"))
         .collect();
     if !relevant.is_empty() && !force {
-        let list: Vec<String> = relevant.iter().map(|d| format!("  {d}")).collect();
         bail!(
-            "refusing to resume {}: these training settings differ from the run's config.toml:\n{}\n\
-             resume without them, start a new run, or pass --force to continue anyway (recorded in the manifest)",
-            run_dir.display(),
-            list.join("\n")
+            "{what}:\n{}\nresume without them, start a new run, or pass --force to continue \
+             anyway (recorded in the manifest)",
+            relevant.join("\n")
         );
     }
-    Ok((wanted, changes))
+    Ok(())
+}
+
+/// The run folder a request names.
+pub fn target_dir(
+    req: &ResumeRequest,
+    env: &Environment,
+    index: &RunIndex,
+) -> anyhow::Result<PathBuf> {
+    match (&req.target, &req.experiment) {
+        (ResumeTarget::Dir(d), _) => Ok(d.clone()),
+        (ResumeTarget::Latest, Some(file)) => {
+            let resolved = config::resolve(file, env, &req.sets)?;
+            latest_unfinished(index, resolved.name())
+        }
+        (ResumeTarget::Latest, None) => bail!(
+            "--resume latest needs the experiment file: ldm-run EXPERIMENT.toml --resume latest"
+        ),
+    }
+}
+
+/// Checks and plans continuing the run in `dir`; writes nothing.
+pub fn prepare(
+    req: &ResumeRequest,
+    dir: &Path,
+    env: &Environment,
+    planning: &Planning,
+) -> anyhow::Result<Prepared> {
+    let run = RunDir::open(dir);
+    if !run.root.is_dir() {
+        bail!(
+            "{} is not a folder; give a run folder such as runs/<experiment>/<timestamp>",
+            run.root.display()
+        );
+    }
+    let manifest = Manifest::load(&run.root).with_context(|| {
+        format!(
+            "{} is not a readable ldm-run run folder",
+            run.root.display()
+        )
+    })?;
+    let saved =
+        config::resolve(&run.config(), &Environment::default(), &[]).with_context(|| {
+            format!(
+                "cannot read the run's configuration {}",
+                run.config().display()
+            )
+        })?;
+    let edited = match &manifest.config {
+        Some(recorded) => diff_values(recorded, &saved.experiment_json()),
+        None => Vec::new(),
+    };
+    refuse_relevant(
+        &edited,
+        req.force,
+        &format!(
+            "refusing to resume {}: its config.toml was edited after the run recorded its \
+             configuration, and these training settings differ",
+            run.root.display()
+        ),
+    )?;
+    let wanted = config::resolve(
+        req.experiment.as_deref().unwrap_or(&run.config()),
+        env,
+        &req.sets,
+    )?;
+    let (resolved, mut changes) = checked_config(&saved, wanted, req.force, &run.root)?;
+    changes.extend(edited);
+    let plan = Plan::resume(resolved, &run.root, &manifest, planning)?;
+    if manifest.config.is_none() && !req.force {
+        let moved: Vec<&str> = plan
+            .stages
+            .iter()
+            .filter(|s| {
+                manifest
+                    .stages
+                    .get(&s.name)
+                    .and_then(|r| r.fingerprint.as_deref())
+                    .is_some_and(|f| f != s.fingerprint)
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if !moved.is_empty() {
+            bail!(
+                "refusing to resume {}: the fingerprints of stages {} no longer match the run's \
+                 (its config.toml or a file it names changed); start a new run, or pass --force",
+                run.root.display(),
+                moved.join(", ")
+            );
+        }
+    }
+    Ok(Prepared {
+        plan,
+        run,
+        manifest,
+        changes,
+    })
 }
 
 /// Continues the run the request names.
 pub fn resume(
     req: &ResumeRequest,
+    env: &Environment,
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> anyhow::Result<RunReport> {
-    let dir = match (&req.target, &req.experiment) {
-        (ResumeTarget::Dir(d), _) => d.clone(),
-        (ResumeTarget::Latest, Some(file)) => {
-            let resolved = config::resolve(file, &req.sets)?;
-            latest_unfinished(&opts.runs_dir, &resolved.experiment.experiment.name)?
-        }
-        (ResumeTarget::Latest, None) => bail!(
-            "--resume latest needs the experiment file: ldm-run EXPERIMENT.toml --resume latest"
-        ),
+    let index = RunIndex::scan(&opts.runs_dir);
+    let dir = target_dir(req, env, &index)?;
+    if !dir.join("manifest.json").is_file() {
+        bail!(
+            "{} is not an ldm-run run folder (it has no manifest.json)",
+            dir.display()
+        );
+    }
+    let _lock = RunLock::acquire(&dir)?;
+    let planning = Planning {
+        index: &index,
+        reuse: opts.reuse,
+        memory: MemoryCheck::Refuse,
     };
-    let run = RunDir::open(&dir);
-    let mut manifest = Manifest::load(&run.root)
-        .with_context(|| format!("{} is not an ldm-run run folder", run.root.display()))?;
-    let _lock = RunLock::acquire(&run.root)?;
+    let Prepared {
+        plan,
+        run,
+        mut manifest,
+        changes,
+    } = prepare(req, &dir, env, &planning)?;
     if manifest.status == Status::Finished {
         eprintln!(
             "{} has finished already; nothing to resume",
@@ -111,33 +243,22 @@ pub fn resume(
             status: Status::Finished,
         });
     }
-    let saved =
-        config::resolve_with_env(&run.config(), std::iter::empty(), &[]).with_context(|| {
-            format!(
-                "cannot read the run's configuration {}",
-                run.config().display()
-            )
-        })?;
-    let wanted = config::resolve(
-        req.experiment.as_deref().unwrap_or(&run.config()),
-        &req.sets,
-    )?;
-    let (resolved, changes) = checked_config(&saved, wanted, req.force, &run.root)?;
+    let device = runner::open_device(&plan)?;
     if !changes.is_empty() {
-        run.write("config.toml", &resolved.to_toml())?;
+        run.write("config.toml", &plan.resolved.to_toml())?;
     }
+    let forced = req.force && changes.iter().any(|d| is_training_relevant(&d.key));
     manifest.resumes.push(ResumeRecord {
         at: now(),
         from_status: manifest.status,
-        forced: req.force && changes.iter().any(|d| is_training_relevant(&d.key)),
+        forced,
         changed: changes.iter().map(ToString::to_string).collect(),
     });
     manifest.status = Status::Running;
     manifest.finished = None;
+    manifest.config = Some(plan.resolved.experiment_json());
     manifest.save(&run.root)?;
     eprintln!("resuming {}", run.root.display());
-    let device = crate::device::parse(&resolved.experiment.experiment.device)
-        .map_err(anyhow::Error::msg)?
-        .open()?;
-    runner::execute(&resolved, &run, &mut manifest, opts, &device, stop)
+    runner::announce(&plan);
+    runner::execute(&plan, &run, &mut manifest, opts, &device, stop)
 }

@@ -4,6 +4,9 @@
 
 use std::fmt::Write;
 
+/// The folder under the runs folder that holds job scripts and task logs.
+pub const SLURM_DIR: &str = "slurm";
+
 /// What the job asks Slurm for; `None` leaves the cluster's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {

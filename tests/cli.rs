@@ -47,7 +47,7 @@ fn plan_reports_the_seed_parameter_counts_and_writes_nothing() {
         stdout.contains("[stages.vae]"),
         "prints the resolved TOML: {stdout}"
     );
-    assert!(stdout.contains("pending"), "{stdout}");
+    assert!(stdout.contains("train 30000 steps"), "{stdout}");
     assert!(!runs.exists(), "plan must not write anything");
 }
 

@@ -140,7 +140,7 @@ fn rows(t: &Tensor, b: usize) -> Vec<Vec<f32>> {
 fn encoder_is_causal_pads_and_refuses_long_prompts() {
     let dir = tempfile::tempdir().unwrap();
     let (w, t) = clip_files(dir.path());
-    let clip = ClipText::load(&w, &t, &Device::Cpu).unwrap();
+    let clip = ClipText::load(ClipText::open(&w, &Device::Cpu).unwrap(), &t).unwrap();
     assert_eq!(clip.width, WIDTH);
     let out = clip
         .encode(&["seven", "seven 7", ""], 5, &Device::Cpu)
@@ -174,7 +174,12 @@ fn missing_tensor_is_named() {
     let w = dir.path().join("empty.safetensors");
     let one = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
     candle_core::safetensors::save(&HashMap::from([("x".to_string(), one)]), &w).unwrap();
-    let err = format!("{:#}", ClipText::load(&w, &t, &Device::Cpu).err().unwrap());
+    let err = format!(
+        "{:#}",
+        ClipText::load(ClipText::open(&w, &Device::Cpu).unwrap(), &t)
+            .err()
+            .unwrap()
+    );
     assert!(
         err.contains("no tensor `text_model.embeddings.token_embedding.weight`")
             && err.contains("empty.safetensors"),

@@ -3,7 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::ffi::OsString;
+
 use ldm_run::config::{self, ConfigError, StageSpec};
+use ldm_run::environment::Environment;
+use ldm_run::plan::checks::MemoryCheck;
+use ldm_run::plan::{Plan, Planning, RunIndex};
 
 const BASE: &str = r#"
 [experiment]
@@ -35,18 +40,35 @@ fn resolve(
     env: &[(&str, &str)],
     sets: &[&str],
 ) -> Result<config::Resolved, ConfigError> {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env = Environment::from_vars(
+        env.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    )
+    .unwrap();
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    config::resolve_with_env(path, env, &sets)
+    config::resolve(path, &env, &sets)
+}
+
+/// The plan of a new run (graph and file checks included), or its refusal.
+fn planned(path: &Path, sets: &[&str]) -> Result<Plan, String> {
+    let resolved = resolve(path, &[], sets).map_err(|e| e.to_string())?;
+    let index = RunIndex::default();
+    let planning = Planning {
+        index: &index,
+        reuse: true,
+        memory: MemoryCheck::Skip,
+    };
+    Plan::new_run(resolved, &planning, &[]).map_err(|e| e.to_string())
 }
 
 fn error(path: &Path, env: &[(&str, &str)], sets: &[&str]) -> String {
     resolve(path, env, sets)
         .expect_err("should be refused")
         .to_string()
+}
+
+fn plan_error(path: &Path, sets: &[&str]) -> String {
+    planned(path, sets).expect_err("should be refused")
 }
 
 fn lr_of(r: &config::Resolved, stage: &str) -> f64 {
@@ -99,7 +121,7 @@ fn layers_apply_in_order_base_file_env_set() {
     assert_eq!(lr_of(&r, "vae"), 1e-4, "--set wins over env and is a float");
     assert_eq!(r.experiment.autoencoder.ch_mult, vec![1, 2]);
     assert!(
-        r.experiment.extends.is_none(),
+        !r.to_toml().contains("extends"),
         "the resolved config is flat"
     );
 }
@@ -108,19 +130,15 @@ fn layers_apply_in_order_base_file_env_set() {
 fn stages_come_in_dependency_order_with_defaults_filled() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "e.toml", BASE);
-    let r = resolve(&file, &[], &[]).unwrap();
-    let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+    let plan = planned(&file, &[]).unwrap();
+    let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, vec!["vae", "ldm"]);
-    let StageSpec::Diffusion {
-        ema_decay,
-        sampling,
-        ..
-    } = &r.stage("ldm").unwrap().spec
-    else {
+    let r = &plan.resolved;
+    let StageSpec::Diffusion(ldm) = &r.stage("ldm").unwrap().spec else {
         panic!("ldm is a diffusion stage")
     };
-    assert_eq!(*ema_decay, 0.999);
-    assert_eq!(sampling.steps, 50);
+    assert_eq!(ldm.ema.ema_decay, 0.999);
+    assert_eq!(ldm.sampling.sampler_steps, 50);
     let text = r.to_toml();
     assert!(
         text.contains("kl_weight = 1e-6") || text.contains("kl_weight = 0.000001"),
@@ -174,7 +192,7 @@ fn key_of_another_stage_kind_is_refused() {
     let err = error(&file, &[], &["stages.vae.ema_decay=0.9"]);
     assert!(err.contains("`--set stages.vae.ema_decay=0.9`"), "{err}");
     assert!(
-        err.contains("not a setting of a `autoencoder` stage"),
+        err.contains("unknown key for `autoencoder` stages; it is a setting of `diffusion` and `classifier` stages"),
         "{err}"
     );
 }
@@ -189,7 +207,7 @@ fn wrong_type_names_the_source_and_key() {
         "{err}"
     );
     assert!(err.contains("key `autoencoder.ch`: wrong type"), "{err}");
-    assert!(err.contains("expected usize"), "{err}");
+    assert!(err.contains("expected a non-negative integer"), "{err}");
 }
 
 #[test]
@@ -267,21 +285,16 @@ fn classifier_and_eval_settings_are_checked() {
     let file = write(dir.path(), "e.toml", &text);
     let r = resolve(&file, &[], &[]).unwrap();
     match &r.stage("ev").unwrap().spec {
-        StageSpec::Eval {
-            samples,
-            guidance_sweep,
-            eval_images,
-            sampling,
-        } => {
-            assert_eq!((*samples, *eval_images), (1000, 1000));
-            assert!(guidance_sweep.is_empty());
-            assert_eq!(sampling.guidance, 3.0);
+        StageSpec::Eval(ev) => {
+            assert_eq!((ev.measure.samples, ev.test.eval_images), (1000, 1000));
+            assert!(ev.measure.guidance_sweep.is_empty());
+            assert_eq!(ev.sampling.guidance, 3.0);
         }
         other => panic!("{other:?}"),
     }
     match &r.stage("clf").unwrap().spec {
-        StageSpec::Classifier { ema_decay, train } => {
-            assert_eq!((*ema_decay, train.steps), (0.999, 5));
+        StageSpec::Classifier(clf) => {
+            assert_eq!((clf.ema.ema_decay, clf.train.steps), (0.999, 5));
         }
         other => panic!("{other:?}"),
     }
@@ -291,15 +304,20 @@ fn classifier_and_eval_settings_are_checked() {
         "{err}"
     );
     let err = error(&file, &[], &["stages.ev.guidance_sweep=[1.0, -2.0]"]);
-    assert!(err.contains("-2 must be zero or positive"), "{err}");
-    let err = error(&file, &[], &["stages.ev.needs=[\"ldm\"]"]);
+    assert!(
+        err.contains("-2 is out of range; expected 0 <= guidance"),
+        "{err}"
+    );
+    let err = plan_error(&file, &["stages.ev.needs=[\"ldm\"]"]);
     assert!(
         err.contains("needs one `diffusion` stage and one `classifier` stage"),
         "{err}"
     );
     let err = error(&file, &[], &["stages.clf.kl_weight=1.0"]);
     assert!(
-        err.contains("not a setting of a `classifier` stage"),
+        err.contains(
+            "unknown key for `classifier` stages; it is a setting of `autoencoder` stages"
+        ),
         "{err}"
     );
     let only = "[experiment]\nname = \"c\"\n[dataset]\nimage_size = 30\n\
@@ -328,19 +346,21 @@ fn text_encoder_width_must_match_the_unet_context() {
 fn stage_graph_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "e.toml", BASE);
-    let err = error(&file, &[], &["stages.ldm.needs=[\"vea\"]"]);
+    let err = plan_error(&file, &["stages.ldm.needs=[\"vea\"]"]);
     assert!(
-        err.contains("needs `vea`, which is not a stage of this experiment (stages: ldm, vae)"),
+        err.contains(
+            "needs `vea`, which is not a stage of this experiment (did you mean `vae`? stages: ldm, vae)"
+        ),
         "{err}"
     );
     let cyc = format!("{BASE}\n[stages.s]\nkind = \"sample\"\nneeds = [\"ldm\"]\n");
     let file = write(dir.path(), "c.toml", &cyc);
-    let err = error(&file, &[], &["stages.ldm.needs=[\"s\"]"]);
+    let err = plan_error(&file, &["stages.ldm.needs=[\"s\"]"]);
     assert!(
         err.contains("stages form a cycle: ldm -> s -> ldm"),
         "{err}"
     );
-    let err = error(&file, &[], &["stages.s.needs=[\"vae\"]"]);
+    let err = plan_error(&file, &["stages.s.needs=[\"vae\"]"]);
     assert!(
         err.contains(
             "a `sample` stage needs one `diffusion` stage, but `needs` lists `vae` (autoencoder)"

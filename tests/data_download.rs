@@ -7,9 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ldm_run::config::schema::{DatasetConfig, DatasetName};
 use ldm_run::data::files::{self, MNIST};
 use ldm_run::data::{DataError, Split, load};
+use ldm_run::data::{DatasetConfig, DatasetName};
 
 /// What the server does for one path.
 #[derive(Clone)]

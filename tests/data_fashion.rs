@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use ldm_run::config::schema::{DatasetConfig, DatasetName};
 use ldm_run::data::files::{self, DEBIAN_FASHION_DIR, FASHION_MNIST};
+use ldm_run::data::{DatasetConfig, DatasetName};
 use ldm_run::data::{Split, load};
 
 #[test]

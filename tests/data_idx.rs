@@ -3,9 +3,9 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use ldm_run::config::schema::{DatasetConfig, DatasetName};
 use ldm_run::data::files::{self, MNIST};
 use ldm_run::data::{DataError, Split, idx, load};
+use ldm_run::data::{DatasetConfig, DatasetName};
 
 fn shared_mnist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist")

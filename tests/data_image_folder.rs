@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use ldm_run::config::schema::{DatasetConfig, DatasetName};
 use ldm_run::data::{DataError, Split, load};
+use ldm_run::data::{DatasetConfig, DatasetName};
 
 fn cfg(root: Option<&Path>, channels: usize) -> DatasetConfig {
     DatasetConfig {

@@ -46,7 +46,9 @@ fn loaded() -> (tempfile::TempDir, Lpips) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lpips.safetensors");
     random_weights(&path, 5);
-    let net = Lpips::load(&path, &Device::Cpu).unwrap();
+    let net = Lpips::open(&path, &Device::Cpu)
+        .and_then(|f| Lpips::load(&f))
+        .unwrap();
     (dir, net)
 }
 
@@ -114,7 +116,11 @@ fn missing_and_misshapen_tensors_are_named() {
         zeros(&[64, 3, 3, 3]).unwrap(),
     )]);
     candle_core::safetensors::save(&map, &path).unwrap();
-    let err = Lpips::load(&path, &Device::Cpu).err().unwrap().to_string();
+    let err = Lpips::open(&path, &Device::Cpu)
+        .and_then(|f| Lpips::load(&f))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("no tensor `features.0.bias`"), "{err}");
     assert!(err.contains("partial.safetensors"), "{err}");
 
@@ -123,7 +129,11 @@ fn missing_and_misshapen_tensors_are_named() {
         zeros(&[64, 1, 3, 3]).unwrap(),
     )]);
     candle_core::safetensors::save(&map, &path).unwrap();
-    let err = Lpips::load(&path, &Device::Cpu).err().unwrap().to_string();
+    let err = Lpips::open(&path, &Device::Cpu)
+        .and_then(|f| Lpips::load(&f))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("`features.0.weight` has shape [64, 1, 3, 3], expected [64, 3, 3, 3]"),
         "{err}"

@@ -3,14 +3,11 @@
 //! conditioners.
 
 use candle_core::{DType, Device, Tensor, Var};
-use ldm_run::conditioning::{Conditioner, Vocabulary};
-use ldm_run::config::schema::{
-    AutoencoderConfig, ConditioningConfig, ConditioningKind, UnetConfig,
-};
+use ldm_run::conditioning::{Conditioner, ConditioningConfig, ConditioningKind, Vocabulary};
 use ldm_run::diffusion::guidance::Guided;
 use ldm_run::diffusion::sampler::Denoiser;
-use ldm_run::models::autoencoder::AutoencoderKl;
-use ldm_run::models::unet::{UNet, UnetShape};
+use ldm_run::models::autoencoder::{AutoencoderConfig, AutoencoderKl};
+use ldm_run::models::unet::{UNet, UnetConfig, UnetShape};
 use ldm_run::models::vae_blocks::AttnBlock;
 use ldm_run::nn::params::ParamStore;
 use ldm_run::rng::Rng;

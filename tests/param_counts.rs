@@ -1,8 +1,9 @@
 //! The seed's networks have exactly the lesson's parameter counts.
 
 use candle_core::Device;
-use ldm_run::config::schema::{AutoencoderConfig, UnetConfig};
+use ldm_run::models::autoencoder::AutoencoderConfig;
 use ldm_run::models::autoencoder::AutoencoderKl;
+use ldm_run::models::unet::UnetConfig;
 use ldm_run::models::unet::{UNet, UnetShape};
 use ldm_run::nn::params::ParamStore;
 

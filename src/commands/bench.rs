@@ -9,15 +9,12 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::Resolved;
-use crate::config::schema::ConditioningKind;
 use crate::diffusion::objective::q_sample;
-use crate::diffusion::schedule::NoiseSchedule;
 use crate::models::autoencoder::AutoencoderKl;
-use crate::models::unet::{UNet, UnetShape};
+use crate::models::unet::UNet;
 use crate::nn::params::ParamStore;
 use crate::parallel;
 use crate::rng::Rng;
-use crate::stages::trained::latent_shape;
 use crate::train::adam::Adam;
 use crate::train::clip::{clip_scale, global_norm};
 
@@ -128,13 +125,10 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         )?);
     }
     if !args.skip_unet {
-        let (zc, side) = latent_shape(e);
-        let conditional = e.conditioning.kind != ConditioningKind::None;
-        let shape = UnetShape {
-            latent_channels: zc,
-            latent_size: side,
-            context_dim: conditional.then_some(e.unet.context_dim),
-        };
+        let latent = e.latent();
+        let (zc, side) = (latent.channels, latent.side);
+        let shape = e.unet_shape();
+        let conditional = shape.context_dim.is_some();
         let store = ParamStore::seeded(0, dev);
         let unet = UNet::new(&e.unet, shape, store.vb())?;
         super::print_out(&format!(
@@ -147,8 +141,7 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         let ctx = conditional
             .then(|| random(&[b, tokens, e.unet.context_dim], &mut rng, dev))
             .transpose()?;
-        let s = &e.schedule;
-        let schedule = NoiseSchedule::new(s.kind, s.timesteps, s.beta_start, s.beta_end);
+        let schedule = e.schedule.noise_schedule();
         let mut opt = Adam::new([0.9, 0.99], 0.0);
         let mut r = Rng::new(2);
         let mut dropout = Rng::new(3);

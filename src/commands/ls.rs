@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::plan::manifest::{Manifest, Status};
+use anyhow::bail;
+
+use crate::plan::index::{RunEntry, RunIndex};
+use crate::plan::manifest::Manifest;
 
 /// One run as `ls` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -15,7 +18,12 @@ pub struct RunRow {
     pub experiment: String,
     pub run_dir: PathBuf,
     pub started: String,
-    pub status: Status,
+    /// `pending`, `running`, `finished`, `failed`, `interrupted`, or `damaged` when the
+    /// manifest cannot be read.
+    pub status: String,
+    /// Why a damaged run's manifest cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
     pub stages_done: usize,
     pub stages_total: usize,
     /// `<stage>: done/total` for training stages.
@@ -47,7 +55,8 @@ impl RunRow {
             experiment: m.experiment.clone(),
             run_dir: dir.to_path_buf(),
             started: m.started.clone(),
-            status: m.status,
+            status: m.status.as_str().to_string(),
+            damage: None,
             stages_done: m.finished_stages().len(),
             stages_total: m.order.len(),
             steps,
@@ -55,23 +64,51 @@ impl RunRow {
             reused,
         }
     }
+
+    /// A run of the index, damaged or not.
+    pub fn of_entry(run: &RunEntry) -> Self {
+        match &run.manifest {
+            Ok(m) => Self::of(&run.dir, m),
+            Err(why) => Self {
+                experiment: run.experiment.clone(),
+                run_dir: run.dir.clone(),
+                started: String::new(),
+                status: "damaged".into(),
+                damage: Some(why.clone()),
+                stages_done: 0,
+                stages_total: 0,
+                steps: Vec::new(),
+                metrics: BTreeMap::new(),
+                reused: Vec::new(),
+            },
+        }
+    }
 }
 
-/// Every run under `runs_dir` (`<runs>/<experiment>/<run>/manifest.json`), newest first.
-pub fn rows(runs_dir: &Path) -> Vec<RunRow> {
-    let mut rows: Vec<RunRow> = std::fs::read_dir(runs_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|exp| crate::runs::of_experiment(runs_dir, &exp.file_name().to_string_lossy()))
-        .map(|(dir, m)| RunRow::of(&dir, &m))
-        .collect();
+/// Every run under `runs_dir` (`<runs>/<experiment>/<run>/manifest.json`), newest first; runs
+/// whose manifest cannot be read are listed as damaged. A runs folder that does not exist is
+/// an error.
+pub fn rows(runs_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
+    if !runs_dir.is_dir() {
+        bail!(
+            "{} is not a folder of runs{}; give the folder runs are written to (default: runs)",
+            runs_dir.display(),
+            if runs_dir.exists() {
+                ""
+            } else {
+                " (it does not exist)"
+            }
+        );
+    }
+    let index = RunIndex::scan(runs_dir);
+    let mut rows: Vec<RunRow> = index.runs.iter().map(RunRow::of_entry).collect();
     rows.sort_by(|a, b| {
         b.started
             .cmp(&a.started)
             .then(a.experiment.cmp(&b.experiment))
+            .then(a.run_dir.cmp(&b.run_dir))
     });
-    rows
+    Ok(rows)
 }
 
 fn metric_text(metrics: &BTreeMap<String, f64>) -> String {
@@ -106,13 +143,17 @@ pub fn render(rows: &[RunRow]) -> String {
                     r.reused.join(",")
                 )
             };
+            let metrics = match &r.damage {
+                Some(why) => format!("manifest unreadable: {why}"),
+                None => metric_text(&r.metrics),
+            };
             [
                 r.experiment.clone(),
                 run,
-                r.status.as_str().into(),
+                r.status.clone(),
                 stages,
                 r.steps.join(", "),
-                metric_text(&r.metrics),
+                metrics,
             ]
         })
         .collect();
@@ -149,7 +190,7 @@ mod tests {
             "vae".to_string(),
             crate::plan::manifest::StageRecord {
                 kind: "autoencoder".into(),
-                status: Status::Finished,
+                status: crate::plan::manifest::Status::Finished,
                 steps_done: 10,
                 steps_total: 10,
                 started: None,
@@ -165,12 +206,13 @@ mod tests {
             experiment: "exp".into(),
             ldm_run_version: "0".into(),
             seed: 0,
-            status: Status::Finished,
+            status: crate::plan::manifest::Status::Finished,
             started: "2026-01-01T00:00:00Z".into(),
             finished: None,
             stages,
             order: vec!["vae".into()],
             resumes: Vec::new(),
+            config: None,
         };
         let row = RunRow::of(Path::new("runs/exp/2026-01-01T00-00-00"), &m);
         let text = render(&[row]);

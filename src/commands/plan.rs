@@ -1,22 +1,15 @@
-//! `ldm-run plan`: the resolved configuration, the stages in order with their state, and the
-//! parameter count of every model. Runs nothing, writes nothing.
+//! `ldm-run plan`: what `ldm-run` with the same arguments would do, without doing it: the
+//! resolved configuration, every stage in execution order with its action (as the run will
+//! take it), the parameter count of every model and each stage's memory estimate. Every check
+//! a run makes before writing is made here too; nothing is written.
 
 use std::fmt::Write;
-use std::path::Path;
 
-use candle_core::Device;
-
-use crate::conditioning::Vocabulary;
-use crate::config::schema::{DatasetName, Experiment};
-use crate::config::{Resolved, StageSpec};
-use crate::data::dataset::{FASHION_MNIST_CLASSES, MNIST_CLASSES};
-use crate::models::autoencoder::AutoencoderKl;
-use crate::models::classifier::Classifier;
-use crate::models::discriminator::Discriminator;
-use crate::nn::params::ParamStore;
-use crate::plan::manifest::Status;
-use crate::runs;
-use crate::stages::trained;
+use crate::environment::Environment;
+use crate::plan::action::Shown;
+use crate::plan::checks::MemoryCheck;
+use crate::plan::{Plan, Planning, RunAction, RunIndex, memory, params};
+use crate::resume::{self, ResumeRequest};
 
 /// `1234567` as `1,234,567`.
 pub fn thousands(n: usize) -> String {
@@ -31,161 +24,130 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// The data set's class names, without loading its images.
-pub fn class_names(e: &Experiment) -> anyhow::Result<Vec<String>> {
-    Ok(match e.dataset.name {
-        DatasetName::Mnist => MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
-        DatasetName::FashionMnist => FASHION_MNIST_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        DatasetName::ImageFolder => {
-            let root = e.dataset.root.as_deref().unwrap_or(Path::new("."));
-            crate::data::image_folder::class_names(root)?
-        }
-    })
+/// The stage lines of a plan: name, kind, what it needs, and its action.
+pub fn stage_lines(plan: &Plan) -> Vec<String> {
+    let width = plan.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    plan.stages
+        .iter()
+        .map(|s| {
+            let needs = if s.needs.is_empty() {
+                "-".to_string()
+            } else {
+                s.needs.join(",")
+            };
+            format!(
+                "stage {:width$}  {:11}  needs: {:10}  {}",
+                s.name,
+                s.task.kind().as_str(),
+                needs,
+                Shown {
+                    action: &s.action,
+                    steps: s.steps()
+                }
+            )
+        })
+        .collect()
 }
 
-/// Parameter counts per `<stage>.<model>`, in stage order.
-pub fn parameter_counts(resolved: &Resolved) -> anyhow::Result<Vec<(String, usize)>> {
-    let e = &resolved.experiment;
-    let dev = Device::Cpu;
-    let mut counts = Vec::new();
-    for stage in &resolved.stages {
-        match &stage.spec {
-            StageSpec::Autoencoder { disc_weight, .. } => {
-                let store = ParamStore::seeded(0, &dev);
-                AutoencoderKl::new(
-                    &e.autoencoder,
-                    e.dataset.channels,
-                    e.dataset.image_size,
-                    store.vb(),
-                )?;
-                counts.push((format!("{}.autoencoder", stage.name), store.count()));
-                if *disc_weight > 0.0 {
-                    let store = ParamStore::seeded(0, &dev);
-                    Discriminator::new(e.dataset.channels, store.vb())?;
-                    counts.push((format!("{}.discriminator", stage.name), store.count()));
-                }
-            }
-            StageSpec::Diffusion { .. } => {
-                let vocab = Vocabulary::for_classes(&class_names(e)?, e.conditioning.max_tokens);
-                let store = ParamStore::seeded(0, &dev);
-                trained::denoiser(e, &vocab, &store)?;
-                let sum = |prefix: &str| -> usize {
-                    store
-                        .tensors()
-                        .iter()
-                        .filter(|(k, _)| k.starts_with(prefix))
-                        .map(|(_, t)| t.elem_count())
-                        .sum()
-                };
-                counts.push((format!("{}.unet", stage.name), sum("unet.")));
-                let cond = sum("cond.");
-                if cond > 0 {
-                    let model = match e.conditioning.kind {
-                        crate::config::schema::ConditioningKind::Text => "text_encoder",
-                        _ => "class_embedding",
-                    };
-                    counts.push((format!("{}.{model}", stage.name), cond));
-                }
-            }
-            StageSpec::Classifier { .. } => {
-                let store = ParamStore::seeded(0, &dev);
-                Classifier::new(
-                    e.dataset.channels,
-                    e.dataset.image_size,
-                    class_names(e)?.len(),
-                    store.vb(),
-                )?;
-                counts.push((format!("{}.classifier", stage.name), store.count()));
-            }
-            StageSpec::Sample { .. } | StageSpec::Eval { .. } => {}
-        }
-    }
-    Ok(counts)
-}
-
-/// The whole `plan` report.
-pub fn report(resolved: &Resolved, runs_dir: &Path) -> anyhow::Result<String> {
+/// The report of one plan; `config` prints its whole resolved configuration.
+pub fn report(plan: &Plan, config: bool) -> anyhow::Result<String> {
     let mut out = String::new();
-    writeln!(
-        out,
-        "# resolved configuration of {}",
-        resolved.path.display()
-    )?;
-    out.push_str(&resolved.to_toml());
-    let previous = runs::latest_matching(runs_dir, resolved);
-    writeln!(out, "\n# stages, in execution order")?;
-    match &previous {
-        Some((dir, _)) => writeln!(
+    let r = &plan.resolved;
+    match &r.member {
+        Some(values) => writeln!(out, "# experiment {} ({values})", plan.name())?,
+        None => writeln!(out, "# experiment {}", plan.name())?,
+    }
+    if config {
+        writeln!(out, "# resolved configuration of {}", r.path.display())?;
+        out.push_str(&r.to_toml());
+        out.push('\n');
+    }
+    match &plan.run {
+        RunAction::New => writeln!(
             out,
-            "# (state from the latest run with this configuration: {})",
+            "# stages, in execution order, as a run would take them"
+        )?,
+        RunAction::Finished { dir } => writeln!(
+            out,
+            "# finished earlier in {} with these very stages: nothing to train",
             dir.display()
         )?,
-        None => writeln!(
+        RunAction::Resume { dir } => writeln!(
             out,
-            "# (no earlier run with this configuration under {})",
-            runs_dir.display()
+            "# stages, in execution order, as resuming {} would take them",
+            dir.display()
         )?,
     }
-    let width = resolved
-        .stages
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(0);
-    for stage in &resolved.stages {
-        let status = previous
-            .as_ref()
-            .and_then(|(_, m)| m.stages.get(&stage.name))
-            .map_or("pending", |r| {
-                if r.status == Status::Finished {
-                    "done"
-                } else {
-                    "pending"
-                }
-            });
-        let needs = if stage.needs.is_empty() {
-            "-".to_string()
-        } else {
-            stage.needs.join(",")
-        };
-        writeln!(
-            out,
-            "stage {:width$}  {:11}  needs: {:10}  {status}",
-            stage.name,
-            stage.spec.kind().as_str(),
-            needs
-        )?;
+    for line in stage_lines(plan) {
+        writeln!(out, "{line}")?;
     }
-    if !resolved.experiment.sweep.is_empty() {
-        let members = crate::config::sweep::members(&resolved.experiment.sweep)?;
-        writeln!(
-            out,
-            "\n# sweep: {} members, each run as its own experiment",
-            members.len()
-        )?;
-        for m in &members {
-            let values: Vec<String> = m
-                .overrides
-                .iter()
-                .map(|o| format!("{} = {}", o.key, o.value))
-                .collect();
+    let e = &r.experiment;
+    let classes = crate::data::class_names(&e.dataset).unwrap_or_default();
+    let counts = crate::data::counts(&e.dataset).ok();
+    for s in &plan.stages {
+        for (model, n) in params::trained(e, &s.task, &classes) {
+            writeln!(out, "params {}.{model}: {}", s.name, thousands(n))?;
+        }
+    }
+    if let Some(counts) = counts {
+        for s in &plan.stages {
+            let held = params::held(e, &s.task, &classes, 0);
             writeln!(
                 out,
-                "member {}-{}  {}",
-                resolved.experiment.experiment.name,
-                m.suffix,
-                values.join(", ")
+                "memory {}: {}",
+                s.name,
+                memory::estimate(e, &s.task, held, &counts)
             )?;
         }
     }
-    writeln!(out)?;
-    for (model, n) in parameter_counts(resolved)? {
-        writeln!(out, "params {model}: {}", thousands(n))?;
+    Ok(out)
+}
+
+/// The report of every plan of a command.
+pub fn reports(plans: &[Plan]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let whole = plans.len() == 1;
+    for (i, plan) in plans.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&report(plan, whole)?);
+    }
+    if !whole {
+        writeln!(
+            out,
+            "\n# {} experiments; `ldm-run plan FILE --member NAME` prints one's whole configuration",
+            plans.len()
+        )?;
     }
     Ok(out)
+}
+
+/// The report of `ldm-run plan` with the arguments of a run (`resume`: of `--resume`).
+pub fn for_args(
+    req: &super::run::Request,
+    resume: Option<&ResumeRequest>,
+    env: &Environment,
+) -> anyhow::Result<String> {
+    let index = RunIndex::scan(&req.runs_dir);
+    match resume {
+        None => reports(&super::run::plans(
+            req,
+            env,
+            &index,
+            MemoryCheck::Refuse,
+            "nothing was planned",
+        )?),
+        Some(r) => {
+            let dir = resume::target_dir(r, env, &index)?;
+            let planning = Planning {
+                index: &index,
+                reuse: req.reuse,
+                memory: MemoryCheck::Refuse,
+            };
+            report(&resume::prepare(r, &dir, env, &planning)?.plan, true)
+        }
+    }
 }
 
 #[cfg(test)]

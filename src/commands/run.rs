@@ -1,4 +1,5 @@
-//! `ldm-run <EXPERIMENT.toml>...`: check every experiment first, then run them in order.
+//! `ldm-run <EXPERIMENT.toml>...`: plan every experiment first (every check, nothing written),
+//! then run them in order.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,20 +8,45 @@ use std::sync::atomic::AtomicBool;
 use anyhow::bail;
 
 use super::ls::{self, RunRow};
+use crate::config::error::closest;
 use crate::config::{self, Resolved};
-use crate::plan::manifest::Manifest;
-use crate::plan::manifest::Status;
-use crate::resume::{ResumeRequest, ResumeTarget};
+use crate::environment::Environment;
+use crate::plan::checks::MemoryCheck;
+use crate::plan::manifest::{Manifest, Status};
+use crate::plan::{self, Plan, Planning, RunIndex};
+use crate::resume::{self, ResumeRequest};
 use crate::runner::{self, RunOptions, RunReport};
-use crate::runs;
+
+/// The subcommands, for a "did you mean" when a first argument is neither a file nor one.
+pub const COMMANDS: &[&str] = &["plan", "ls", "bench", "submit", "sample", "schema"];
+
+/// What `ldm-run` (and `ldm-run plan`, which shows what it would do) is asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub patterns: Vec<String>,
+    pub sets: Vec<String>,
+    pub runs_dir: PathBuf,
+    pub reuse: bool,
+    pub member: Option<String>,
+}
 
 /// Expands glob patterns (`experiments/sweeps/*.toml`); a plain path is kept as it is, so a
-/// missing file is reported by the loader. A pattern that matches nothing is an error.
+/// missing file is reported by the loader. A pattern that matches nothing is an error, and so
+/// is a missing file whose name is close to a command's (`ldm-run pln x.toml`).
 pub fn expand(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for pattern in patterns {
         if !pattern.contains(['*', '?', '[']) {
-            files.push(PathBuf::from(pattern));
+            let path = PathBuf::from(pattern);
+            if !path.exists()
+                && let Some(command) = closest(pattern, COMMANDS)
+            {
+                bail!(
+                    "`{pattern}` is neither an experiment file nor a command; did you mean \
+                     `ldm-run {command}`? (ldm-run --help lists the commands)"
+                );
+            }
+            files.push(path);
             continue;
         }
         let matches: Vec<PathBuf> = glob::glob(pattern)
@@ -35,18 +61,35 @@ pub fn expand(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Resolves every experiment; all problems of all files are reported together.
-pub fn resolve_all(files: &[PathBuf], sets: &[String]) -> anyhow::Result<Vec<Resolved>> {
+/// Resolves every experiment and sweep member; all problems of all files are reported together.
+pub fn resolve_all(
+    files: &[PathBuf],
+    env: &Environment,
+    sets: &[String],
+) -> anyhow::Result<Vec<Resolved>> {
     let mut resolved = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match config::members(f, sets) {
+        match config::members(f, env, sets) {
             Ok(r) => resolved.extend(r),
             Err(e) => errors.push(format!("{}: {e}", f.display())),
         }
     }
     if !errors.is_empty() {
-        bail!("{}\nnothing was run", errors.join("\n"));
+        bail!("{}", errors.join("\n"));
+    }
+    let mut seen: Vec<(&str, &Path)> = Vec::new();
+    for r in &resolved {
+        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == r.name()) {
+            bail!(
+                "{} and {} both name experiment `{}`; their runs would mix in one folder and \
+                 --member could not tell them apart: rename one (experiment.name)",
+                other.display(),
+                r.path.display(),
+                r.name()
+            );
+        }
+        seen.push((r.name(), &r.path));
     }
     Ok(resolved)
 }
@@ -54,21 +97,45 @@ pub fn resolve_all(files: &[PathBuf], sets: &[String]) -> anyhow::Result<Vec<Res
 /// Keeps only the experiment (or sweep member) named `name`; an unknown name is an error that
 /// lists the names the files give.
 pub fn select_member(all: Vec<Resolved>, name: &str) -> anyhow::Result<Vec<Resolved>> {
-    let names: Vec<String> = all
-        .iter()
-        .map(|r| r.experiment.experiment.name.clone())
-        .collect();
-    let kept: Vec<Resolved> = all
-        .into_iter()
-        .filter(|r| r.experiment.experiment.name == name)
-        .collect();
+    let names: Vec<String> = all.iter().map(|r| r.name().to_string()).collect();
+    let kept: Vec<Resolved> = all.into_iter().filter(|r| r.name() == name).collect();
     if kept.is_empty() {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hint = closest(name, &refs)
+            .map(|c| format!("did you mean `{c}`? "))
+            .unwrap_or_default();
         bail!(
-            "--member {name}: no experiment or sweep member has this name; the files give: {}\nnothing was run",
+            "--member {name}: no experiment or sweep member has this name; {hint}the files give: \
+             {}",
             names.join(", ")
         );
     }
     Ok(kept)
+}
+
+/// The plans of a request: every file and member resolved, checked and planned, in order.
+/// `nothing` ends the message of a refusal ("nothing was run").
+pub fn plans(
+    req: &Request,
+    env: &Environment,
+    index: &RunIndex,
+    memory: MemoryCheck,
+    nothing: &str,
+) -> anyhow::Result<Vec<Plan>> {
+    let planned = (|| {
+        let files = expand(&req.patterns)?;
+        let mut all = resolve_all(&files, env, &req.sets)?;
+        if let Some(name) = &req.member {
+            all = select_member(all, name)?;
+        }
+        let planning = Planning {
+            index,
+            reuse: req.reuse,
+            memory,
+        };
+        Ok(plan::plan_new_runs(all, &planning)?)
+    })();
+    planned.map_err(|e: anyhow::Error| anyhow::anyhow!("{}\n{nothing}", super::describe_error(&e)))
 }
 
 /// A stop flag raised by the first SIGINT/SIGTERM; a second one exits at once (status 130).
@@ -81,10 +148,10 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn options(runs_dir: &Path, reuse: bool) -> RunOptions {
+fn options(runs_dir: &Path, reuse: bool, env: &Environment) -> RunOptions {
     RunOptions {
         runs_dir: runs_dir.to_path_buf(),
-        data_dir_env: std::env::var(crate::data::DATA_DIR_ENV).ok(),
+        data_dir: env.data_dir.clone(),
         reuse,
     }
 }
@@ -101,62 +168,31 @@ fn report_interrupted(report: &RunReport) {
 
 /// Continues a run; returns whether it finished.
 pub fn resume(
-    target: ResumeTarget,
-    files: &[String],
-    sets: &[String],
+    req: &ResumeRequest,
+    env: &Environment,
     runs_dir: &Path,
-    force: bool,
     reuse: bool,
 ) -> anyhow::Result<bool> {
-    let experiment = match files {
-        [] => None,
-        [one] => Some(PathBuf::from(one)),
-        _ => bail!("--resume continues one run: give at most one experiment file"),
-    };
-    let req = ResumeRequest {
-        target,
-        experiment,
-        sets: sets.to_vec(),
-        force,
-    };
     let stop = stop_flag()?;
-    let report = crate::resume::resume(&req, &options(runs_dir, reuse), &stop)?;
+    let report = resume::resume(req, env, &options(runs_dir, reuse, env), &stop)?;
     report_interrupted(&report);
     Ok(report.status == Status::Finished)
 }
 
-/// Runs the experiments; returns whether all finished. An experiment whose latest run with the
-/// same configuration finished is not run again (unless `reuse` is off). With `member`, only
-/// the experiment or sweep member of that name runs.
-pub fn run(
-    patterns: &[String],
-    sets: &[String],
-    runs_dir: &Path,
-    reuse: bool,
-    member: Option<&str>,
-) -> anyhow::Result<bool> {
-    let files = expand(patterns)?;
-    let mut all = resolve_all(&files, sets)?;
-    if let Some(name) = member {
-        all = select_member(all, name)?;
-    }
+/// Runs the experiments; returns whether all finished.
+pub fn run(req: &Request, env: &Environment) -> anyhow::Result<bool> {
+    let index = RunIndex::scan(&req.runs_dir);
+    let all = plans(req, env, &index, MemoryCheck::Refuse, "nothing was run")?;
     let stop = stop_flag()?;
-    let opts = options(runs_dir, reuse);
+    let opts = options(&req.runs_dir, req.reuse, env);
     let mut rows = Vec::new();
     let mut all_finished = true;
-    for resolved in &all {
-        let name = &resolved.experiment.experiment.name;
-        if let Some((dir, m)) = runs::latest_matching(runs_dir, resolved)
-            .filter(|(_, m)| reuse && m.status == Status::Finished)
-        {
-            eprintln!(
-                "{name}: finished earlier in {} with this configuration; nothing to train",
-                dir.display()
-            );
-            rows.push(RunRow::of(&dir, &m));
-            continue;
+    for plan in &all {
+        if all.len() > 1 {
+            eprintln!("== {}", plan.name());
         }
-        match runner::run_new(resolved, &opts, &stop) {
+        runner::announce(plan);
+        match runner::run_new(plan, &opts, &stop) {
             Ok(report) => {
                 report_interrupted(&report);
                 all_finished &= report.status == Status::Finished;
@@ -168,10 +204,11 @@ pub fn run(
                 }
             }
             Err(e) => {
-                eprintln!("error: {name}: {}", super::describe_error(&e));
+                eprintln!("error: {}: {}", plan.name(), super::describe_error(&e));
                 all_finished = false;
-                if let Some((dir, m)) = runs::of_experiment(runs_dir, name).into_iter().next() {
-                    rows.push(RunRow::of(&dir, &m));
+                let index = RunIndex::scan(&req.runs_dir);
+                if let Some(run) = index.of_experiment(plan.name()).next() {
+                    rows.push(RunRow::of_entry(run));
                 }
             }
         }

@@ -1,16 +1,22 @@
-//! `ldm-run sample <RUN_DIR>`: images from a finished diffusion stage for given prompts.
+//! `ldm-run sample <RUN_DIR>`: images from a finished diffusion stage for given prompts. The
+//! flags are checked like the same keys in a file, and the prompts against the stage's
+//! vocabulary, before any weights are loaded or anything is written.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::config::schema::{SamplerKind, StageKind};
-use crate::config::{self, SamplerSpec, StageSpec};
+use crate::conditioning::{ConditioningKind, prompts};
+use crate::config::error::closest;
+use crate::config::{self, Resolved, StageKind};
+use crate::diffusion::sampler::{SamplerKind, SamplerSettings};
+use crate::environment::Environment;
 use crate::log::grid;
 use crate::plan::manifest::{Manifest, Status};
-use crate::plan::run_dir::{RunDir, write_atomic};
+use crate::plan::run_dir::RunDir;
+use crate::plan::{ModelRef, Task};
 use crate::rng::Rng;
-use crate::stages::trained::{self, Ldm};
+use crate::stages::artifacts;
 
 /// What to sample.
 #[derive(Debug, Clone)]
@@ -29,51 +35,138 @@ pub struct SampleArgs {
     pub out: Option<PathBuf>,
 }
 
+/// The flag a sampler key is set with here.
+fn flag(key: &str) -> &str {
+    match key {
+        "sampler_steps" => "--steps",
+        "eta" => "--eta",
+        "guidance" => "--guidance",
+        other => other,
+    }
+}
+
+/// The sampler settings: the stage's, with the flags given on top, checked.
+fn settings(
+    args: &SampleArgs,
+    stage: &SamplerSettings,
+    timesteps: usize,
+) -> anyhow::Result<SamplerSettings> {
+    let s = SamplerSettings {
+        sampler: args.sampler.unwrap_or(stage.sampler),
+        sampler_steps: args.steps.unwrap_or(stage.sampler_steps),
+        eta: args.eta.unwrap_or(stage.eta),
+        guidance: args.guidance.unwrap_or(stage.guidance),
+    };
+    let problems: Vec<String> = s
+        .check(timesteps)
+        .into_vec()
+        .into_iter()
+        .map(|i| format!("  - {}: {}", flag(&i.key), i.message))
+        .collect();
+    if !problems.is_empty() {
+        bail!(
+            "invalid sampler settings:\n{}\nnothing was written",
+            problems.join("\n")
+        );
+    }
+    Ok(s)
+}
+
+/// The words to sample, one prompt each.
+fn words(args: &SampleArgs) -> anyhow::Result<Vec<String>> {
+    match (&args.prompts, &args.prompts_file) {
+        (Some(p), _) => {
+            let words: Vec<String> = p.split_whitespace().map(str::to_string).collect();
+            if words.is_empty() {
+                bail!("--prompts holds no prompts; give words such as --prompts \"one nine 2 3\"");
+            }
+            Ok(words)
+        }
+        (None, Some(f)) => prompts::read(f),
+        (None, None) => {
+            bail!("give prompts with --prompts \"one nine 2 3\" or --prompts-file FILE")
+        }
+    }
+}
+
+/// Where the grid goes: `--out` (a .png in an existing folder) or the stage's samples folder.
+fn out_path(args: &SampleArgs, run: &RunDir, stage: &str) -> anyhow::Result<PathBuf> {
+    let Some(out) = &args.out else {
+        return Ok(run.samples(stage).join(format!(
+            "sample-{}.png",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        )));
+    };
+    if out.extension().and_then(|e| e.to_str()) != Some("png") {
+        bail!(
+            "--out {}: the grid is a PNG; give a file name ending in .png",
+            out.display()
+        );
+    }
+    if out.is_dir() {
+        bail!(
+            "--out {} is a folder; give a file name ending in .png",
+            out.display()
+        );
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent
+        && !dir.is_dir()
+    {
+        bail!(
+            "--out {}: the folder {} does not exist (sample creates no folders)",
+            out.display(),
+            dir.display()
+        );
+    }
+    Ok(out.clone())
+}
+
 /// Writes the grid and its prompts; returns the PNG path.
 pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
     let run = RunDir::open(&args.run_dir);
-    let manifest = Manifest::load(&run.root)
-        .with_context(|| format!("{} is not an ldm-run run folder", run.root.display()))?;
+    if !run.root.is_dir() {
+        bail!(
+            "{} is not a folder; give a run folder such as runs/<experiment>/<timestamp> (ldm-run ls lists them)",
+            run.root.display()
+        );
+    }
+    let manifest = Manifest::load(&run.root).with_context(|| {
+        format!(
+            "{} is not a readable ldm-run run folder",
+            run.root.display()
+        )
+    })?;
     let resolved =
-        config::resolve_with_env(&run.config(), std::iter::empty(), &[]).with_context(|| {
+        config::resolve(&run.config(), &Environment::default(), &[]).with_context(|| {
             format!(
                 "cannot read the run's configuration {}",
                 run.config().display()
             )
         })?;
-    let stage = pick_stage(&resolved, &manifest, args.stage.as_deref())?;
-    let StageSpec::Diffusion { sampling, .. } =
-        &resolved.stage(&stage).context("stage vanished")?.spec
-    else {
-        bail!("stage `{stage}` is not a diffusion stage");
-    };
-    let spec = SamplerSpec {
-        sampler: args.sampler.unwrap_or(sampling.sampler),
-        steps: args.steps.unwrap_or(sampling.steps),
-        eta: args.eta.unwrap_or(sampling.eta),
-        guidance: args.guidance.unwrap_or(sampling.guidance),
-        prompts_file: None,
-    };
-    let device = crate::device::parse(&resolved.experiment.experiment.device)
-        .map_err(anyhow::Error::msg)?
-        .open()?;
-    let ldm = Ldm::load(&run, &resolved, &stage, &device)?;
-    let words: Vec<String> = match (&args.prompts, &args.prompts_file) {
-        (Some(p), _) => p.split_whitespace().map(str::to_string).collect(),
-        (None, Some(f)) => trained::read_prompts(f)?,
-        (None, None) => {
-            bail!("give prompts with --prompts \"one nine 2 3\" or --prompts-file FILE")
+    let (model, stage_settings) = pick_stage(&resolved, &manifest, args.stage.as_deref(), &run)?;
+    let spec = settings(
+        args,
+        &stage_settings,
+        resolved.experiment.schedule.timesteps,
+    )?;
+    let words = words(args)?;
+    let vocab = artifacts::vocabulary(&run, &model.diffusion)?;
+    let conditional = resolved.experiment.conditioning.kind != ConditioningKind::None;
+    if matches!(
+        resolved.experiment.conditioning.kind,
+        ConditioningKind::Text | ConditioningKind::Class
+    ) {
+        for w in &words {
+            vocab.encode(w)?;
         }
-    };
-    if words.is_empty() {
-        bail!("--prompts holds no prompts");
     }
-    for w in &words {
-        ldm.vocab.encode(w)?;
-    }
+    let out = out_path(args, &run, &model.diffusion)?;
+    let device = resolved.experiment.experiment.device.open()?;
+    let ldm = artifacts::ldm(&run, &resolved, &model, &device)?;
     let prompts: Vec<Option<String>> = words
         .into_iter()
-        .map(|w| ldm.conditioner.is_conditional().then_some(w))
+        .map(|w| conditional.then_some(w))
         .collect();
     let images = ldm.generate(
         &prompts,
@@ -92,38 +185,38 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
         cols,
         2,
     );
-    let out = match &args.out {
-        Some(p) => p.clone(),
-        None => run.samples(&stage).join(format!(
-            "sample-{}.png",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S")
-        )),
-    };
     grid::save_png(&picture, &out)?;
-    write_atomic(
+    crate::atomic_file::write(
         &out.with_extension("txt"),
-        trained::prompt_grid_text(&prompts, cols).as_bytes(),
+        prompts::grid_text(&prompts, cols).as_bytes(),
     )?;
     Ok(out)
 }
 
+/// The diffusion stage to sample (with its autoencoder) and its sampler settings.
 fn pick_stage(
-    resolved: &config::Resolved,
+    resolved: &Resolved,
     manifest: &Manifest,
     wanted: Option<&str>,
-) -> anyhow::Result<String> {
-    let diffusion: Vec<&str> = resolved
-        .stages
+    run: &RunDir,
+) -> anyhow::Result<(ModelRef, SamplerSettings)> {
+    let stages = &resolved.experiment.stages;
+    let diffusion: Vec<&str> = stages
         .iter()
-        .filter(|s| s.spec.kind() == StageKind::Diffusion)
-        .map(|s| s.name.as_str())
+        .filter(|(_, s)| s.spec.kind() == StageKind::Diffusion)
+        .map(|(n, _)| n.as_str())
         .collect();
     let name = match wanted {
         Some(w) if diffusion.contains(&w) => w.to_string(),
-        Some(w) => bail!(
-            "`{w}` is not a diffusion stage of this run (diffusion stages: {})",
-            diffusion.join(", ")
-        ),
+        Some(w) => {
+            let hint = closest(w, &diffusion)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            bail!(
+                "--stage {w}: not a diffusion stage of this run ({hint}diffusion stages: {})",
+                diffusion.join(", ")
+            )
+        }
         None => match diffusion.as_slice() {
             [one] => one.to_string(),
             [] => bail!("this run has no diffusion stage to sample from"),
@@ -134,16 +227,25 @@ fn pick_stage(
         },
     };
     match manifest.stages.get(&name).map(|r| r.status) {
-        Some(Status::Finished) => Ok(name),
+        Some(Status::Finished) => {}
         other => bail!(
             "stage `{name}` of {} has not finished (it is {}); finish it with `ldm-run --resume {}`",
-            Path::new(&resolved.path)
-                .parent()
-                .map_or_else(String::new, |p| p.display().to_string()),
+            run.root.display(),
             other.map_or("missing", |s| s.as_str()),
-            Path::new(&resolved.path)
-                .parent()
-                .map_or_else(String::new, |p| p.display().to_string()),
+            run.root.display(),
+        ),
+    }
+    match crate::plan::task::of(&name, stages) {
+        Some(Task::Diffusion { spec, autoencoder }) => Ok((
+            ModelRef {
+                diffusion: name,
+                autoencoder,
+            },
+            spec.sampling,
+        )),
+        _ => bail!(
+            "stage `{name}` of {} names no autoencoder stage",
+            Path::new(&run.root).display()
         ),
     }
 }

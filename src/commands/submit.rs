@@ -2,15 +2,16 @@
 //! then submits one Slurm array job whose task i runs experiment (or sweep member) i on a shared
 //! runs folder. The script is kept under `<runs>/slurm/`, beside the tasks' logs.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 
-use crate::config;
-use crate::slurm::{ArrayJob, Resources, Task, parse_job_id};
+use crate::environment::Environment;
+use crate::plan::RunIndex;
+use crate::plan::checks::MemoryCheck;
+use crate::slurm::{ArrayJob, Resources, SLURM_DIR, Task, parse_job_id};
 
 /// What `submit` was asked to do.
 #[derive(Debug, Clone)]
@@ -26,17 +27,19 @@ pub struct SubmitArgs {
     pub dry_run: bool,
 }
 
-/// The folder under the runs folder that holds job scripts and task logs.
-pub const SLURM_DIR: &str = "slurm";
-
 fn utf8<'a>(what: &str, p: &'a Path) -> anyhow::Result<&'a str> {
     p.to_str()
         .ok_or_else(|| anyhow!("{what} {} is not valid UTF-8", p.display()))
 }
 
-/// Resolves every experiment (sweeps expanded) exactly as running would and builds the job;
-/// all problems of all files are reported together and nothing is written.
-pub fn prepare(args: &SubmitArgs, now: DateTime<Utc>) -> anyhow::Result<ArrayJob> {
+/// Plans every experiment (sweeps expanded) exactly as running would and builds the job; all
+/// problems of all files are reported together and nothing is written. Memory is not checked
+/// against this machine: the tasks run on the cluster's.
+pub fn prepare(
+    args: &SubmitArgs,
+    env: &Environment,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ArrayJob> {
     let device = args
         .device
         .clone()
@@ -45,47 +48,40 @@ pub fn prepare(args: &SubmitArgs, now: DateTime<Utc>) -> anyhow::Result<ArrayJob
     if let Some(d) = &device {
         check_sets.push(format!("experiment.device={d}"));
     }
+    let request = super::run::Request {
+        patterns: args.patterns.clone(),
+        sets: check_sets,
+        runs_dir: args.runs_dir.clone(),
+        reuse: !args.no_reuse,
+        member: None,
+    };
+    let index = RunIndex::scan(&args.runs_dir);
+    let plans = super::run::plans(
+        &request,
+        env,
+        &index,
+        MemoryCheck::Skip,
+        "nothing was submitted",
+    )?;
     let files = super::run::expand(&args.patterns)?;
     let mut tasks = Vec::new();
-    let mut errors = Vec::new();
-    let mut job_name = None;
-    for f in &files {
-        let members = match config::members(f, &check_sets) {
-            Ok(m) => m,
-            Err(e) => {
-                errors.push(format!("{}: {e}", f.display()));
-                continue;
-            }
-        };
-        let file = utf8("the experiment path", f)?;
-        let mut seen = BTreeSet::new();
-        for m in &members {
-            let name = &m.experiment.experiment.name;
-            if !seen.insert(name.clone()) {
-                errors.push(format!(
-                    "{}: two sweep members are both named `{name}`, so --member cannot tell them \
-                     apart; make the swept values differ in how they print",
-                    f.display()
-                ));
-            }
-            tasks.push(Task {
-                file: file.to_string(),
-                member: name.clone(),
-            });
-        }
-        if files.len() == 1 {
-            job_name = Some(config::resolve(f, &check_sets)?.experiment.experiment.name);
-        }
+    for plan in &plans {
+        let file = utf8("the experiment path", &plan.resolved.path)?;
+        tasks.push(Task {
+            file: file.to_string(),
+            member: plan.name().to_string(),
+        });
     }
-    if !errors.is_empty() {
-        bail!("{}\nnothing was submitted", errors.join("\n"));
-    }
+    let job_name = match (files.len(), plans.first()) {
+        (1, Some(first)) => first.resolved.layered.file.experiment.name.clone(),
+        _ => "ldm-run".to_string(),
+    };
     let workdir = std::env::current_dir().context("cannot read the current folder")?;
     let runs_dir = std::path::absolute(&args.runs_dir)
         .with_context(|| format!("cannot make {} absolute", args.runs_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the ldm-run binary's own path")?;
     let job = ArrayJob {
-        job_name: job_name.unwrap_or_else(|| "ldm-run".to_string()),
+        job_name,
         exe: utf8("the ldm-run binary's path", &exe)?.to_string(),
         workdir: utf8("the current folder", &workdir)?.to_string(),
         runs_dir: utf8("the runs folder", &runs_dir)?.to_string(),
@@ -134,8 +130,8 @@ fn reserve_script(dir: &Path, stamp: &str) -> anyhow::Result<(PathBuf, String)> 
 }
 
 /// Checks, then prints the script (`dry_run`) or writes and submits it, printing the job id.
-pub fn run(args: &SubmitArgs) -> anyhow::Result<()> {
-    let mut job = prepare(args, Utc::now())?;
+pub fn run(args: &SubmitArgs, env: &Environment) -> anyhow::Result<()> {
+    let mut job = prepare(args, env, Utc::now())?;
     if args.dry_run {
         return super::print_out(&job.script().map_err(anyhow::Error::msg)?);
     }

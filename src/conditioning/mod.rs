@@ -1,14 +1,16 @@
 //! Prompt conditioning: turns prompts into the cross-attention context of the UNet, with the
 //! null context classifier-free guidance needs.
 
+pub mod prompts;
+pub mod settings;
 pub mod vocab;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::config::schema::{ConditioningConfig, ConditioningKind};
 use crate::models::clip_text::ClipText;
 use crate::models::text_encoder::{TextEncoder, TextEncoderConfig};
+pub use settings::{ConditioningConfig, ConditioningKind};
 pub use vocab::{PromptError, Vocabulary};
 
 /// What a prompt becomes in the UNet.
@@ -66,7 +68,7 @@ impl Conditioner {
                         "conditioning.kind = \"clip\" needs clip_weights and clip_tokenizer"
                     );
                 };
-                let encoder = ClipText::load(weights, tokenizer, vb.device())?;
+                let encoder = ClipText::load(ClipText::open(weights, vb.device())?, tokenizer)?;
                 if encoder.width != width {
                     anyhow::bail!(
                         "the CLIP text encoder of {} is {} wide, but unet.context_dim is {width}; \

@@ -59,9 +59,9 @@ pub fn is_training_relevant(key: &str) -> bool {
     !NOT_TRAINING.iter().any(|p| matches(p, key))
 }
 
-fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match value {
-        toml::Value::Table(t) => {
+        serde_json::Value::Object(t) => {
             for (k, v) in t {
                 let key = if prefix.is_empty() {
                     k.clone()
@@ -77,16 +77,20 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
     }
 }
 
-fn flat(e: &Experiment) -> BTreeMap<String, String> {
+fn flat(value: &serde_json::Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Ok(v) = toml::Value::try_from(e) {
-        flatten("", &v, &mut out);
-    }
+    flatten("", value, &mut out);
     out
 }
 
 /// Every key whose value differs between `old` and `new`, sorted by key.
 pub fn diff(old: &Experiment, new: &Experiment) -> Vec<KeyDiff> {
+    let json = |e: &Experiment| serde_json::to_value(e).unwrap_or_default();
+    diff_values(&json(old), &json(new))
+}
+
+/// [`diff`] of two experiments as JSON (the manifest records the run's configuration so).
+pub fn diff_values(old: &serde_json::Value, new: &serde_json::Value) -> Vec<KeyDiff> {
     let (a, b) = (flat(old), flat(new));
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
@@ -105,25 +109,16 @@ pub fn diff(old: &Experiment, new: &Experiment) -> Vec<KeyDiff> {
 mod tests {
     use super::*;
 
-    fn exp(text: &str) -> Experiment {
-        toml::from_str(text).unwrap()
-    }
-
-    const BASE: &str =
-        "[experiment]\nname = \"x\"\n[stages.vae]\nkind = \"autoencoder\"\nsteps = 3\nlr = 0.001\n";
-
     #[test]
     fn differing_keys_are_listed_with_both_values() {
-        let a = exp(BASE);
-        let b = exp(&BASE
-            .replace("lr = 0.001", "lr = 0.002")
-            .replace("steps = 3", "steps = 3\nguidance = 2.0"));
-        let d = diff(&a, &b);
+        let a = serde_json::json!({"stages": {"vae": {"lr": 0.001, "steps": 3}}});
+        let b = serde_json::json!({"stages": {"vae": {"lr": 0.002, "steps": 3, "guidance": 2.0}}});
+        let d = diff_values(&a, &b);
         let keys: Vec<&str> = d.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(keys, vec!["stages.vae.guidance", "stages.vae.lr"]);
         assert_eq!(d[1].to_string(), "stages.vae.lr: 0.001 -> 0.002");
         assert_eq!(d[0].old, None);
-        assert!(diff(&a, &a).is_empty());
+        assert!(diff_values(&a, &a).is_empty());
     }
 
     #[test]

@@ -31,6 +31,18 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "experiment file {path} is not a regular file (a folder, a pipe or a device); give the path of a .toml file"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
+        "experiment file {path} is {bytes} bytes, more than an experiment file can be (1 MiB); is it the right file?"
+    )]
+    TooLarge { path: PathBuf, bytes: u64 },
+    #[error(
+        "experiment file {path} is not UTF-8 text (invalid byte at offset {offset}); save it as UTF-8"
+    )]
+    NotUtf8 { path: PathBuf, offset: usize },
     #[error("{path}:{line}:{column}: malformed TOML: {message}")]
     Syntax {
         path: PathBuf,
@@ -57,6 +69,40 @@ fn list(problems: &[Problem]) -> String {
         out.push_str(&p.to_string());
     }
     out
+}
+
+/// serde's name of an expected type, in the words of a TOML file: `struct UnetConfig` is a
+/// table, `usize` a non-negative integer, a sequence a list.
+pub fn plain_type(expected: &str) -> String {
+    let word = |w: &str| -> Option<&'static str> {
+        Some(match w {
+            "usize" | "u64" | "u32" | "u16" | "u8" => "a non-negative integer",
+            "isize" | "i64" | "i32" | "i16" | "i8" => "an integer",
+            "f64" | "f32" => "a number",
+            "bool" => "a boolean",
+            "a map" | "map" => "a table",
+            "a sequence" | "sequence" => "a list",
+            "option" => "a value",
+            _ => return None,
+        })
+    };
+    let e = expected.trim();
+    if let Some(w) = word(e) {
+        return w.to_string();
+    }
+    if e.starts_with("struct ")
+        || e.starts_with("newtype struct ")
+        || e.starts_with("tuple struct ")
+    {
+        return "a table".to_string();
+    }
+    if e.starts_with("enum ") || e.starts_with("variant identifier") {
+        return "one of the names listed for this key".to_string();
+    }
+    e.split(' ')
+        .map(|w| word(w).map_or_else(|| w.to_string(), str::to_string))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The valid name closest to `wrong` (edit distance), if any is reasonably close.
@@ -105,6 +151,19 @@ mod tests {
         assert_eq!(closest("batchsize", &keys), Some("batch_size"));
         assert_eq!(closest("lrr", &keys), Some("lr"));
         assert_eq!(closest("completely_different", &keys), None);
+    }
+
+    #[test]
+    fn rust_type_names_become_toml_words() {
+        assert_eq!(plain_type("struct UnetConfig"), "a table");
+        assert_eq!(plain_type("usize"), "a non-negative integer");
+        assert_eq!(plain_type("f64"), "a number");
+        assert_eq!(plain_type("a sequence"), "a list");
+        assert_eq!(plain_type("an array of length 2"), "an array of length 2");
+        assert_eq!(
+            plain_type("enum LrDecay"),
+            "one of the names listed for this key"
+        );
     }
 
     #[test]

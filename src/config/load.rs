@@ -6,22 +6,45 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::error::Kind;
 use figment::providers::{Format, Toml};
+use serde::de::DeserializeOwned;
 
-use super::error::{ConfigError, Problem, closest};
+use super::error::{ConfigError, Problem, closest, plain_type};
 use super::overrides::KeyOverride;
-use super::schema::Experiment;
+use super::schema::ExperimentFile;
+
+/// Largest experiment file read (a configuration, not a data set).
+const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// An experiment as layered from its sources, not yet validated.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Layered {
     /// The experiment file the user named.
     pub path: PathBuf,
     /// The figment the values came from, to name the source of any key later.
     pub figment: Figment,
-    pub experiment: Experiment,
+    pub file: ExperimentFile,
 }
 
 impl Layered {
+    /// The value of type `T` in the table at the dotted key `table` (e.g. `stages.vae`); every
+    /// problem names its full key and the layer it came from.
+    pub fn extract_at<T: DeserializeOwned>(&self, table: &str) -> Result<T, Vec<Problem>> {
+        self.figment
+            .focus(table)
+            .extract::<T>()
+            .map_err(|e| problems(&self.figment, e, table))
+    }
+
+    /// The keys set in the table at the dotted key `table`.
+    pub fn keys_at(&self, table: &str) -> Vec<String> {
+        self.figment
+            .find_value(table)
+            .ok()
+            .and_then(|v| v.into_dict())
+            .map(|d| d.into_keys().collect())
+            .unwrap_or_default()
+    }
+
     /// Where the value at a dotted key came from, e.g. "file experiments/x.toml".
     pub fn source_of(&self, key: &str) -> String {
         source_name(&self.figment, key)
@@ -64,13 +87,13 @@ pub fn layer(
     for arg in sets {
         figment = figment.merge(KeyOverride::from_set(arg)?);
     }
-    let experiment = figment
-        .extract::<Experiment>()
-        .map_err(|e| ConfigError::Invalid(problems(&figment, e)))?;
+    let file = figment
+        .extract::<ExperimentFile>()
+        .map_err(|e| ConfigError::Invalid(problems(&figment, e, "")))?;
     Ok(Layered {
         path: path.to_path_buf(),
         figment,
-        experiment,
+        file,
     })
 }
 
@@ -112,19 +135,38 @@ fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(chain)
 }
 
-/// Parses one TOML file, reporting a missing file or a syntax error with line and column.
+/// Parses one TOML file, reporting a missing file, something that is not a regular file (a
+/// folder, a FIFO that would block), a file that is not UTF-8, or a syntax error with line and
+/// column.
 fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
+    let read = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ConfigError::NotFound {
                 path: path.to_path_buf(),
             }
         } else {
-            ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
+            read(source)
         }
+    })?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: meta.len(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read)?;
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
     })?;
     toml::from_str::<toml::Table>(&text).map_err(|e| {
         let (line, column) = e
@@ -148,12 +190,18 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Turns figment's errors into problems naming the source, the full key and a fix.
-fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
+/// Turns figment's errors into problems naming the source, the full key and a fix. `table` is
+/// the dotted key the errors' paths are relative to ("" for the whole file).
+fn problems(figment: &Figment, errors: figment::Error, table: &str) -> Vec<Problem> {
     errors
         .into_iter()
         .map(|e| {
-            let mut key: Vec<String> = e.path.clone();
+            let mut key: Vec<String> = table
+                .split('.')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .chain(e.path.iter().cloned())
+                .collect();
             let message = match &e.kind {
                 Kind::UnknownField(field, expected) => {
                     if key.last() != Some(field) {
@@ -178,15 +226,21 @@ fn problems(figment: &Figment, errors: figment::Error) -> Vec<Problem> {
                     )
                 }
                 Kind::InvalidType(found, expected) => {
-                    format!("wrong type: found {found}, expected {expected}")
+                    format!(
+                        "wrong type: found {found}, expected {}",
+                        plain_type(expected)
+                    )
                 }
                 Kind::InvalidValue(found, expected) => {
-                    format!("invalid value: found {found}, expected {expected}")
+                    format!(
+                        "invalid value: found {found}, expected {}",
+                        plain_type(expected)
+                    )
                 }
                 Kind::InvalidLength(found, expected) => {
-                    format!("wrong length {found}, expected {expected}")
+                    format!("wrong length {found}, expected {}", plain_type(expected))
                 }
-                other => other.to_string(),
+                other => plain_type(&other.to_string()),
             };
             let key = key.join(".");
             let source = if key.is_empty() {

@@ -1,287 +1,332 @@
-//! Stage settings by kind: which keys apply, their defaults, and the typed form stages run on.
+//! Stage tables: `kind` decides which groups of keys a stage takes. Each group is one settings
+//! type with its defaults and docs (in its domain where it has one: training keys in
+//! `train/`, sampler keys in `diffusion/`); the groups that only a stage kind has are here.
 
 use std::path::PathBuf;
 
-use super::error::{Problem, closest};
-use super::schema::{LrDecay, SamplerKind, StageConfig, StageKind};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-const COMMON_KEYS: &[&str] = &["kind", "needs"];
-const TRAIN_KEYS: &[&str] = &[
-    "steps",
-    "batch_size",
-    "lr",
-    "betas",
-    "weight_decay",
-    "grad_clip",
-    "warmup_steps",
-    "lr_decay",
-    "checkpoint_every",
-    "keep_checkpoints",
-];
-const AUTOENCODER_KEYS: &[&str] = &[
-    "kl_weight",
-    "disc_weight",
-    "disc_start",
-    "perceptual_weight",
-    "lpips_weights",
-    "eval_images",
-];
-const EMA_KEYS: &[&str] = &["ema_decay"];
-const SAMPLER_KEYS: &[&str] = &[
-    "sampler",
-    "sampler_steps",
-    "eta",
-    "guidance",
-    "prompts_file",
-];
-const EVAL_KEYS: &[&str] = &[
-    "sampler",
-    "sampler_steps",
-    "eta",
-    "guidance",
-    "samples",
-    "guidance_sweep",
-    "eval_images",
-];
+use crate::diffusion::sampler::{SamplerSettings, check_guidance};
+use crate::settings::Checks;
+use crate::train::{EmaSettings, TrainSettings};
 
-/// The keys a stage of this kind accepts.
-pub fn keys_of(kind: StageKind) -> Vec<&'static str> {
-    let groups: &[&[&str]] = match kind {
-        StageKind::Autoencoder => &[COMMON_KEYS, TRAIN_KEYS, AUTOENCODER_KEYS],
-        StageKind::Diffusion => &[COMMON_KEYS, TRAIN_KEYS, EMA_KEYS, SAMPLER_KEYS],
-        StageKind::Sample => &[COMMON_KEYS, SAMPLER_KEYS],
-        StageKind::Classifier => &[COMMON_KEYS, TRAIN_KEYS, EMA_KEYS],
-        StageKind::Eval => &[COMMON_KEYS, EVAL_KEYS],
-    };
-    groups.iter().flat_map(|g| g.iter().copied()).collect()
+/// Stage kinds, as written in `kind = "..."`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    Autoencoder,
+    Diffusion,
+    Sample,
+    Classifier,
+    Eval,
 }
 
-/// Optimisation settings of a training stage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainSpec {
-    pub steps: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub betas: [f64; 2],
-    pub weight_decay: f64,
-    pub grad_clip: f64,
-    pub warmup_steps: usize,
-    pub lr_decay: LrDecay,
-    pub checkpoint_every: usize,
-    pub keep_checkpoints: usize,
+impl StageKind {
+    pub const ALL: [StageKind; 5] = [
+        Self::Autoencoder,
+        Self::Diffusion,
+        Self::Sample,
+        Self::Classifier,
+        Self::Eval,
+    ];
+
+    /// Whether stages of this kind train a network (and take the training keys).
+    pub fn trains(self) -> bool {
+        matches!(self, Self::Autoencoder | Self::Diffusion | Self::Classifier)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Autoencoder => "autoencoder",
+            Self::Diffusion => "diffusion",
+            Self::Sample => "sample",
+            Self::Classifier => "classifier",
+            Self::Eval => "eval",
+        }
+    }
+
+    /// The schema of this kind's settings: their keys, types, defaults and docs.
+    fn schema(self) -> schemars::Schema {
+        match self {
+            Self::Autoencoder => schemars::schema_for!(AutoencoderStage),
+            Self::Diffusion => schemars::schema_for!(DiffusionStage),
+            Self::Sample => schemars::schema_for!(SampleStage),
+            Self::Classifier => schemars::schema_for!(ClassifierStage),
+            Self::Eval => schemars::schema_for!(EvalStage),
+        }
+    }
+
+    /// The keys a stage of this kind takes besides `kind` and `needs`.
+    pub fn keys(self) -> Vec<String> {
+        self.schema()
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The keys a stage of this kind must set (those without a default).
+    pub fn required(self) -> Vec<String> {
+        self.schema()
+            .get("required")
+            .and_then(|r| r.as_array())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
-/// Sampler settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplerSpec {
-    pub sampler: SamplerKind,
-    pub steps: usize,
-    pub eta: f64,
-    pub guidance: f64,
-    /// Absolute path of the prompt grid, if one is given.
+/// The autoencoder's loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct AutoencoderLoss {
+    /// Weight of the KL term (the paper's kl-f4 uses 1e-6; the lesson used 1.0).
+    pub kl_weight: f64,
+    /// Weight of the patch-discriminator term; 0 disables it.
+    pub disc_weight: f64,
+    /// Step at which the discriminator starts.
+    pub disc_start: usize,
+    /// Weight of the LPIPS perceptual term, added to every pixel's L1 error as in the LDM
+    /// paper; needs `lpips_weights`. 0 disables it.
+    pub perceptual_weight: f64,
+    /// Local safetensors file of LPIPS weights (torchvision's VGG16 `features.<i>.weight`/
+    /// `.bias` and the lpips package's `lin<k>.model.1.weight`), relative to the file that sets
+    /// it. Nothing is downloaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lpips_weights: Option<PathBuf>,
+}
+
+impl Default for AutoencoderLoss {
+    fn default() -> Self {
+        Self {
+            kl_weight: 1e-6,
+            disc_weight: 0.0,
+            disc_start: 0,
+            perceptual_weight: 0.0,
+            lpips_weights: None,
+        }
+    }
+}
+
+impl AutoencoderLoss {
+    fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        c.non_negative("kl_weight", self.kl_weight);
+        c.non_negative("disc_weight", self.disc_weight);
+        c.non_negative("perceptual_weight", self.perceptual_weight);
+        if self.perceptual_weight > 0.0 && self.lpips_weights.is_none() {
+            c.fail(
+                "perceptual_weight",
+                "a perceptual term needs LPIPS weights: set lpips_weights to a local \
+                 safetensors file (see README), or perceptual_weight = 0",
+            );
+        }
+        c
+    }
+}
+
+/// Test images measured for the autoencoder's reconstruction PSNR and SSIM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct TestImages {
+    /// Test images for the reconstruction PSNR (and SSIM); 0 means all.
+    pub eval_images: usize,
+}
+
+impl Default for TestImages {
+    fn default() -> Self {
+        Self { eval_images: 1000 }
+    }
+}
+
+/// The prompts of a sample grid.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PromptGrid {
+    /// Prompt grid file (whitespace-separated words, e.g. 8 per line), relative to the file
+    /// that sets it. Unset: prompts drawn like training prompts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompts_file: Option<PathBuf>,
 }
 
-/// A stage's settings, checked and typed.
-#[derive(Debug, Clone, PartialEq)]
+/// Most samples an eval stage generates.
+pub const MAX_SAMPLES: usize = 1_000_000;
+
+/// What an eval stage generates and measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct EvalSamples {
+    /// Samples generated and judged (prompts drawn like training prompts).
+    pub samples: usize,
+    /// Further guidance scales to measure, each reported apart.
+    pub guidance_sweep: Vec<f64>,
+}
+
+impl Default for EvalSamples {
+    fn default() -> Self {
+        Self {
+            samples: 1000,
+            guidance_sweep: Vec::new(),
+        }
+    }
+}
+
+impl EvalSamples {
+    fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        if self.samples < 2 {
+            c.fail(
+                "samples",
+                "must be at least 2: the Frechet distance needs the samples' covariance",
+            );
+        } else {
+            c.count_in("samples", self.samples, 2, MAX_SAMPLES);
+        }
+        for g in &self.guidance_sweep {
+            check_guidance(&mut c, "guidance_sweep", *g);
+        }
+        c
+    }
+}
+
+/// `kind = "autoencoder"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoencoderStage {
+    #[serde(flatten)]
+    pub train: TrainSettings,
+    #[serde(flatten)]
+    pub loss: AutoencoderLoss,
+    #[serde(flatten)]
+    pub test: TestImages,
+}
+
+/// `kind = "diffusion"`: the sampler keys set its preview grids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DiffusionStage {
+    #[serde(flatten)]
+    pub train: TrainSettings,
+    #[serde(flatten)]
+    pub ema: EmaSettings,
+    #[serde(flatten)]
+    pub sampling: SamplerSettings,
+    #[serde(flatten)]
+    pub grid: PromptGrid,
+}
+
+/// `kind = "sample"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SampleStage {
+    #[serde(flatten)]
+    pub sampling: SamplerSettings,
+    #[serde(flatten)]
+    pub grid: PromptGrid,
+}
+
+/// `kind = "classifier"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClassifierStage {
+    #[serde(flatten)]
+    pub train: TrainSettings,
+    #[serde(flatten)]
+    pub ema: EmaSettings,
+}
+
+/// `kind = "eval"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvalStage {
+    #[serde(flatten)]
+    pub sampling: SamplerSettings,
+    #[serde(flatten)]
+    pub measure: EvalSamples,
+    #[serde(flatten)]
+    pub test: TestImages,
+}
+
+/// A stage's settings, typed by its kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StageSpec {
-    Autoencoder {
-        train: TrainSpec,
-        kl_weight: f64,
-        disc_weight: f64,
-        disc_start: usize,
-        perceptual_weight: f64,
-        /// Absolute path of the LPIPS weights, if given.
-        lpips_weights: Option<PathBuf>,
-        eval_images: usize,
-    },
-    Diffusion {
-        train: TrainSpec,
-        ema_decay: f64,
-        sampling: SamplerSpec,
-    },
-    Sample {
-        sampling: SamplerSpec,
-    },
-    Classifier {
-        train: TrainSpec,
-        ema_decay: f64,
-    },
-    Eval {
-        sampling: SamplerSpec,
-        samples: usize,
-        guidance_sweep: Vec<f64>,
-        eval_images: usize,
-    },
+    Autoencoder(AutoencoderStage),
+    Diffusion(DiffusionStage),
+    Sample(SampleStage),
+    Classifier(ClassifierStage),
+    Eval(EvalStage),
 }
 
 impl StageSpec {
     pub fn kind(&self) -> StageKind {
         match self {
-            Self::Autoencoder { .. } => StageKind::Autoencoder,
-            Self::Diffusion { .. } => StageKind::Diffusion,
-            Self::Sample { .. } => StageKind::Sample,
-            Self::Classifier { .. } => StageKind::Classifier,
-            Self::Eval { .. } => StageKind::Eval,
+            Self::Autoencoder(_) => StageKind::Autoencoder,
+            Self::Diffusion(_) => StageKind::Diffusion,
+            Self::Sample(_) => StageKind::Sample,
+            Self::Classifier(_) => StageKind::Classifier,
+            Self::Eval(_) => StageKind::Eval,
         }
     }
 
-    pub fn train(&self) -> Option<&TrainSpec> {
+    pub fn train(&self) -> Option<&TrainSettings> {
         match self {
-            Self::Autoencoder { train, .. }
-            | Self::Diffusion { train, .. }
-            | Self::Classifier { train, .. } => Some(train),
-            Self::Sample { .. } | Self::Eval { .. } => None,
+            Self::Autoencoder(s) => Some(&s.train),
+            Self::Diffusion(s) => Some(&s.train),
+            Self::Classifier(s) => Some(&s.train),
+            Self::Sample(_) | Self::Eval(_) => None,
         }
     }
-}
 
-/// Keys of `stage` that its kind does not accept, as problems with the closest valid key.
-pub fn foreign_keys(
-    name: &str,
-    stage: &StageConfig,
-    source: impl Fn(&str) -> String,
-) -> Vec<Problem> {
-    let valid = keys_of(stage.kind);
-    let set = match serde_json::to_value(stage) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => return Vec::new(),
-    };
-    set.keys()
-        .filter(|k| !valid.contains(&k.as_str()))
-        .map(|k| {
-            let key = format!("stages.{name}.{k}");
-            let hint = closest(k, &valid)
-                .map(|c| format!("; did you mean `{c}`?"))
-                .unwrap_or_default();
-            Problem {
-                source: source(&key),
-                message: format!(
-                    "not a setting of a `{}` stage (its keys: {}){hint}",
-                    stage.kind.as_str(),
-                    valid.join(", ")
-                ),
-                key,
-            }
-        })
-        .collect()
-}
+    pub fn sampling(&self) -> Option<&SamplerSettings> {
+        match self {
+            Self::Diffusion(s) => Some(&s.sampling),
+            Self::Sample(s) => Some(&s.sampling),
+            Self::Eval(s) => Some(&s.sampling),
+            Self::Autoencoder(_) | Self::Classifier(_) => None,
+        }
+    }
 
-/// Fills every unset key that applies to the stage's kind with its default, so the resolved
-/// configuration shows every value a run uses. Required keys stay unset (reported later).
-pub fn fill_defaults(stage: &mut StageConfig) {
-    let trains = stage.kind.trains();
-    let samples = matches!(
-        stage.kind,
-        StageKind::Diffusion | StageKind::Sample | StageKind::Eval
-    );
-    if trains {
-        stage.betas.get_or_insert([0.9, 0.999]);
-        stage.weight_decay.get_or_insert(0.0);
-        stage.grad_clip.get_or_insert(1.0);
-        stage.warmup_steps.get_or_insert(0);
-        stage.lr_decay.get_or_insert(LrDecay::Constant);
-        stage.checkpoint_every.get_or_insert(500);
-        stage.keep_checkpoints.get_or_insert(2);
+    /// The prompt grid file a stage reads, if any.
+    pub fn prompts_file(&self) -> Option<&PathBuf> {
+        match self {
+            Self::Diffusion(s) => s.grid.prompts_file.as_ref(),
+            Self::Sample(s) => s.grid.prompts_file.as_ref(),
+            _ => None,
+        }
     }
-    if stage.kind == StageKind::Autoencoder {
-        stage.kl_weight.get_or_insert(1e-6);
-        stage.disc_weight.get_or_insert(0.0);
-        stage.disc_start.get_or_insert(0);
-        stage.perceptual_weight.get_or_insert(0.0);
-        stage.eval_images.get_or_insert(1000);
+
+    /// Training steps (0 for stages that do not train).
+    pub fn steps(&self) -> u64 {
+        self.train().map_or(0, |t| t.steps as u64)
     }
-    if matches!(stage.kind, StageKind::Diffusion | StageKind::Classifier) {
-        stage.ema_decay.get_or_insert(0.999);
-    }
-    if stage.kind == StageKind::Eval {
-        stage.samples.get_or_insert(1000);
-        stage.guidance_sweep.get_or_insert_with(Vec::new);
-        stage.eval_images.get_or_insert(1000);
-    }
-    if samples {
-        stage.sampler.get_or_insert(SamplerKind::Ddim);
-        stage.sampler_steps.get_or_insert(50);
-        stage.eta.get_or_insert(0.0);
-        stage.guidance.get_or_insert(3.0);
+
+    /// The checks of every group that needs only its own values; `timesteps` bounds the
+    /// sampler steps.
+    pub fn check(&self, timesteps: usize) -> Vec<crate::settings::Invalid> {
+        let mut out = Vec::new();
+        if let Some(t) = self.train() {
+            out.extend(t.check().into_vec());
+        }
+        if let Some(s) = self.sampling() {
+            out.extend(s.check(timesteps).into_vec());
+        }
+        match self {
+            Self::Autoencoder(s) => out.extend(s.loss.check().into_vec()),
+            Self::Diffusion(s) => out.extend(s.ema.check().into_vec()),
+            Self::Classifier(s) => out.extend(s.ema.check().into_vec()),
+            Self::Eval(s) => out.extend(s.measure.check().into_vec()),
+            Self::Sample(_) => {}
+        }
+        out
     }
 }
 
-/// The typed settings of a stage whose defaults are filled; a missing required key is a problem.
-/// `base_dir` is the experiment file's folder, against which `prompts_file` is resolved.
-pub fn spec_of(
-    name: &str,
-    stage: &StageConfig,
-    base_dir: &std::path::Path,
-    source: impl Fn(&str) -> String,
-) -> Result<StageSpec, Vec<Problem>> {
-    let trains = stage.kind.trains();
-    let required = [
-        ("steps", stage.steps.is_some()),
-        ("batch_size", stage.batch_size.is_some()),
-        ("lr", stage.lr.is_some()),
-    ];
-    let problems: Vec<Problem> = required
-        .iter()
-        .filter(|(_, set)| trains && !set)
-        .map(|(key, _)| Problem {
-            source: source(&format!("stages.{name}")),
-            key: format!("stages.{name}.{key}"),
-            message: format!(
-                "missing: a stage of kind `{}` needs it",
-                stage.kind.as_str()
-            ),
-        })
-        .collect();
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let train = trains.then(|| TrainSpec {
-        steps: stage.steps.unwrap_or_default(),
-        batch_size: stage.batch_size.unwrap_or_default(),
-        lr: stage.lr.unwrap_or_default(),
-        betas: stage.betas.unwrap_or_default(),
-        weight_decay: stage.weight_decay.unwrap_or_default(),
-        grad_clip: stage.grad_clip.unwrap_or_default(),
-        warmup_steps: stage.warmup_steps.unwrap_or_default(),
-        lr_decay: stage.lr_decay.unwrap_or_default(),
-        checkpoint_every: stage.checkpoint_every.unwrap_or_default(),
-        keep_checkpoints: stage.keep_checkpoints.unwrap_or_default(),
-    });
-    let sampling = || SamplerSpec {
-        sampler: stage.sampler.unwrap_or_default(),
-        steps: stage.sampler_steps.unwrap_or_default(),
-        eta: stage.eta.unwrap_or_default(),
-        guidance: stage.guidance.unwrap_or_default(),
-        prompts_file: stage.prompts_file.as_ref().map(|p| base_dir.join(p)),
-    };
-    Ok(match (stage.kind, train) {
-        (StageKind::Autoencoder, Some(train)) => StageSpec::Autoencoder {
-            train,
-            kl_weight: stage.kl_weight.unwrap_or_default(),
-            disc_weight: stage.disc_weight.unwrap_or_default(),
-            disc_start: stage.disc_start.unwrap_or_default(),
-            perceptual_weight: stage.perceptual_weight.unwrap_or_default(),
-            lpips_weights: stage.lpips_weights.as_ref().map(|p| base_dir.join(p)),
-            eval_images: stage.eval_images.unwrap_or_default(),
-        },
-        (StageKind::Diffusion, Some(train)) => StageSpec::Diffusion {
-            train,
-            ema_decay: stage.ema_decay.unwrap_or_default(),
-            sampling: sampling(),
-        },
-        (StageKind::Classifier, Some(train)) => StageSpec::Classifier {
-            train,
-            ema_decay: stage.ema_decay.unwrap_or_default(),
-        },
-        (StageKind::Eval, _) => StageSpec::Eval {
-            sampling: sampling(),
-            samples: stage.samples.unwrap_or_default(),
-            guidance_sweep: stage.guidance_sweep.clone().unwrap_or_default(),
-            eval_images: stage.eval_images.unwrap_or_default(),
-        },
-        _ => StageSpec::Sample {
-            sampling: sampling(),
-        },
-    })
+/// One stage, typed: the stages it needs and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    #[serde(flatten)]
+    pub spec: StageSpec,
+    pub needs: Vec<String>,
 }

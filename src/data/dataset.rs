@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::download::ensure_files;
 use super::error::DataError;
 use super::files::{self, KnownFile};
+use super::settings::{DatasetConfig, DatasetName};
 use super::{idx, image_folder, resize};
-use crate::config::schema::{DatasetConfig, DatasetName};
 
 /// Which part of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,6 +120,44 @@ pub fn load(
         }
         DatasetName::ImageFolder => image_folder::load(cfg, split, limit),
     }
+}
+
+/// The class names of the data set `cfg` describes, without loading its images.
+pub fn class_names(cfg: &DatasetConfig) -> Result<Vec<String>, DataError> {
+    let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
+    match cfg.name {
+        DatasetName::Mnist => Ok(fixed(&MNIST_CLASSES)),
+        DatasetName::FashionMnist => Ok(fixed(&FASHION_MNIST_CLASSES)),
+        DatasetName::ImageFolder => {
+            image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?)
+        }
+    }
+}
+
+/// Images in each split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatasetCounts {
+    pub train: usize,
+    pub test: usize,
+}
+
+/// How many images each split of `cfg` holds (after `train_limit`), without loading them.
+pub fn counts(cfg: &DatasetConfig) -> Result<DatasetCounts, DataError> {
+    let (train, test) = match cfg.name {
+        DatasetName::Mnist | DatasetName::FashionMnist => (60_000, 10_000),
+        DatasetName::ImageFolder => {
+            let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
+            (
+                image_folder::count(root, Split::Train)?,
+                image_folder::count(root, Split::Test)?,
+            )
+        }
+    };
+    let train = match cfg.train_limit {
+        0 => train,
+        limit => train.min(limit),
+    };
+    Ok(DatasetCounts { train, test })
 }
 
 /// Checks, before a run starts, that every file of the data set is there (downloading the

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::error::{Attempt, DataError};
 use super::files::{self, KnownFile};
 use super::idx;
-use crate::config::schema::{DatasetConfig, DatasetName};
+use super::settings::{DatasetConfig, DatasetName};
 
 /// Largest download accepted (the biggest file, Fashion-MNIST's train images, is 26 MB gzip).
 const MAX_DOWNLOAD: u64 = 256 << 20;
@@ -33,6 +33,8 @@ pub fn ensure_files(
     if cfg.download && found.iter().any(Option::is_none) {
         let dest = &dirs[0];
         let mirrors = files::mirrors(cfg);
+        let created = missing_ancestors(dest);
+        let mut downloaded = 0;
         match std::fs::create_dir_all(dest) {
             Err(e) => attempts.push(Attempt {
                 url: dest.display().to_string(),
@@ -48,6 +50,7 @@ pub fn ensure_files(
                         match download(&url, file, dest) {
                             Ok(path) => {
                                 *slot = Some(path);
+                                downloaded += 1;
                                 break;
                             }
                             Err(outcome) => {
@@ -57,6 +60,13 @@ pub fn ensure_files(
                         }
                     }
                 }
+            }
+        }
+        if downloaded == 0 {
+            // Nothing landed: take back the folders made for it, so a failed download leaves
+            // no trace.
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
             }
         }
     }
@@ -78,6 +88,17 @@ pub fn ensure_files(
         });
     }
     Ok(found.into_iter().flatten().collect())
+}
+
+/// `dir` and those of its ancestors that do not exist yet, outermost first.
+fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    out.reverse();
+    out
 }
 
 /// `<mirror>/<file>.gz`, with exactly one slash between.
@@ -169,13 +190,15 @@ fn fetch_into(url: &str, file: &KnownFile, part: &Path, dest: &Path) -> Result<P
     } else {
         dest.join(file.name)
     };
-    std::fs::rename(part, &target).map_err(|e| {
-        format!(
-            "could not rename {} to {}: {e}",
-            part.display(),
-            target.display()
-        )
-    })?;
+    std::fs::rename(part, &target)
+        .and_then(|()| crate::atomic_file::sync_dir(dest))
+        .map_err(|e| {
+            format!(
+                "could not rename {} to {}: {e}",
+                part.display(),
+                target.display()
+            )
+        })?;
     eprintln!(
         "data: {} saved ({received} bytes, checksum ok)",
         target.display()

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use super::dataset::Split;
 use super::error::DataError;
 use super::idx;
-use crate::config::schema::{DatasetConfig, DatasetName};
+use super::settings::{DatasetConfig, DatasetName};
 
 /// One IDX file: its name without `.gz`, and the MD5 of its decompressed content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::dataset::{Dataset, Split};
 use super::error::DataError;
 use super::resize;
-use crate::config::schema::DatasetConfig;
+use super::settings::DatasetConfig;
 
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 
@@ -111,6 +111,19 @@ pub fn class_names(root: &Path) -> Result<Vec<String>, DataError> {
         return Err(DataError::NoClasses { path: train });
     }
     Ok(names)
+}
+
+/// Image files of one split (a missing split folder has none), without decoding them.
+pub fn count(root: &Path, split: Split) -> Result<usize, DataError> {
+    let dir = root.join(split.as_str());
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for class in sub_folders(&dir)? {
+        n += class_files(&class)?.len();
+    }
+    Ok(n)
 }
 
 fn file_name(p: &Path) -> String {

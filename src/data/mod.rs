@@ -12,8 +12,10 @@ pub mod files;
 pub mod idx;
 pub mod image_folder;
 pub mod resize;
+pub mod settings;
 
 pub use batches::BatchOrder;
-pub use dataset::{Dataset, Split, load};
+pub use dataset::{Dataset, DatasetCounts, Split, class_names, counts, load};
 pub use error::{Attempt, DataError};
 pub use files::DATA_DIR_ENV;
+pub use settings::{DatasetConfig, DatasetName};

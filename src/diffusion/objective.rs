@@ -2,9 +2,19 @@
 //! and reading a prediction back as (epsilon, x_0).
 
 use candle_core::{Device, Result, Tensor};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::schedule::NoiseSchedule;
-use crate::config::schema::Prediction;
+
+/// What the network predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    #[default]
+    Epsilon,
+    V,
+}
 
 /// Per-sample coefficient c[t_i] shaped (B, 1, 1, 1) to scale (B, C, H, W) tensors.
 fn per_sample(values: impl Iterator<Item = f64>, device: &Device) -> Result<Tensor> {
@@ -99,7 +109,7 @@ pub fn eps_and_x0(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::BetaSchedule;
+    use crate::diffusion::schedule::BetaSchedule;
     use crate::rng::Rng;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

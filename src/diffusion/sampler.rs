@@ -2,11 +2,85 @@
 //! the lesson samples) and DDIM over a subsequence of steps (Song et al. 2021).
 
 use candle_core::{Result, Tensor};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::objective::eps_and_x0;
+use super::objective::{Prediction, eps_and_x0};
 use super::schedule::NoiseSchedule;
-use crate::config::schema::{Prediction, SamplerKind};
 use crate::rng::Rng;
+use crate::settings::Checks;
+
+/// Samplers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    #[default]
+    Ddim,
+    Ddpm,
+}
+
+impl SamplerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ddim => "ddim",
+            Self::Ddpm => "ddpm",
+        }
+    }
+}
+
+/// How a stage samples: the sampler keys of `diffusion` (its grids), `sample` and `eval` stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SamplerSettings {
+    /// `ddim` or `ddpm` (ancestral, all T steps).
+    pub sampler: SamplerKind,
+    /// DDIM steps.
+    pub sampler_steps: usize,
+    /// DDIM eta; 0 is deterministic.
+    pub eta: f64,
+    /// Classifier-free guidance scale; 1 is the plain conditional model.
+    pub guidance: f64,
+}
+
+impl Default for SamplerSettings {
+    fn default() -> Self {
+        Self {
+            sampler: SamplerKind::Ddim,
+            sampler_steps: 50,
+            eta: 0.0,
+            guidance: 3.0,
+        }
+    }
+}
+
+/// Largest classifier-free guidance scale accepted (beyond it samples are saturated noise).
+pub const MAX_GUIDANCE: f64 = 100.0;
+
+impl SamplerSettings {
+    /// Checks against a schedule of `timesteps` steps.
+    pub fn check(&self, timesteps: usize) -> Checks {
+        let mut c = Checks::new();
+        c.count_in("sampler_steps", self.sampler_steps, 1, timesteps);
+        if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
+            c.fail(
+                "eta",
+                format!("{} is out of range; expected 0 <= eta <= 1", self.eta),
+            );
+        }
+        check_guidance(&mut c, "guidance", self.guidance);
+        c
+    }
+}
+
+/// A guidance scale in [0, MAX_GUIDANCE].
+pub fn check_guidance(c: &mut Checks, key: &str, scale: f64) {
+    if !(scale.is_finite() && (0.0..=MAX_GUIDANCE).contains(&scale)) {
+        c.fail(
+            key,
+            format!("{scale} is out of range; expected 0 <= guidance <= {MAX_GUIDANCE}"),
+        );
+    }
+}
 
 /// The network as a sampler sees it: x_t and one timestep for the whole batch -> output.
 pub trait Denoiser {
@@ -111,7 +185,7 @@ fn ddim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::BetaSchedule;
+    use crate::diffusion::schedule::BetaSchedule;
     use candle_core::Device;
 
     /// A denoiser that knows the data is the constant `target`.

@@ -1,6 +1,93 @@
 //! Noise schedules: the betas of the forward process and the quantities derived from them.
 
-use crate::config::schema::BetaSchedule;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::objective::Prediction;
+use crate::settings::Checks;
+
+/// `[schedule]`: the forward noising process and what the network predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Beta schedule: `linear`, `scaled_linear` or `cosine`.
+    pub kind: BetaSchedule,
+    /// Number of diffusion steps T.
+    pub timesteps: usize,
+    /// First beta (linear and scaled_linear).
+    pub beta_start: f64,
+    /// Last beta (linear and scaled_linear).
+    pub beta_end: f64,
+    /// What the UNet predicts: `epsilon` or `v`.
+    pub prediction: Prediction,
+    /// Min-SNR-gamma loss weighting (Hang et al., 2023): each sample's squared error is weighted
+    /// by min(SNR_t, gamma) / SNR_t (epsilon) or min(SNR_t, gamma) / (SNR_t + 1) (v), so the
+    /// nearly clean timesteps stop dominating the gradient. The paper uses 5. Unset: plain MSE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_snr_gamma: Option<f64>,
+    /// Multiplier applied to latents. Unset: 1/std of the first training batch's latents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_factor: Option<f64>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: BetaSchedule::Linear,
+            timesteps: 1000,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            prediction: Prediction::Epsilon,
+            min_snr_gamma: None,
+            scale_factor: None,
+        }
+    }
+}
+
+/// Most diffusion steps T.
+pub const MAX_TIMESTEPS: usize = 100_000;
+
+impl ScheduleConfig {
+    pub fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        c.count_in("timesteps", self.timesteps, 1, MAX_TIMESTEPS);
+        if self.kind != BetaSchedule::Cosine
+            && !(0.0 < self.beta_start && self.beta_start < self.beta_end && self.beta_end < 1.0)
+        {
+            c.fail(
+                "beta_end",
+                format!(
+                    "betas {}..{} are out of range; expected 0 < beta_start < beta_end < 1",
+                    self.beta_start, self.beta_end
+                ),
+            );
+        }
+        for (key, value) in [
+            ("scale_factor", self.scale_factor),
+            ("min_snr_gamma", self.min_snr_gamma),
+        ] {
+            if let Some(f) = value {
+                c.positive_number(key, f);
+            }
+        }
+        c
+    }
+
+    /// The schedule these settings describe.
+    pub fn noise_schedule(&self) -> NoiseSchedule {
+        NoiseSchedule::new(self.kind, self.timesteps, self.beta_start, self.beta_end)
+    }
+}
+
+/// Beta schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    #[default]
+    Linear,
+    ScaledLinear,
+    Cosine,
+}
 
 /// The forward process q(x_t | x_0) = N(sqrt(a_t) x_0, (1 - a_t) I), a_t = alphas_cumprod[t].
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@
 pub mod events;
 pub mod grid;
 pub mod progress;
+pub mod settings;
 pub mod stage_events;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 pub use events::{EventWriter, HParamValue, SessionStatus};
 pub use grid::{GridImage, PAD_VALUE, concat_h, encode_png, grid, pairs, save_png};
 pub use progress::{Progress, format_duration, format_value, rate_eta};
+pub use settings::LoggingConfig;
 pub use stage_events::StageEvents;
 
 /// Result of the logging functions.

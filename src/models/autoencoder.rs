@@ -3,12 +3,116 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::vae_blocks::{AttnBlock, Downsample, ResnetBlock, Upsample};
-use crate::config::schema::AutoencoderConfig;
 use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm};
 use crate::parallel;
 use crate::rng::Rng;
+use crate::settings::Checks;
+
+/// `[autoencoder]`: AutoencoderKL sizes. Defaults are the lesson's kl-f4 (1x32x32 -> 4x8x8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoencoderConfig {
+    /// Base channel width.
+    pub ch: usize,
+    /// Width multiplier per level; each level after the first halves the resolution.
+    pub ch_mult: Vec<usize>,
+    /// Residual blocks per encoder level (the decoder has one more).
+    pub num_res_blocks: usize,
+    /// Resolutions (image side in pixels) that get a self-attention block.
+    pub attn_resolutions: Vec<usize>,
+    /// Channels of the latent z.
+    pub z_channels: usize,
+    /// Channels after quant_conv / before post_quant_conv.
+    pub embed_dim: usize,
+    /// Dropout inside residual blocks.
+    pub dropout: f64,
+    /// GroupNorm groups; every width must be divisible by it.
+    pub norm_groups: usize,
+}
+
+impl Default for AutoencoderConfig {
+    fn default() -> Self {
+        Self {
+            ch: 128,
+            ch_mult: vec![1, 1, 2],
+            num_res_blocks: 2,
+            attn_resolutions: vec![16, 8],
+            z_channels: 4,
+            embed_dim: 4,
+            dropout: 0.0,
+            norm_groups: 32,
+        }
+    }
+}
+
+/// Channels and side of a latent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatentShape {
+    pub channels: usize,
+    pub side: usize,
+}
+
+impl AutoencoderConfig {
+    /// Times the encoder halves the image.
+    pub fn halvings(&self) -> usize {
+        self.ch_mult.len().max(1) - 1
+    }
+
+    /// The latent an image of side `image_size` is encoded to.
+    pub fn latent_shape(&self, image_size: usize) -> LatentShape {
+        LatentShape {
+            channels: self.embed_dim,
+            side: image_size >> self.halvings(),
+        }
+    }
+
+    /// Channel width of every level.
+    pub fn widths(&self) -> Vec<usize> {
+        self.ch_mult
+            .iter()
+            .map(|m| self.ch.saturating_mul(*m))
+            .collect()
+    }
+
+    /// The checks that need nothing but these settings (sizes against the image are the
+    /// configuration's, which knows both).
+    pub fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        c.count_in("ch", self.ch, 1, MAX_WIDTH);
+        c.all_positive("ch_mult", &self.ch_mult);
+        c.count_in("ch_mult", self.ch_mult.len(), 1, MAX_LEVELS);
+        for m in &self.ch_mult {
+            c.count_in("ch_mult", *m, 1, MAX_MULT);
+        }
+        c.count_in("num_res_blocks", self.num_res_blocks, 0, MAX_BLOCKS);
+        c.count_in("z_channels", self.z_channels, 1, MAX_LATENT_CHANNELS);
+        c.count_in("embed_dim", self.embed_dim, 1, MAX_LATENT_CHANNELS);
+        c.count_in("norm_groups", self.norm_groups, 1, MAX_WIDTH);
+        c.probability("dropout", self.dropout);
+        c.divisible(
+            "norm_groups",
+            &self.widths(),
+            "ch x ch_mult",
+            self.norm_groups,
+        );
+        c
+    }
+}
+
+/// Widest channel count accepted for any network width.
+pub const MAX_WIDTH: usize = 65_536;
+/// Most resolution levels of a network (each halves the resolution).
+pub const MAX_LEVELS: usize = 8;
+/// Largest width multiplier of a level.
+pub const MAX_MULT: usize = 64;
+/// Most residual blocks per level.
+pub const MAX_BLOCKS: usize = 64;
+/// Most latent channels.
+pub const MAX_LATENT_CHANNELS: usize = 1024;
 
 /// One step of an encoder or decoder level.
 #[derive(Debug, Clone)]

@@ -6,14 +6,17 @@
 //! LayerNorm, every position of the padded prompt, as in Stable Diffusion. Nothing is downloaded
 //! and nothing here is trained.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use candle_core::{D, DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{D, Device, Tensor};
 
 use crate::nn::layers::{LayerNorm, Linear};
+use crate::nn::weights_file::{WeightsError, WeightsFile};
+
+/// What a CLIP weights file must hold, for a missing tensor's message.
+pub const NAMING: &str = "it needs Hugging Face CLIPTextModel names \
+                          (text_model.embeddings.token_embedding.weight, ...)";
 
 /// Width of one attention head.
 const HEAD_DIM: usize = 64;
@@ -59,43 +62,56 @@ fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 impl ClipText {
-    /// Loads the tokenizer and the weights onto `device`.
-    pub fn load(weights: &Path, tokenizer: &Path, device: &Device) -> anyhow::Result<Self> {
+    /// Opens a CLIP text tower's weights file onto `device`.
+    pub fn open(weights: &Path, device: &Device) -> Result<WeightsFile, WeightsError> {
+        WeightsFile::open(weights, "CLIP weights file", NAMING, device)
+    }
+
+    /// The text tower of the weights in `file` and the tokenizer at `tokenizer` (a
+    /// header-only file checks names and shapes).
+    pub fn load(file: WeightsFile, tokenizer: &Path) -> anyhow::Result<Self> {
         let tok = tokenizers::Tokenizer::from_file(tokenizer)
             .map_err(|e| anyhow::anyhow!("CLIP tokenizer {}: {e}", tokenizer.display()))?;
         let pad = tok.token_to_id("<|endoftext|>").unwrap_or(0);
-        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(weights, device)
-            .with_context(|| format!("CLIP weights file {}", weights.display()))?;
-        let named = |name: &str| {
-            tensors.get(name).with_context(|| {
+        let weights = file.path().to_path_buf();
+        let shape = |name: &str| -> anyhow::Result<Vec<usize>> {
+            file.shape(name).with_context(|| {
                 format!(
-                    "CLIP weights file {} has no tensor `{name}` (expected Hugging Face \
-                     CLIPTextModel names)",
+                    "CLIP weights file {} has no tensor `{name}`; {NAMING}",
                     weights.display()
                 )
             })
         };
-        let (vocab, width) = named("text_model.embeddings.token_embedding.weight")?.dims2()?;
-        let positions = named("text_model.embeddings.position_embedding.weight")?.dim(0)?;
-        if width % HEAD_DIM != 0 {
+        let two = |name: &str| -> anyhow::Result<(usize, usize)> {
+            match shape(name)?.as_slice() {
+                &[a, b] => Ok((a, b)),
+                other => bail!(
+                    "CLIP weights file {}: tensor `{name}` has shape {other:?}, expected 2 dimensions",
+                    weights.display()
+                ),
+            }
+        };
+        let (vocab, width) = two("text_model.embeddings.token_embedding.weight")?;
+        let (positions, _) = two("text_model.embeddings.position_embedding.weight")?;
+        if width == 0 || width % HEAD_DIM != 0 {
             bail!(
                 "CLIP weights file {}: width {width} is not a multiple of {HEAD_DIM}",
                 weights.display()
             );
         }
         let depth = (0..)
-            .take_while(|i| {
-                tensors.contains_key(&format!("text_model.encoder.layers.{i}.mlp.fc1.weight"))
-            })
+            .take_while(|i| file.contains(&format!("text_model.encoder.layers.{i}.mlp.fc1.weight")))
             .count();
-        let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
-        let root = vb.pp("text_model");
-        let layers = (0..depth)
-            .map(|i| {
+        let hidden: Vec<usize> = (0..depth)
+            .map(|i| two(&format!("text_model.encoder.layers.{i}.mlp.fc1.weight")).map(|s| s.0))
+            .collect::<anyhow::Result<_>>()?;
+        let root = file.var_builder().pp("text_model");
+        let layers = hidden
+            .iter()
+            .enumerate()
+            .map(|(i, &hidden)| {
                 let vb = root.pp(format!("encoder.layers.{i}"));
                 let attn = vb.pp("self_attn");
-                let hidden =
-                    named(&format!("text_model.encoder.layers.{i}.mlp.fc1.weight"))?.dim(0)?;
                 Ok(Layer {
                     ln1: LayerNorm::new(width, vb.pp("layer_norm1"))?,
                     q: Linear::new(width, width, true, attn.pp("q_proj"))?,

@@ -7,13 +7,12 @@
 //! LPIPS linear layers as `lin<k>.model.1.weight`, the names of the `lpips` package. The network
 //! is frozen: gradients flow to the images only.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use thiserror::Error;
 
 use crate::nn::kernels;
+use crate::nn::weights_file::{WeightsError, WeightsFile};
 
 /// VGG16's 3x3 convolutions as (index in `features`, input channels, output channels), grouped
 /// by the block whose last ReLU LPIPS taps; a 2x2 max pool precedes every block but the first.
@@ -30,28 +29,9 @@ pub const BLOCKS: [&[(usize, usize, usize)]; 5] = [
 const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
 const SCALE: [f32; 3] = [0.458, 0.448, 0.450];
 
-#[derive(Debug, Error)]
-pub enum LpipsError {
-    #[error("LPIPS weights file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: candle_core::Error,
-    },
-    #[error(
-        "LPIPS weights file {path} has no tensor `{name}`; it needs torchvision's VGG16 \
-         `features.<i>.weight`/`.bias` and the lpips package's `lin<k>.model.1.weight`"
-    )]
-    Missing { path: PathBuf, name: String },
-    #[error(
-        "LPIPS weights file {path}: tensor `{name}` has shape {found:?}, expected {expected:?}"
-    )]
-    Shape {
-        path: PathBuf,
-        name: String,
-        found: Vec<usize>,
-        expected: Vec<usize>,
-    },
-}
+/// What an LPIPS weights file must hold, for a missing tensor's message.
+pub const NAMING: &str = "it needs torchvision's VGG16 `features.<i>.weight`/`.bias` and the \
+                          lpips package's `lin<k>.model.1.weight`";
 
 /// The frozen LPIPS network.
 pub struct Lpips {
@@ -61,66 +41,42 @@ pub struct Lpips {
     scale: Tensor,
 }
 
-fn take(
-    tensors: &mut HashMap<String, Tensor>,
-    path: &Path,
-    name: &str,
-    expected: &[usize],
-) -> Result<Tensor, LpipsError> {
-    let t = tensors.remove(name).ok_or_else(|| LpipsError::Missing {
-        path: path.to_path_buf(),
-        name: name.to_string(),
-    })?;
-    if t.dims() != expected {
-        return Err(LpipsError::Shape {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            found: t.dims().to_vec(),
-            expected: expected.to_vec(),
-        });
-    }
-    t.to_dtype(candle_core::DType::F32)
-        .map_err(|source| LpipsError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 impl Lpips {
-    /// Loads the weights from `path` onto `device`.
-    pub fn load(path: &Path, device: &Device) -> Result<Self, LpipsError> {
-        let read = |source| LpipsError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut tensors = candle_core::safetensors::load(path, device).map_err(read)?;
+    /// Opens an LPIPS weights file onto `device`.
+    pub fn open(path: &Path, device: &Device) -> Result<WeightsFile, WeightsError> {
+        WeightsFile::open(path, "LPIPS weights file", NAMING, device)
+    }
+
+    /// The network of the weights in `file` (a header-only file checks names and shapes).
+    pub fn load(file: &WeightsFile) -> Result<Self, WeightsError> {
         let mut convs = Vec::new();
         let mut lins = Vec::new();
         for (k, block) in BLOCKS.iter().enumerate() {
             let mut layers = Vec::new();
             for &(i, c_in, c_out) in block.iter() {
-                let w = format!("features.{i}.weight");
-                let b = format!("features.{i}.bias");
                 layers.push((
-                    take(&mut tensors, path, &w, &[c_out, c_in, 3, 3])?,
-                    take(&mut tensors, path, &b, &[c_out])?,
+                    file.get(&format!("features.{i}.weight"), &[c_out, c_in, 3, 3])?,
+                    file.get(&format!("features.{i}.bias"), &[c_out])?,
                 ));
             }
             let c = block[block.len() - 1].2;
-            lins.push(take(
-                &mut tensors,
-                path,
-                &format!("lin{k}.model.1.weight"),
-                &[1, c, 1, 1],
-            )?);
+            lins.push(file.get(&format!("lin{k}.model.1.weight"), &[1, c, 1, 1])?);
             convs.push(layers);
         }
-        let channel = |v: [f32; 3]| Tensor::from_vec(v.to_vec(), (1, 3, 1, 1), device);
+        let channel = |v: [f32; 3]| {
+            Tensor::from_vec(v.to_vec(), (1, 3, 1, 1), file.device()).map_err(|e| {
+                WeightsError::Read {
+                    what: "LPIPS weights file",
+                    path: file.path().to_path_buf(),
+                    why: e.to_string(),
+                }
+            })
+        };
         Ok(Self {
             convs,
             lins,
-            shift: channel(SHIFT).map_err(read)?,
-            scale: channel(SCALE).map_err(read)?,
+            shift: channel(SHIFT)?,
+            scale: channel(SCALE)?,
         })
     }
 

@@ -4,14 +4,125 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use super::autoencoder::{MAX_BLOCKS, MAX_LATENT_CHANNELS, MAX_LEVELS, MAX_MULT, MAX_WIDTH};
 use super::unet_blocks::{
     ResBlock, ResBlockConfig, SpatialTransformer, TransformerConfig, timestep_embedding,
 };
-use crate::config::schema::UnetConfig;
 use crate::nn::kernels;
 use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::rng::Rng;
+use crate::settings::Checks;
+
+/// `[unet]`: diffusion UNet sizes. Defaults are the lesson's (128 features, [1,2,2], attention
+/// at 4x4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnetConfig {
+    /// Base channel width (the time embedding is 4x this).
+    pub model_channels: usize,
+    /// Width multiplier per level; each level after the first halves the resolution.
+    pub channel_mult: Vec<usize>,
+    /// Residual blocks per down level (the up path has one more).
+    pub num_res_blocks: usize,
+    /// Latent resolutions that get a spatial transformer (cross-attention) block.
+    pub attention_resolutions: Vec<usize>,
+    /// Attention heads in each transformer block.
+    pub num_heads: usize,
+    /// Channels per attention head (the transformer's width is heads x this).
+    pub head_channels: usize,
+    /// Width of the conditioning context the cross-attention reads.
+    pub context_dim: usize,
+    /// Dropout in residual blocks and attention outputs.
+    pub dropout: f64,
+    /// GroupNorm groups; every width must be divisible by it.
+    pub norm_groups: usize,
+    /// Build the skip Linear of every residual block, even where channels do not change and
+    /// it goes unused, as the lesson does (only changes the parameter count).
+    pub lesson_skip_layers: bool,
+    /// Side of the latent the UNet sees; must equal the autoencoder's. Unset: taken from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent_size: Option<usize>,
+    /// Channels of the latent the UNet sees; must equal `autoencoder.embed_dim`. Unset: taken
+    /// from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent_channels: Option<usize>,
+}
+
+impl Default for UnetConfig {
+    fn default() -> Self {
+        Self {
+            model_channels: 128,
+            channel_mult: vec![1, 2, 2],
+            num_res_blocks: 2,
+            attention_resolutions: vec![4],
+            num_heads: 1,
+            head_channels: 64,
+            context_dim: 768,
+            dropout: 0.1,
+            norm_groups: 32,
+            lesson_skip_layers: false,
+            latent_size: None,
+            latent_channels: None,
+        }
+    }
+}
+
+/// Most attention heads of a transformer block.
+pub const MAX_HEADS: usize = 1024;
+
+impl UnetConfig {
+    /// Times the UNet halves its input.
+    pub fn halvings(&self) -> usize {
+        self.channel_mult.len().max(1) - 1
+    }
+
+    /// Channel width of every level.
+    pub fn widths(&self) -> Vec<usize> {
+        self.channel_mult
+            .iter()
+            .map(|m| self.model_channels.saturating_mul(*m))
+            .collect()
+    }
+
+    /// The checks that need nothing but these settings.
+    pub fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        c.count_in("model_channels", self.model_channels, 1, MAX_WIDTH);
+        if !self.model_channels.is_multiple_of(2) {
+            c.fail(
+                "model_channels",
+                format!(
+                    "{} is odd; the sinusoidal time embedding needs an even width",
+                    self.model_channels
+                ),
+            );
+        }
+        c.all_positive("channel_mult", &self.channel_mult);
+        c.count_in("channel_mult", self.channel_mult.len(), 1, MAX_LEVELS);
+        for m in &self.channel_mult {
+            c.count_in("channel_mult", *m, 1, MAX_MULT);
+        }
+        c.count_in("num_res_blocks", self.num_res_blocks, 0, MAX_BLOCKS);
+        c.count_in("num_heads", self.num_heads, 1, MAX_HEADS);
+        c.count_in("head_channels", self.head_channels, 1, MAX_WIDTH);
+        c.count_in("context_dim", self.context_dim, 1, MAX_WIDTH);
+        c.count_in("norm_groups", self.norm_groups, 1, MAX_WIDTH);
+        c.probability("dropout", self.dropout);
+        c.divisible(
+            "norm_groups",
+            &self.widths(),
+            "model_channels x channel_mult",
+            self.norm_groups,
+        );
+        if let Some(n) = self.latent_channels {
+            c.count_in("latent_channels", n, 1, MAX_LATENT_CHANNELS);
+        }
+        c
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Block {

@@ -4,3 +4,4 @@ pub mod attention;
 pub mod kernels;
 pub mod layers;
 pub mod params;
+pub mod weights_file;

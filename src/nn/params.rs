@@ -18,6 +18,9 @@ struct Inner {
     preset: BTreeMap<String, Tensor>,
     /// Trainable: parameters are `Var`s; frozen: plain tensors, so no gradient is tracked.
     trainable: bool,
+    /// Record names and shapes only: every parameter is a zero-sized broadcast, so a network
+    /// of any size can be built to count its parameters.
+    shapes_only: bool,
     made: Mutex<BTreeMap<String, Tensor>>,
     vars: Mutex<BTreeMap<String, Var>>,
 }
@@ -33,6 +36,15 @@ impl ParamStore {
     /// Fresh trainable parameters drawn from `seed`.
     pub fn seeded(seed: u64, device: &Device) -> Self {
         Self::build(seed, BTreeMap::new(), true, device)
+    }
+
+    /// Names and shapes only, for counting (see [`Inner::shapes_only`]).
+    pub fn shapes_only() -> Self {
+        let mut store = Self::build(0, BTreeMap::new(), false, &Device::Cpu);
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.shapes_only = true;
+        }
+        store
     }
 
     /// Parameters with values from `tensors` (e.g. a checkpoint); every parameter the model
@@ -56,6 +68,7 @@ impl ParamStore {
                 seed,
                 preset,
                 trainable,
+                shapes_only: false,
                 made: Mutex::new(BTreeMap::new()),
                 vars: Mutex::new(BTreeMap::new()),
             }),
@@ -157,6 +170,11 @@ impl SimpleBackend for ParamStore {
                 );
             }
             return Ok(t.clone());
+        }
+        if self.inner.shapes_only {
+            let t = Tensor::zeros((), dtype, dev)?.broadcast_as(shape)?;
+            made.insert(name.to_string(), t.clone());
+            return Ok(t);
         }
         let value = match self.inner.preset.get(name) {
             Some(t) if t.shape() != &shape => candle_core::bail!(
@@ -271,6 +289,17 @@ mod tests {
         assert_ne!(values(&a, "x"), values(&c, "x"));
         assert_eq!(a.vars().len(), 2);
         assert_eq!(a.count(), 8);
+    }
+
+    #[test]
+    fn shapes_only_counts_without_memory() {
+        let s = ParamStore::shapes_only();
+        let t = s
+            .vb()
+            .get_with_hints((100_000, 100_000), "w", Init::Const(0.))
+            .unwrap();
+        assert_eq!(t.dims(), &[100_000, 100_000]);
+        assert_eq!(s.count(), 10_000_000_000);
     }
 
     #[test]

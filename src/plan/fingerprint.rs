@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::conditioning::ConditioningKind;
 use crate::config::diff::is_training_relevant;
-use crate::config::schema::{ConditioningKind, DatasetName, Experiment, StageKind};
-use crate::config::{Resolved, StageSpec};
-use crate::data::files;
+use crate::config::{Experiment, StageKind, StageSpec};
+use crate::data::{DatasetName, files};
 
 /// What identifies the training data: the files' content checksums, or the image folder.
 fn data_identity(e: &Experiment) -> Value {
@@ -39,8 +39,9 @@ fn data_identity(e: &Experiment) -> Value {
 }
 
 /// The stage's own keys that change what it produces.
-fn own_settings(e: &Experiment, name: &str, kind: StageKind) -> Value {
-    let Ok(Value::Object(all)) = serde_json::to_value(&e.stages[name]) else {
+fn own_settings(name: &str, spec: &StageSpec) -> Value {
+    let kind = spec.kind();
+    let Ok(Value::Object(all)) = serde_json::to_value(spec) else {
         return Value::Null;
     };
     let kept: serde_json::Map<String, Value> = all
@@ -51,7 +52,6 @@ fn own_settings(e: &Experiment, name: &str, kind: StageKind) -> Value {
     Value::Object(kept)
 }
 
-/// Fingerprints of every stage, by name (in execution order, so upstream ones exist).
 /// The content checksum of a file a stage reads its frozen weights from: the same path holding
 /// other weights makes another stage.
 fn file_identity(path: &std::path::Path) -> Value {
@@ -72,19 +72,20 @@ fn file_identity(path: &std::path::Path) -> Value {
 /// The LPIPS weights an autoencoder stage uses, if any.
 fn lpips_identity(spec: &StageSpec) -> Option<Value> {
     match spec {
-        StageSpec::Autoencoder {
-            lpips_weights: Some(path),
-            perceptual_weight,
-            ..
-        } if *perceptual_weight > 0.0 => Some(file_identity(path)),
+        StageSpec::Autoencoder(s) if s.loss.perceptual_weight > 0.0 => {
+            s.loss.lpips_weights.as_deref().map(file_identity)
+        }
         _ => None,
     }
 }
 
-pub fn fingerprints(resolved: &Resolved) -> BTreeMap<String, String> {
-    let e = &resolved.experiment;
+/// Fingerprints of the stages `order` names (in execution order, so upstream ones exist).
+pub fn fingerprints(e: &Experiment, order: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for stage in &resolved.stages {
+    for name in order {
+        let Some(stage) = e.stages.get(name) else {
+            continue;
+        };
         let kind = stage.spec.kind();
         let sections = match kind {
             StageKind::Autoencoder => {
@@ -113,17 +114,17 @@ pub fn fingerprints(resolved: &Resolved) -> BTreeMap<String, String> {
         };
         let upstream: Vec<&String> = stage.needs.iter().filter_map(|n| out.get(n)).collect();
         let doc = json!({
-            "format": 1,
-            "stage": stage.name,
+            "format": 2,
+            "stage": name,
             "kind": kind.as_str(),
             "seed": e.experiment.seed,
-            "settings": own_settings(e, &stage.name, kind),
+            "settings": own_settings(name, &stage.spec),
             "sections": sections,
             "upstream": upstream,
         });
         let digest = Sha256::digest(doc.to_string().as_bytes());
         let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        out.insert(stage.name.clone(), hex);
+        out.insert(name.clone(), hex);
     }
     out
 }
@@ -133,16 +134,21 @@ mod tests {
     use super::*;
     use crate::config;
 
-    fn resolved(sets: &[&str]) -> Resolved {
+    fn prints(sets: &[&str]) -> BTreeMap<String, String> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        config::resolve_with_env(&path, std::iter::empty(), &sets).unwrap()
+        let r = config::resolve(&path, &Default::default(), &sets).unwrap();
+        let order: Vec<String> = ["vae", "ldm", "sample", "clf", "eval"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        fingerprints(&r.experiment, &order)
     }
 
     #[test]
     fn only_what_a_stage_depends_on_changes_its_fingerprint() {
-        let base = fingerprints(&resolved(&[]));
-        let lr = fingerprints(&resolved(&["stages.ldm.lr=5e-4"]));
+        let base = prints(&[]);
+        let lr = prints(&["stages.ldm.lr=5e-4"]);
         assert_eq!(
             base["vae"], lr["vae"],
             "the autoencoder does not depend on the UNet's lr"
@@ -152,22 +158,19 @@ mod tests {
             base["sample"], lr["sample"],
             "downstream of a changed stage"
         );
-        let guidance = fingerprints(&resolved(&["stages.sample.guidance=5.0"]));
+        let guidance = prints(&["stages.sample.guidance=5.0"]);
         assert_eq!(base["ldm"], guidance["ldm"]);
         assert_ne!(base["sample"], guidance["sample"]);
-        let grids = fingerprints(&resolved(&[
-            "stages.ldm.guidance=5.0",
-            "logging.log_every=7",
-        ]));
+        let grids = prints(&["stages.ldm.guidance=5.0", "logging.log_every=7"]);
         assert_eq!(
             base["ldm"], grids["ldm"],
             "preview settings do not change the weights"
         );
-        let seed = fingerprints(&resolved(&["experiment.seed=1"]));
+        let seed = prints(&["experiment.seed=1"]);
         assert_ne!(base["vae"], seed["vae"]);
-        let ae = fingerprints(&resolved(&["autoencoder.ch=32"]));
+        let ae = prints(&["autoencoder.ch=32"]);
         assert_ne!(base["vae"], ae["vae"]);
         assert_ne!(base["ldm"], ae["ldm"], "through its upstream");
-        assert_eq!(base, fingerprints(&resolved(&[])), "stable");
+        assert_eq!(base, prints(&[]), "stable");
     }
 }

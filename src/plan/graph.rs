@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::schema::StageKind;
+use crate::config::StageKind;
+use crate::config::error::closest;
 
 /// What each kind of stage needs, exactly one stage of each listed kind.
 pub fn required_kinds(kind: StageKind) -> &'static [StageKind] {
@@ -45,10 +46,13 @@ pub fn order(
         .filter(|(_, need)| !stages.contains_key(*need))
         .map(|(name, need)| {
             let known: Vec<&str> = stages.keys().map(String::as_str).collect();
+            let hint = closest(need, &known)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
             GraphError {
                 stage: name.clone(),
                 message: format!(
-                    "needs `{need}`, which is not a stage of this experiment (stages: {})",
+                    "needs `{need}`, which is not a stage of this experiment ({hint}stages: {})",
                     known.join(", ")
                 ),
             }
@@ -198,6 +202,11 @@ mod tests {
         let errs = order(&g).unwrap_err();
         assert_eq!(errs[0].stage, "ldm");
         assert!(errs[0].message.contains("`vea`"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("did you mean `vae`?"),
+            "{}",
+            errs[0].message
+        );
         assert!(
             errs[0].message.contains("stages: ldm, vae"),
             "{}",

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +85,10 @@ pub struct Manifest {
     /// Every resume of this run, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumes: Vec<ResumeRecord>,
+    /// The resolved configuration the run was started (or last forced) with, to tell a
+    /// `config.toml` edited by hand from the one the run wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,21 +129,15 @@ impl Manifest {
         serde_json::from_str(&text).map_err(|source| ManifestError::Parse { path, source })
     }
 
-    /// Writes the manifest atomically (temporary file, fsync, rename).
+    /// Writes the manifest atomically.
     pub fn save(&self, run_dir: &Path) -> Result<(), ManifestError> {
-        let path = Self::path(run_dir);
-        let tmp = run_dir.join(".manifest.json.tmp");
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        let result = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        result.map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            ManifestError::Write { path, source }
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        crate::atomic_file::write(&Self::path(run_dir), text.as_bytes()).map_err(|e| {
+            ManifestError::Write {
+                path: e.path,
+                source: e.source,
+            }
         })
     }
 
@@ -196,6 +193,7 @@ mod tests {
             stages,
             order: vec!["vae".into()],
             resumes: Vec::new(),
+            config: None,
         };
         m.save(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), m);

@@ -1,43 +1,10 @@
 //! Stage reuse: a stage whose fingerprint matches a finished stage anywhere under the runs
-//! folder takes that stage's artifacts (hard links, so nothing is copied or retrained). A lock
-//! per fingerprint makes two runs that need the same stage at once train it only once.
+//! folder (found through the run index) takes that stage's artifacts (hard links, so nothing
+//! is copied or retrained). A lock per fingerprint makes two runs that need the same stage at
+//! once train it only once.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
-
-use super::manifest::{Manifest, StageRecord, Status};
-
-/// A finished stage with this fingerprint in another run under `runs_dir`, if any: its folder
-/// and its record.
-pub fn find(
-    runs_dir: &Path,
-    fingerprint: &str,
-    except_run: &Path,
-) -> Option<(PathBuf, StageRecord)> {
-    let except = except_run.canonicalize().ok();
-    let experiments = fs::read_dir(runs_dir).ok()?;
-    for exp in experiments.flatten() {
-        let Ok(runs) = fs::read_dir(exp.path()) else {
-            continue;
-        };
-        for run in runs.flatten() {
-            let dir = run.path();
-            if dir.canonicalize().ok() == except {
-                continue;
-            }
-            let Ok(m) = Manifest::load(&dir) else {
-                continue;
-            };
-            for (name, record) in m.stages {
-                let same = record.fingerprint.as_deref() == Some(fingerprint);
-                if same && record.status == Status::Finished && dir.join(&name).is_dir() {
-                    return Some((dir.join(&name), record));
-                }
-            }
-        }
-    }
-    None
-}
+use std::path::Path;
 
 /// Recreates the file tree `from` under `to`, hard-linking files (copying them where links are
 /// impossible, e.g. across file systems).

@@ -80,36 +80,13 @@ impl RunDir {
 
     /// Writes `text` to `name` inside the run folder atomically.
     pub fn write(&self, name: &str, text: &str) -> Result<PathBuf, RunDirError> {
-        write_atomic(&self.root.join(name), text.as_bytes())
+        let path = self.root.join(name);
+        crate::atomic_file::write(&path, text.as_bytes()).map_err(|e| RunDirError::Write {
+            path: e.path,
+            source: e.source,
+        })?;
+        Ok(path)
     }
-}
-
-/// Writes a file through a temporary sibling and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<PathBuf, RunDirError> {
-    use std::io::Write;
-    let err = |source| RunDirError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(err)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        err(e)
-    })?;
-    Ok(path.to_path_buf())
 }
 
 #[cfg(test)]

@@ -1,9 +1,21 @@
 //! What a run shows in TensorBoard's HParams table: its main settings (and every swept key) as
 //! hyperparameters, and the final metrics of its stages as the metric columns.
 
-use crate::config::Resolved;
-use crate::config::schema::StageKind;
+use crate::config::{Resolved, StageKind};
 use crate::log::HParamValue;
+use crate::plan::Plan;
+
+/// The stage settings shown as hyperparameters (where the stage's kind has them).
+const STAGE_KEYS: &[&str] = &[
+    "steps",
+    "batch_size",
+    "lr",
+    "ema_decay",
+    "kl_weight",
+    "guidance",
+    "sampler_steps",
+    "sampler",
+];
 
 /// Scalar hyperparameters of a run; lists become strings.
 pub fn values(resolved: &Resolved) -> Vec<(String, HParamValue)> {
@@ -28,47 +40,48 @@ pub fn values(resolved: &Resolved) -> Vec<(String, HParamValue)> {
             "unet.attention_resolutions".into(),
             list(&e.unet.attention_resolutions).into(),
         ),
-        (
-            "schedule.kind".into(),
-            format!("{:?}", e.schedule.kind).to_lowercase().into(),
-        ),
+        ("schedule.kind".into(), text(&e.schedule.kind).into()),
         (
             "schedule.prediction".into(),
-            format!("{:?}", e.schedule.prediction).to_lowercase().into(),
+            text(&e.schedule.prediction).into(),
         ),
         (
             "conditioning.kind".into(),
-            format!("{:?}", e.conditioning.kind).to_lowercase().into(),
+            e.conditioning.kind.as_str().into(),
         ),
     ];
-    for (name, s) in &e.stages {
+    for (name, stage) in &e.stages {
         let key = |k: &str| format!("stages.{name}.{k}");
-        let numbers = [
-            ("steps", s.steps.map(|v| v as f64)),
-            ("batch_size", s.batch_size.map(|v| v as f64)),
-            ("lr", s.lr),
-            ("ema_decay", s.ema_decay),
-            ("kl_weight", s.kl_weight),
-            ("guidance", s.guidance),
-            ("sampler_steps", s.sampler_steps.map(|v| v as f64)),
-        ];
-        out.extend(
-            numbers
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (key(k), v.into()))),
-        );
-        if let Some(sampler) = s.sampler {
-            out.push((key("sampler"), format!("{sampler:?}").to_lowercase().into()));
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&stage.spec) else {
+            continue;
+        };
+        for k in STAGE_KEYS {
+            let value: Option<HParamValue> = match fields.get(*k) {
+                Some(serde_json::Value::Number(n)) => n.as_f64().map(Into::into),
+                Some(serde_json::Value::String(s)) => Some(s.clone().into()),
+                _ => None,
+            };
+            if let Some(v) = value {
+                out.push((key(k), v));
+            }
         }
     }
     out
 }
 
+/// A setting's name as the file writes it (`scaled_linear`).
+fn text(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
 /// The scalar tags whose final values are the run's metrics.
-pub fn metrics(resolved: &Resolved) -> Vec<String> {
+pub fn metrics(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
-    for stage in &resolved.stages {
-        let tags: &[&str] = match stage.spec.kind() {
+    for stage in &plan.stages {
+        let tags: &[&str] = match stage.task.kind() {
             StageKind::Autoencoder => &["test/psnr", "loss/rec"],
             StageKind::Diffusion => &["loss/mse"],
             StageKind::Classifier => &["test/accuracy"],

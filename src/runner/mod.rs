@@ -1,5 +1,6 @@
-//! Running an experiment: a new run folder, then every stage in order (or a finished twin of
-//! it, reused), recording each in the manifest and the run's TensorBoard events.
+//! Carrying out a plan: a new run folder (or the one being continued), then every stage in
+//! order as the plan says (train, resume, reuse a finished twin, or skip a finished one),
+//! recording each in the manifest and the run's TensorBoard events.
 
 mod hparams;
 
@@ -9,14 +10,14 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
-use crate::config::Resolved;
-use crate::device;
+use crate::device::DeviceSpec;
 use crate::log::{EventWriter, SessionStatus, StageEvents};
-use crate::plan::fingerprint;
+use crate::plan::action::{self, Action, Shown};
 use crate::plan::lock::RunLock;
 use crate::plan::manifest::{Manifest, StageRecord, Status, now};
 use crate::plan::reuse::{self, StageLock};
 use crate::plan::run_dir::RunDir;
+use crate::plan::{Plan, PlannedStage, RunAction, RunIndex};
 use crate::stages::{self, Outputs, StageContext};
 
 /// Where runs go and where data is found.
@@ -24,7 +25,7 @@ use crate::stages::{self, Outputs, StageContext};
 pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// The value of `LDM_DATA_DIR`, if set.
-    pub data_dir_env: Option<String>,
+    pub data_dir: Option<String>,
     /// Take finished stages with the same fingerprint from other runs instead of training.
     pub reuse: bool,
 }
@@ -36,90 +37,112 @@ pub struct RunReport {
     pub status: Status,
 }
 
-fn fresh_manifest(resolved: &Resolved) -> Manifest {
-    let fingerprints = fingerprint::fingerprints(resolved);
-    let stages = resolved
+/// A manifest for a new run of `plan`: every stage pending, with its fingerprint.
+fn fresh_manifest(plan: &Plan) -> Manifest {
+    let stages = plan
         .stages
         .iter()
         .map(|s| {
             let record = StageRecord {
-                kind: s.spec.kind().as_str().to_string(),
+                kind: s.task.kind().as_str().to_string(),
                 status: Status::Pending,
                 steps_done: 0,
-                steps_total: s.spec.train().map_or(0, |t| t.steps as u64),
+                steps_total: s.steps(),
                 started: None,
                 finished: None,
                 metrics: BTreeMap::new(),
                 notes: BTreeMap::new(),
                 error: None,
-                fingerprint: fingerprints.get(&s.name).cloned(),
+                fingerprint: Some(s.fingerprint.clone()),
                 reused_from: None,
             };
             (s.name.clone(), record)
         })
         .collect();
     Manifest {
-        experiment: resolved.experiment.experiment.name.clone(),
+        experiment: plan.name().to_string(),
         ldm_run_version: env!("CARGO_PKG_VERSION").to_string(),
-        seed: resolved.experiment.experiment.seed,
+        seed: plan.resolved.experiment.experiment.seed,
         status: Status::Running,
         started: now(),
         finished: None,
         stages,
-        order: resolved.stages.iter().map(|s| s.name.clone()).collect(),
+        order: plan.stages.iter().map(|s| s.name.clone()).collect(),
         resumes: Vec::new(),
+        config: Some(plan.resolved.experiment_json()),
     }
 }
 
-/// Runs `resolved` in a new folder under `opts.runs_dir`.
-pub fn run_new(
-    resolved: &Resolved,
-    opts: &RunOptions,
-    stop: &AtomicBool,
-) -> anyhow::Result<RunReport> {
-    let device = device::parse(&resolved.experiment.experiment.device)
-        .map_err(anyhow::Error::msg)?
-        .open()?;
-    crate::data::dataset::preflight(&resolved.experiment.dataset, opts.data_dir_env.as_deref())
-        .context("the data set is not ready; nothing was written")?;
-    let name = &resolved.experiment.experiment.name;
-    let run = RunDir::create(&opts.runs_dir, name, chrono::Utc::now())?;
-    let _lock = RunLock::acquire(&run.root)?;
-    run.write("config.toml", &resolved.to_toml())?;
-    let mut manifest = fresh_manifest(resolved);
-    manifest.save(&run.root)?;
-    eprintln!("run folder: {}", run.root.display());
-    execute(resolved, &run, &mut manifest, opts, &device, stop)
+/// The device of the plan's experiment, opened.
+pub fn open_device(plan: &Plan) -> anyhow::Result<candle_core::Device> {
+    let spec: DeviceSpec = plan.resolved.experiment.experiment.device;
+    spec.open()
 }
 
-/// Runs every stage of `manifest` that has not finished.
+/// Carries out a plan for a new run (or, when an identical run finished, reports it).
+pub fn run_new(plan: &Plan, opts: &RunOptions, stop: &AtomicBool) -> anyhow::Result<RunReport> {
+    if let RunAction::Finished { dir } = &plan.run {
+        eprintln!(
+            "{}: finished earlier in {} with these stages; nothing to train",
+            plan.name(),
+            dir.display()
+        );
+        return Ok(RunReport {
+            dir: dir.clone(),
+            status: Status::Finished,
+        });
+    }
+    let device = open_device(plan)?;
+    crate::data::dataset::preflight(&plan.resolved.experiment.dataset, opts.data_dir.as_deref())
+        .context("the data set is not ready; nothing was written")?;
+    let run = RunDir::create(&opts.runs_dir, plan.name(), chrono::Utc::now())?;
+    let _lock = RunLock::acquire(&run.root)?;
+    run.write("config.toml", &plan.resolved.to_toml())?;
+    let mut manifest = fresh_manifest(plan);
+    manifest.save(&run.root)?;
+    eprintln!("run folder: {}", run.root.display());
+    execute(plan, &run, &mut manifest, opts, &device, stop)
+}
+
+/// Prints what the plan does with each stage, as `ldm-run plan` shows it.
+pub fn announce(plan: &Plan) {
+    for s in &plan.stages {
+        eprintln!(
+            "{}: {}",
+            s.name,
+            Shown {
+                action: &s.action,
+                steps: s.steps()
+            }
+        );
+    }
+}
+
+/// Runs every stage of `plan` in `run` whose action is not done.
 pub fn execute(
-    resolved: &Resolved,
+    plan: &Plan,
     run: &RunDir,
     manifest: &mut Manifest,
     opts: &RunOptions,
     device: &candle_core::Device,
     stop: &AtomicBool,
 ) -> anyhow::Result<RunReport> {
+    let resolved = &plan.resolved;
     let mut events = EventWriter::create(&run.root)?;
     events.text("config", &format!("```toml\n{}```", resolved.to_toml()), 0)?;
-    let metric_tags = hparams::metrics(resolved);
+    let metric_tags = hparams::metrics(plan);
     let metric_refs: Vec<&str> = metric_tags.iter().map(String::as_str).collect();
     events.hparams(&hparams::values(resolved), &metric_refs)?;
     let mut status = Status::Finished;
     let mut offset = 0;
-    for stage in &resolved.stages {
+    for stage in &plan.stages {
         let stage_offset = offset;
-        offset += stage.spec.train().map_or(0, |t| t.steps as u64);
-        let record = manifest.stages.get(&stage.name);
-        if record.is_some_and(|r| r.status == Status::Finished) {
-            eprintln!("{}: finished earlier, skipped", stage.name);
+        offset += stage.steps();
+        if stage.action == Action::Done {
+            eprintln!("{}: done (finished in this run), skipped", stage.name);
             continue;
         }
-        let fingerprint = record
-            .and_then(|r| r.fingerprint.clone())
-            .unwrap_or_default();
-        let _hold = StageLock::acquire(&opts.runs_dir, &fingerprint, || {
+        let _hold = StageLock::acquire(&opts.runs_dir, &stage.fingerprint, || {
             eprintln!(
                 "{}: another run is producing the same stage; waiting for it",
                 stage.name
@@ -132,26 +155,27 @@ pub fn execute(
                 opts.runs_dir.display()
             )
         })?;
+        let action = decide_now(stage, run, manifest, opts);
         let mut stage_events = StageEvents::new(&mut events, stage_offset);
-        if opts.reuse
-            && reuse_stage(
-                run,
-                manifest,
-                &stage.name,
-                &fingerprint,
-                opts,
-                &mut stage_events,
-            )?
-        {
+        if let Action::Reuse { from } = &action {
+            reuse_stage(run, manifest, &stage.name, from, &mut stage_events)?;
             continue;
         }
+        eprintln!(
+            "{}: {}",
+            stage.name,
+            Shown {
+                action: &action,
+                steps: stage.steps()
+            }
+        );
         let ctx = StageContext {
             resolved,
             stage,
             run,
             device,
             seed: resolved.experiment.experiment.seed,
-            data_dir_env: opts.data_dir_env.clone(),
+            data_dir: opts.data_dir.clone(),
             stop,
         };
         match run_stage(&ctx, manifest, stage_events) {
@@ -186,6 +210,30 @@ pub fn execute(
         dir: run.root.clone(),
         status,
     })
+}
+
+/// The stage's action decided again now that its fingerprint is held: runs before it (an
+/// earlier experiment of this command, another process) may have finished a twin since the
+/// plan was made.
+fn decide_now(
+    stage: &PlannedStage,
+    run: &RunDir,
+    manifest: &Manifest,
+    opts: &RunOptions,
+) -> Action {
+    let index = RunIndex::scan(&opts.runs_dir);
+    let sources = action::Sources {
+        index: &index,
+        reuse: opts.reuse,
+        earlier: &[],
+        this_run: Some((&run.root, manifest)),
+    };
+    action::decide(
+        &stage.name,
+        &stage.fingerprint,
+        Some(&run.checkpoints(&stage.name)),
+        &sources,
+    )
 }
 
 /// Runs one stage, recording it in the manifest; `Ok(false)` when it was interrupted.
@@ -235,20 +283,20 @@ fn run_stage(
     Ok(finished)
 }
 
-/// Takes a finished stage with the same fingerprint from another run, if there is one: links
-/// its artifacts, copies its record, and logs its final metrics into this run's events.
+/// Takes the finished stage folder `source` for stage `name`: links its artifacts, copies its
+/// record, and logs its final metrics into this run's events.
 fn reuse_stage(
     run: &RunDir,
     manifest: &mut Manifest,
     name: &str,
-    fingerprint: &str,
-    opts: &RunOptions,
+    source: &std::path::Path,
     events: &mut StageEvents,
-) -> anyhow::Result<bool> {
-    let Some((source, record)) = reuse::find(&opts.runs_dir, fingerprint, &run.root) else {
-        return Ok(false);
-    };
-    reuse::link_tree(&source, &run.stage(name)).with_context(|| {
+) -> anyhow::Result<()> {
+    let record = Manifest::load(source.parent().unwrap_or(source))
+        .ok()
+        .and_then(|m| m.stages.get(&file_name(source)).cloned())
+        .with_context(|| format!("cannot read the record of {}", source.display()))?;
+    reuse::link_tree(source, &run.stage(name)).with_context(|| {
         format!(
             "cannot link the artifacts of {} into {}",
             source.display(),
@@ -259,7 +307,7 @@ fn reuse_stage(
         events.scalar(&format!("{name}/{metric}"), *value, record.steps_total)?;
     }
     eprintln!(
-        "{name}: reusing the finished stage {} (same fingerprint {fingerprint}); not trained again",
+        "{name}: reusing the finished stage {} (same fingerprint); not trained again",
         source.display()
     );
     set_stage(manifest, name, |r| {
@@ -272,7 +320,13 @@ fn reuse_stage(
         r.reused_from = Some(source.display().to_string());
     });
     manifest.save(&run.root)?;
-    Ok(true)
+    Ok(())
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 fn set_stage(manifest: &mut Manifest, name: &str, f: impl FnOnce(&mut StageRecord)) {

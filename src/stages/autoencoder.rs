@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
-use crate::config::StageSpec;
+use crate::config::stage::AutoencoderStage;
 use crate::data::{BatchOrder, Dataset, Split};
 use crate::log::{StageEvents, grid};
 use crate::metrics::{psnr, ssim};
@@ -63,25 +63,22 @@ struct AutoencoderTrainee<'a> {
 }
 
 /// Trains the autoencoder stage; the outcome holds the test-set PSNR and SSIM.
-pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
-    let StageSpec::Autoencoder {
+pub fn run(
+    ctx: &StageContext,
+    spec: &AutoencoderStage,
+    out: &mut Outputs<'_, '_>,
+) -> anyhow::Result<Outcome> {
+    let AutoencoderStage {
         train,
-        kl_weight,
-        disc_weight,
-        disc_start,
-        perceptual_weight,
-        lpips_weights,
-        eval_images,
-    } = &ctx.stage.spec
-    else {
-        anyhow::bail!("stage `{}` is not an autoencoder stage", ctx.stage.name);
-    };
+        loss,
+        test: measured,
+    } = spec;
     let e = &ctx.resolved.experiment;
     let data = ctx.load_data(Split::Train)?;
     let (c, s) = (data.channels, data.size);
     let store = ParamStore::seeded(ctx.seed, ctx.device);
     let model = AutoencoderKl::new(&e.autoencoder, c, s, store.vb())?;
-    let adversary = if *disc_weight > 0.0 {
+    let adversary = if loss.disc_weight > 0.0 {
         let dstore = ParamStore::seeded(ctx.seed ^ 0xD15C, ctx.device);
         Some(Adversary {
             net: Discriminator::new(c, dstore.vb())?,
@@ -90,17 +87,20 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
     } else {
         None
     };
-    let lpips = match lpips_weights {
-        Some(path) if *perceptual_weight > 0.0 => Some(Lpips::load(path, ctx.device)?),
+    let lpips = match &loss.lpips_weights {
+        Some(path) if loss.perceptual_weight > 0.0 => {
+            Some(Lpips::load(&Lpips::open(path, ctx.device)?)?)
+        }
         _ => None,
     };
     let n_show = (ctx.grid_size() * ctx.grid_size()).min(data.len());
     let shown = images_tensor(&data, &(0..n_show).collect::<Vec<_>>(), ctx.device)?;
-    let latent = s >> (e.autoencoder.ch_mult.len() - 1);
+    let latent = e.latent();
+    let (lc, ls) = (latent.channels, latent.side);
     let mut sample_rng = ctx.rng("vae-sample-latents");
     let latents = Tensor::from_vec(
-        sample_rng.normal_vec(n_show * e.autoencoder.embed_dim * latent * latent),
-        (n_show, e.autoencoder.embed_dim, latent, latent),
+        sample_rng.normal_vec(n_show * lc * ls * ls),
+        (n_show, lc, ls, ls),
         ctx.device,
     )?;
     let mut trainee = AutoencoderTrainee {
@@ -110,10 +110,10 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         adversary,
         lpips,
         weights: LossWeights {
-            kl: *kl_weight,
-            perceptual: *perceptual_weight,
-            disc: *disc_weight,
-            disc_start: *disc_start as u64,
+            kl: loss.kl_weight,
+            perceptual: loss.perceptual_weight,
+            disc: loss.disc_weight,
+            disc_start: loss.disc_start as u64,
         },
         state: State {
             order: BatchOrder::new(ctx.seed, data.len()),
@@ -133,7 +133,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         });
     }
     let test = ctx.load_data(Split::Test)?;
-    let rec = test_reconstruction(&trainee.model, &test, *eval_images, ctx.device)?;
+    let rec = test_reconstruction(&trainee.model, &test, measured.eval_images, ctx.device)?;
     let step = train.steps as u64;
     let name = &ctx.stage.name;
     out.events

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
-use crate::config::StageSpec;
+use crate::config::stage::ClassifierStage;
 use crate::data::{BatchOrder, Dataset, Split};
 use crate::log::StageEvents;
 use crate::metrics::accuracy::Accuracy;
@@ -115,10 +115,12 @@ pub fn accuracy_on(
 }
 
 /// Trains the classifier stage; the outcome holds the accuracy on the whole test split.
-pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
-    let StageSpec::Classifier { train, ema_decay } = &ctx.stage.spec else {
-        anyhow::bail!("stage `{}` is not a classifier stage", ctx.stage.name);
-    };
+pub fn run(
+    ctx: &StageContext,
+    spec: &ClassifierStage,
+    out: &mut Outputs,
+) -> anyhow::Result<Outcome> {
+    let ClassifierStage { train, ema } = spec;
     let data = ctx.load_data(Split::Train)?;
     let test = ctx.load_data(Split::Test)?;
     let store = ParamStore::seeded(ctx.seed, ctx.device);
@@ -127,7 +129,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     let mut trainee = ClassifierTrainee {
         ctx,
         model,
-        params: Optimized::new(store, train, *ema_decay)?,
+        params: Optimized::new(store, train, ema.ema_decay)?,
         state: State {
             order: BatchOrder::new(ctx.seed, data.len()),
         },

@@ -8,23 +8,25 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 
-use crate::config::{Resolved, Stage, TrainSpec};
+use crate::config::Resolved;
 use crate::data::{self, Dataset, Split};
 use crate::log::{GridImage, StageEvents, grid};
+use crate::plan::PlannedStage;
 use crate::plan::manifest::Manifest;
-use crate::plan::run_dir::{RunDir, write_atomic};
+use crate::plan::run_dir::RunDir;
 use crate::rng::Rng;
+use crate::train::TrainSettings;
 use crate::train::trainer::{self, LoopEnd, LoopSettings, Trainee};
 
 /// Read-only facts of the running stage.
 pub struct StageContext<'a> {
     pub resolved: &'a Resolved,
-    pub stage: &'a Stage,
+    pub stage: &'a PlannedStage,
     pub run: &'a RunDir,
     pub device: &'a Device,
     pub seed: u64,
     /// The value of `LDM_DATA_DIR`, if set.
-    pub data_dir_env: Option<String>,
+    pub data_dir: Option<String>,
     /// Raised by the signal handler: finish the step, checkpoint, stop.
     pub stop: &'a AtomicBool,
 }
@@ -55,7 +57,7 @@ impl StageContext<'_> {
 
     pub fn load_data(&self, split: Split) -> anyhow::Result<Dataset> {
         let cfg = &self.resolved.experiment.dataset;
-        data::load(cfg, split, self.data_dir_env.as_deref()).with_context(|| {
+        data::load(cfg, split, self.data_dir.as_deref()).with_context(|| {
             format!(
                 "stage `{}` cannot load the {} split of {}",
                 self.stage.name,
@@ -74,17 +76,16 @@ impl StageContext<'_> {
 
     /// Writes a text file into the stage's `samples/` folder.
     pub fn save_sample_text(&self, file: &str, text: &str) -> anyhow::Result<PathBuf> {
-        Ok(write_atomic(
-            &self.run.samples(&self.stage.name).join(file),
-            text.as_bytes(),
-        )?)
+        let path = self.run.samples(&self.stage.name).join(file);
+        crate::atomic_file::write(&path, text.as_bytes())?;
+        Ok(path)
     }
 
     /// Runs the shared training loop for `trainee`, recording progress in the manifest.
     pub fn train_loop(
         &self,
         trainee: &mut dyn Trainee,
-        train: &TrainSpec,
+        train: &TrainSettings,
         out: &mut Outputs,
     ) -> anyhow::Result<LoopEnd> {
         let logging = &self.resolved.experiment.logging;

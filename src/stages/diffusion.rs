@@ -13,19 +13,20 @@ use anyhow::Context;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::artifacts::{self, VOCAB_FILE};
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
-use super::trained::{self, Ldm, VOCAB_FILE};
-use crate::conditioning::{Conditioner, Vocabulary};
-use crate::config::{SamplerSpec, StageSpec};
+use super::pipeline::{self, Ldm};
+use crate::conditioning::{Conditioner, Vocabulary, prompts};
+use crate::config::stage::{DiffusionStage, PromptGrid};
 use crate::data::{BatchOrder, Split};
 use crate::diffusion::objective::{min_snr_weights, q_sample, target};
+use crate::diffusion::sampler::SamplerSettings;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::log::{StageEvents, grid};
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::unet::UNet;
 use crate::nn::params::ParamStore;
 use crate::parallel;
-use crate::plan::run_dir::write_atomic;
 use crate::rng::Rng;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::optimized::Optimized;
@@ -112,40 +113,39 @@ struct DiffusionTrainee<'a> {
     latents: LatentCache,
     scale_factor: f64,
     batch_size: usize,
-    sampling: SamplerSpec,
+    sampling: SamplerSettings,
+    grid: PromptGrid,
     state: State,
 }
 
 /// Trains the diffusion stage.
-pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
-    let StageSpec::Diffusion {
+pub fn run(
+    ctx: &StageContext,
+    spec: &DiffusionStage,
+    vae_stage: &str,
+    out: &mut Outputs<'_, '_>,
+) -> anyhow::Result<Outcome> {
+    let DiffusionStage {
         train,
-        ema_decay,
+        ema,
         sampling,
-    } = &ctx.stage.spec
-    else {
-        anyhow::bail!("stage `{}` is not a diffusion stage", ctx.stage.name);
-    };
+        grid,
+    } = spec;
     let e = &ctx.resolved.experiment;
-    let vae_stage = ctx
-        .stage
-        .needs
-        .first()
-        .context("a diffusion stage needs an autoencoder stage")?;
-    let vae = trained::autoencoder(ctx.run, ctx.resolved, vae_stage, ctx.device)?;
+    let vae = artifacts::autoencoder(ctx.run, ctx.resolved, vae_stage, ctx.device)?;
     eprintln!(
         "{}: encoding the training set with the frozen autoencoder `{vae_stage}`",
         ctx.stage.name
     );
     let latents = LatentCache::build(&vae, ctx)?;
     let vocab = Vocabulary::for_classes(&latents.class_names, e.conditioning.max_tokens);
-    write_atomic(
+    crate::atomic_file::write(
         &ctx.run.stage(&ctx.stage.name).join(VOCAB_FILE),
         serde_json::to_string_pretty(&vocab)?.as_bytes(),
     )?;
 
     let store = ParamStore::seeded(ctx.seed, ctx.device);
-    let (unet, conditioner) = trained::denoiser(e, &vocab, &store)?;
+    let (unet, conditioner) = pipeline::denoiser(e, &vocab, &store)?;
     let state = State {
         order: BatchOrder::new(ctx.seed, latents.labels.len()),
         prompt: ctx.rng("prompts"),
@@ -159,19 +159,19 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         Some(f) => f,
         None => first_batch_scale(&latents, &state, train.batch_size, ctx)?,
     };
-    let s = &e.schedule;
     let mut trainee = DiffusionTrainee {
         ctx,
         unet,
         conditioner,
-        params: Optimized::new(store, train, *ema_decay)?,
+        params: Optimized::new(store, train, ema.ema_decay)?,
         vae,
         vocab,
-        schedule: NoiseSchedule::new(s.kind, s.timesteps, s.beta_start, s.beta_end),
+        schedule: e.schedule.noise_schedule(),
         latents,
         scale_factor,
         batch_size: train.batch_size,
         sampling: sampling.clone(),
+        grid: grid.clone(),
         state,
     };
     let end = ctx.train_loop(&mut trainee, train, out)?;
@@ -302,9 +302,9 @@ impl Trainee for DiffusionTrainee<'_> {
         let ldm = self.sampling_model()?;
         let stage = self.ctx.stage.name.clone();
         let cols = self.ctx.grid_size();
-        let prompts: Vec<Option<String>> = match &self.sampling.prompts_file {
-            Some(path) => trained::read_prompts(path)?,
-            None => trained::random_prompts(
+        let prompts: Vec<Option<String>> = match &self.grid.prompts_file {
+            Some(path) => prompts::read(path)?,
+            None => prompts::random(
                 &self.vocab,
                 cols * cols,
                 &mut self.ctx.rng("sample-prompts"),
@@ -343,7 +343,7 @@ impl Trainee for DiffusionTrainee<'_> {
                 .save_sample(&format!("step-{step:06}{suffix}.png"), &picture)?;
             events.image(&format!("{stage}/{name}"), &picture, step)?;
             if name == "samples" {
-                let text = trained::prompt_grid_text(&prompts, cols);
+                let text = prompts::grid_text(&prompts, cols);
                 self.ctx
                     .save_sample_text(&format!("step-{step:06}.txt"), &text)?;
                 events.text(

@@ -18,19 +18,21 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
 
+use super::artifacts::{self, TrainedClassifier};
 use super::autoencoder::test_reconstruction;
 use super::classifier::{Judged, judge, judge_tensor};
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
 use super::eval_report::{EvalReport, EvalSettings, ScaleResult, scale_key};
-use super::trained::{self, Ldm, TrainedClassifier};
-use crate::config::schema::StageKind;
-use crate::config::{SamplerSpec, StageSpec};
+use super::pipeline::Ldm;
+use crate::conditioning::prompts;
+use crate::config::stage::EvalStage;
 use crate::data::{Dataset, Split};
+use crate::diffusion::sampler::SamplerSettings;
 use crate::log::{Progress, grid};
 use crate::metrics::accuracy::Accuracy;
 use crate::metrics::frechet::{self, Gaussian};
 use crate::models::classifier::FEATURES;
-use crate::plan::run_dir::write_atomic;
+use crate::plan::ModelRef;
 use crate::rng::Rng;
 
 /// Images generated per sampler call.
@@ -46,42 +48,23 @@ struct Generated {
     shown: Option<Tensor>,
 }
 
-/// The stage of `kind` among the eval stage's `needs`.
-fn needed(ctx: &StageContext, kind: StageKind) -> anyhow::Result<String> {
-    ctx.stage
-        .needs
-        .iter()
-        .find(|n| ctx.resolved.stage(n).is_some_and(|s| s.spec.kind() == kind))
-        .cloned()
-        .with_context(|| {
-            format!(
-                "eval stage `{}` needs a `{}` stage",
-                ctx.stage.name,
-                kind.as_str()
-            )
-        })
-}
-
-pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
-    let StageSpec::Eval {
-        sampling,
-        samples,
-        guidance_sweep,
-        eval_images,
-    } = &ctx.stage.spec
-    else {
-        bail!("stage `{}` is not an eval stage", ctx.stage.name);
-    };
+pub fn run(
+    ctx: &StageContext,
+    spec: &EvalStage,
+    model: &ModelRef,
+    classifier_stage: &str,
+    out: &mut Outputs,
+) -> anyhow::Result<Outcome> {
+    let sampling = &spec.sampling;
+    let samples = &spec.measure.samples;
+    let guidance_sweep = &spec.measure.guidance_sweep;
+    let eval_images = &spec.test.eval_images;
     let name = &ctx.stage.name;
-    let diffusion_stage = needed(ctx, StageKind::Diffusion)?;
-    let classifier_stage = needed(ctx, StageKind::Classifier)?;
-    let autoencoder_stage = ctx
-        .resolved
-        .stage(&diffusion_stage)
-        .and_then(|s| s.needs.first().cloned())
-        .context("the diffusion stage names no autoencoder")?;
-    let ldm = Ldm::load(ctx.run, ctx.resolved, &diffusion_stage, ctx.device)?;
-    let judge_net = trained::classifier(ctx.run, ctx.resolved, &classifier_stage, ctx.device)?;
+    let diffusion_stage = model.diffusion.clone();
+    let autoencoder_stage = model.autoencoder.clone();
+    let classifier_stage = classifier_stage.to_string();
+    let ldm = artifacts::ldm(ctx.run, ctx.resolved, model, ctx.device)?;
+    let judge_net = artifacts::classifier(ctx.run, ctx.resolved, &classifier_stage, ctx.device)?;
     if judge_net.class_names != ldm.vocab.class_names {
         bail!(
             "the classifier of stage `{classifier_stage}` knows the classes {:?}, but the diffusion \
@@ -106,7 +89,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     let frechet_autoencoder = round_trip_vs_rest(&ldm, &judge_net, &test, &split, ctx.device)?;
 
     let conditional = ldm.conditioner.is_conditional();
-    let words = trained::random_prompts(&ldm.vocab, *samples, &mut ctx.rng("prompts"));
+    let words = prompts::random(&ldm.vocab, *samples, &mut ctx.rng("prompts"));
     let labels: Vec<u32> = words
         .iter()
         .map(|w| ldm.vocab.label_of(w))
@@ -135,7 +118,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
     };
     let mut results = vec![main_result];
     for scale in extra_scales(sampling.guidance, guidance_sweep, conditional) {
-        let spec = SamplerSpec {
+        let spec = SamplerSettings {
             guidance: scale,
             ..sampling.clone()
         };
@@ -160,7 +143,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs) -> anyhow::Result<Outcome> {
         settings: EvalSettings {
             seed: ctx.seed,
             sampler: sampling.sampler,
-            sampler_steps: sampling.steps,
+            sampler_steps: sampling.sampler_steps,
             eta: sampling.eta,
             guidance: sampling.guidance,
             samples: *samples,
@@ -222,7 +205,7 @@ fn measure(
     ldm: &Ldm,
     judge: &Judge,
     prompts: &[Option<String>],
-    spec: &SamplerSpec,
+    spec: &SamplerSettings,
     shown: usize,
 ) -> anyhow::Result<Option<(ScaleResult, Generated)>> {
     let Some(g) = generate(ctx, ldm, judge.net, prompts, spec, shown)? else {
@@ -257,7 +240,7 @@ fn generate(
     ldm: &Ldm,
     judge_net: &TrainedClassifier,
     prompts: &[Option<String>],
-    spec: &SamplerSpec,
+    spec: &SamplerSettings,
     shown: usize,
 ) -> anyhow::Result<Option<Generated>> {
     let mut noise = ctx.rng("noise");
@@ -359,15 +342,16 @@ fn publish(
     shown: &Tensor,
 ) -> anyhow::Result<Outcome> {
     let name = &ctx.stage.name;
-    let metrics_path = write_atomic(
-        &ctx.run.stage(name).join(METRICS_FILE),
+    let metrics_path = ctx.run.stage(name).join(METRICS_FILE);
+    crate::atomic_file::write(
+        &metrics_path,
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
     let (n, c, h, w) = shown.dims4()?;
     let cols = ctx.grid_size();
     let picture = grid::grid(&shown.flatten_all()?.to_vec1::<f32>()?, n, c, h, w, cols, 2);
     let png = ctx.save_sample("final.png", &picture)?;
-    let prompt_text = trained::prompt_grid_text(prompts, cols);
+    let prompt_text = prompts::grid_text(prompts, cols);
     ctx.save_sample_text("final.txt", &prompt_text)?;
 
     let metrics = report.metrics();

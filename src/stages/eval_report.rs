@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::config::schema::SamplerKind;
+use crate::diffusion::sampler::SamplerKind;
 use crate::metrics::accuracy::ClassAccuracy;
 
 /// The settings a measurement was made with.

@@ -1,25 +1,30 @@
-//! One file per stage kind; [`run_stage`] picks the one a stage's kind names.
+//! One file per stage kind; [`run_stage`] runs the task the plan gave a stage.
 
+pub mod artifacts;
 pub mod autoencoder;
 pub mod classifier;
 pub mod context;
 pub mod diffusion;
 pub mod eval;
 pub mod eval_report;
+pub mod pipeline;
 pub mod sample;
-pub mod trained;
 
 pub use context::{Outcome, Outputs, StageContext};
 
-use crate::config::schema::StageKind;
+use crate::plan::Task;
 
 /// Runs one stage to its end (or until asked to stop).
 pub fn run_stage(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
-    match ctx.stage.spec.kind() {
-        StageKind::Autoencoder => autoencoder::run(ctx, out),
-        StageKind::Diffusion => diffusion::run(ctx, out),
-        StageKind::Sample => sample::run(ctx, out),
-        StageKind::Classifier => classifier::run(ctx, out),
-        StageKind::Eval => eval::run(ctx, out),
+    match &ctx.stage.task {
+        Task::Autoencoder(spec) => autoencoder::run(ctx, spec, out),
+        Task::Diffusion { spec, autoencoder } => diffusion::run(ctx, spec, autoencoder, out),
+        Task::Sample { spec, model } => sample::run(ctx, spec, model, out),
+        Task::Classifier(spec) => classifier::run(ctx, spec, out),
+        Task::Eval {
+            spec,
+            model,
+            classifier,
+        } => eval::run(ctx, spec, model, classifier, out),
     }
 }

@@ -3,27 +3,25 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
-
+use super::artifacts;
 use super::context::{Outcome, Outputs, StageContext};
-use super::trained::{self, Ldm};
-use crate::config::StageSpec;
+use crate::conditioning::prompts;
+use crate::config::stage::SampleStage;
 use crate::log::grid;
+use crate::plan::ModelRef;
 
-pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
-    let StageSpec::Sample { sampling } = &ctx.stage.spec else {
-        anyhow::bail!("stage `{}` is not a sample stage", ctx.stage.name);
-    };
-    let source = ctx
-        .stage
-        .needs
-        .first()
-        .context("a sample stage needs a diffusion stage")?;
-    let ldm = Ldm::load(ctx.run, ctx.resolved, source, ctx.device)?;
+pub fn run(
+    ctx: &StageContext,
+    spec: &SampleStage,
+    model: &ModelRef,
+    out: &mut Outputs<'_, '_>,
+) -> anyhow::Result<Outcome> {
+    let sampling = &spec.sampling;
+    let ldm = artifacts::ldm(ctx.run, ctx.resolved, model, ctx.device)?;
     let cols = ctx.grid_size();
-    let prompts: Vec<Option<String>> = match &sampling.prompts_file {
-        Some(path) => trained::read_prompts(path)?,
-        None => trained::random_prompts(&ldm.vocab, cols * cols, &mut ctx.rng("prompts")),
+    let prompts: Vec<Option<String>> = match &spec.grid.prompts_file {
+        Some(path) => prompts::read(path)?,
+        None => prompts::random(&ldm.vocab, cols * cols, &mut ctx.rng("prompts")),
     }
     .into_iter()
     .map(|p| ldm.conditioner.is_conditional().then_some(p))
@@ -40,7 +38,7 @@ pub fn run(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outc
         2,
     );
     let png = ctx.save_sample("final.png", &picture)?;
-    let text = trained::prompt_grid_text(&prompts, cols);
+    let text = prompts::grid_text(&prompts, cols);
     ctx.save_sample_text("final.txt", &text)?;
     let name = &ctx.stage.name;
     out.events.image(&format!("{name}/samples"), &picture, 0)?;

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -167,18 +166,7 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf, CheckpointError> {
     let bytes =
         safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
             .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
-    let tmp = dir.join(format!(".{}.tmp", file_name(ckpt.step)));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(werr(source));
-    }
+    crate::atomic_file::write(&path, &bytes).map_err(|e| werr(e.source))?;
     Ok(path)
 }
 
@@ -262,6 +250,11 @@ pub fn latest_valid(dir: &Path, device: &Device) -> (Option<Checkpoint>, Vec<Che
         }
     }
     (None, skipped)
+}
+
+/// The step of the newest checkpoint in `dir` that loads and verifies.
+pub fn newest_valid_step(dir: &Path) -> Option<u64> {
+    latest_valid(dir, &Device::Cpu).0.map(|c| c.step)
 }
 
 /// Which of `steps` (any order) to delete to keep the newest `keep`.
@@ -394,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = save(dir.path(), &sample(1)).unwrap();
         // The next checkpoint's temporary file is /dev/full: every write fails with ENOSPC.
-        let tmp = dir.path().join(format!(".{}.tmp", file_name(2)));
+        let tmp = crate::atomic_file::temporary(&dir.path().join(file_name(2)));
         std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
         let err = save(dir.path(), &sample(2)).unwrap_err().to_string();
         assert!(

@@ -1,7 +1,18 @@
 //! Learning-rate schedule: linear warm-up to the peak, then constant or decaying to zero at the
 //! last step (cosine or linear).
 
-use crate::config::LrDecay;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Learning rate after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LrDecay {
+    #[default]
+    Constant,
+    Cosine,
+    Linear,
+}
 
 /// The learning rate at (0-based) `step` of `total` steps.
 pub fn lr_at(peak: f64, warmup_steps: usize, decay: LrDecay, step: u64, total: u64) -> f64 {

@@ -7,4 +7,8 @@ pub mod clip;
 pub mod ema;
 pub mod lr;
 pub mod optimized;
+pub mod settings;
 pub mod trainer;
+
+pub use lr::LrDecay;
+pub use settings::{EmaSettings, TrainSettings};

@@ -16,7 +16,7 @@ use super::adam::Adam;
 use super::checkpoint::{Checkpoint, with_prefix};
 use super::clip::{clip_scale, global_norm};
 use super::ema::Ema;
-use crate::config::TrainSpec;
+use super::settings::TrainSettings;
 use crate::nn::params::ParamStore;
 
 pub struct Optimized {
@@ -28,7 +28,11 @@ pub struct Optimized {
 
 impl Optimized {
     /// Trains `store` with the settings of `train`; `ema_decay` > 0 keeps an EMA.
-    pub fn new(store: ParamStore, train: &TrainSpec, ema_decay: f64) -> candle_core::Result<Self> {
+    pub fn new(
+        store: ParamStore,
+        train: &TrainSettings,
+        ema_decay: f64,
+    ) -> candle_core::Result<Self> {
         let ema = (ema_decay > 0.0)
             .then(|| Ema::new(ema_decay, &store.vars()))
             .transpose()?;

@@ -10,7 +10,7 @@ use candle_core::Device;
 
 use super::checkpoint::{self, Checkpoint};
 use super::lr::lr_at;
-use crate::config::TrainSpec;
+use super::settings::TrainSettings;
 use crate::log::{Progress, StageEvents};
 
 /// What a training stage provides to the shared loop.
@@ -29,7 +29,7 @@ pub trait Trainee {
 /// Where and how often the loop works.
 pub struct LoopSettings<'a> {
     pub stage: &'a str,
-    pub train: &'a TrainSpec,
+    pub train: &'a TrainSettings,
     pub log_every: u64,
     pub sample_every: u64,
     pub checkpoint_dir: PathBuf,

@@ -1,0 +1,230 @@
+//! What planning checks beyond the values themselves, so that no stage fails on something that
+//! was knowable before the first one started: the data set's classes, the files the
+//! configuration names (prompt files against the vocabulary the conditioning will have, the
+//! headers of LPIPS and CLIP weight files), and whether each stage fits in memory.
+
+use std::path::Path;
+
+use super::memory;
+use super::task::Task;
+use crate::conditioning::prompts;
+use crate::conditioning::{ConditioningKind, Vocabulary};
+use crate::config::{ConfigError, Problem, Resolved};
+use crate::models::clip_text::{self, ClipText};
+use crate::models::lpips::{self, Lpips};
+use crate::nn::weights_file::WeightsFile;
+
+/// Largest prompt file read (prompts, not a data set).
+const MAX_PROMPT_FILE: u64 = 1 << 20;
+
+/// Whether the memory estimate refuses stages that cannot fit on this machine (not for
+/// `submit`, whose jobs run elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryCheck {
+    Refuse,
+    Skip,
+}
+
+/// Collects problems with the sources of their keys.
+struct Found<'a> {
+    resolved: &'a Resolved,
+    problems: Vec<Problem>,
+}
+
+impl Found<'_> {
+    fn fail(&mut self, key: &str, message: String) {
+        self.problems.push(Problem {
+            source: self.resolved.source_of(key),
+            key: key.to_string(),
+            message,
+        });
+    }
+}
+
+/// Checks the planned `tasks` of `resolved`.
+pub fn check(
+    resolved: &Resolved,
+    tasks: &[(String, Task)],
+    memory_check: MemoryCheck,
+) -> Result<(), ConfigError> {
+    let mut f = Found {
+        resolved,
+        problems: Vec::new(),
+    };
+    let e = &resolved.experiment;
+    let classes = match crate::data::class_names(&e.dataset) {
+        Ok(c) => c,
+        Err(err) => {
+            f.fail("dataset.root", err.to_string());
+            return Err(ConfigError::Invalid(f.problems));
+        }
+    };
+    let vocab = Vocabulary::for_classes(&classes, e.conditioning.max_tokens);
+    for (name, task) in tasks {
+        let key = |k: &str| format!("stages.{name}.{k}");
+        match task {
+            Task::Classifier(_) if classes.len() < 2 => f.fail(
+                "dataset.root",
+                format!(
+                    "the classifier of stage `{name}` needs at least 2 classes; the data set has \
+                     {} ({})",
+                    classes.len(),
+                    classes.join(", ")
+                ),
+            ),
+            Task::Autoencoder(s) if s.loss.perceptual_weight > 0.0 => {
+                if let Some(path) = &s.loss.lpips_weights
+                    && let Err(err) = lpips_header(path)
+                {
+                    f.fail(&key("lpips_weights"), err);
+                }
+            }
+            Task::Diffusion { spec, .. } => {
+                if let Some(path) = &spec.grid.prompts_file {
+                    prompt_file(&mut f, &key("prompts_file"), path, &vocab);
+                }
+            }
+            Task::Sample { spec, .. } => {
+                if let Some(path) = &spec.grid.prompts_file {
+                    prompt_file(&mut f, &key("prompts_file"), path, &vocab);
+                }
+            }
+            _ => {}
+        }
+    }
+    let clip = clip_files(&mut f);
+    if f.problems.is_empty() && memory_check == MemoryCheck::Refuse {
+        memory_fits(&mut f, tasks, &classes, clip);
+    }
+    if f.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(f.problems))
+    }
+}
+
+/// The header of an LPIPS weights file: every tensor the network needs, with its shape.
+fn lpips_header(path: &Path) -> Result<(), String> {
+    let file = WeightsFile::header_only(path, "LPIPS weights file", lpips::NAMING)
+        .map_err(|e| e.to_string())?;
+    Lpips::load(&file).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The CLIP weights' header and tokenizer, checked against `[unet]` and `[conditioning]`;
+/// returns the text tower's parameter count.
+fn clip_files(f: &mut Found) -> usize {
+    let c = &f.resolved.experiment.conditioning;
+    let (ConditioningKind::Clip, Some(weights), Some(tokenizer)) =
+        (c.kind, &c.clip_weights, &c.clip_tokenizer)
+    else {
+        return 0;
+    };
+    let file = match WeightsFile::header_only(weights, "CLIP weights file", clip_text::NAMING) {
+        Ok(file) => file,
+        Err(err) => {
+            f.fail("conditioning.clip_weights", err.to_string());
+            return 0;
+        }
+    };
+    let positions = file
+        .shape("text_model.embeddings.position_embedding.weight")
+        .and_then(|s| s.first().copied());
+    let elements = file.elements();
+    match ClipText::load(file, tokenizer) {
+        Ok(clip) => {
+            let context = f.resolved.experiment.unet.context_dim;
+            if clip.width != context {
+                f.fail(
+                    "unet.context_dim",
+                    format!(
+                        "{context} does not match the CLIP text encoder in {}, which is {} wide; \
+                         set unet.context_dim = {}",
+                        weights.display(),
+                        clip.width,
+                        clip.width
+                    ),
+                );
+            }
+            let tokens = f.resolved.experiment.conditioning.max_tokens;
+            if let Some(p) = positions
+                && tokens > p
+            {
+                f.fail(
+                    "conditioning.max_tokens",
+                    format!("{tokens} is more than the CLIP model's {p} positions"),
+                );
+            }
+            elements
+        }
+        Err(err) => {
+            f.fail("conditioning.clip_weights", format!("{err:#}"));
+            0
+        }
+    }
+}
+
+/// A prompt file: readable UTF-8 text, not empty, every word a prompt the conditioning knows.
+fn prompt_file(f: &mut Found, key: &str, path: &Path, vocab: &Vocabulary) {
+    let kind = f.resolved.experiment.conditioning.kind;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_PROMPT_FILE => {
+            f.fail(
+                key,
+                format!(
+                    "prompt file {} is {} bytes; a prompt file holds at most 1 MiB of words",
+                    path.display(),
+                    m.len()
+                ),
+            );
+            return;
+        }
+        _ => {}
+    }
+    let words = match prompts::read(path) {
+        Ok(words) => words,
+        Err(err) => {
+            f.fail(key, format!("{err:#}"));
+            return;
+        }
+    };
+    for w in &words {
+        let known = match kind {
+            ConditioningKind::Text => vocab.encode(w).map(|_| ()),
+            ConditioningKind::Class => vocab.label_of(w).map(|_| ()),
+            ConditioningKind::Clip | ConditioningKind::None => Ok(()),
+        };
+        if let Err(err) = known {
+            f.fail(key, format!("prompt file {}: {err}", path.display()));
+            return;
+        }
+    }
+}
+
+/// Refuses the stages whose memory estimate is above what this machine has available.
+fn memory_fits(f: &mut Found, tasks: &[(String, Task)], classes: &[String], clip: usize) {
+    let Some(available) = memory::available() else {
+        return;
+    };
+    let e = &f.resolved.experiment;
+    let Ok(counts) = crate::data::counts(&e.dataset) else {
+        return;
+    };
+    for (name, task) in tasks {
+        let params = super::params::held(e, task, classes, clip);
+        let estimate = memory::estimate(e, task, params, &counts);
+        if estimate.total() > available {
+            let key = match task.train() {
+                Some(_) => format!("stages.{name}.batch_size"),
+                None => "logging.grid_size".to_string(),
+            };
+            f.fail(
+                &key,
+                format!(
+                    "stage `{name}` needs {estimate} of memory, but this machine has {} \
+                     available; use a smaller batch, grid or networks",
+                    memory::gib(available)
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Parameter counts of the networks each stage trains, counted by building them over a
+//! shapes-only parameter store: no weight is allocated, so any size can be counted (and
+//! refused by the memory estimate) before a run starts.
+
+use crate::conditioning::{Conditioner, ConditioningKind, Vocabulary};
+use crate::config::Experiment;
+use crate::models::autoencoder::AutoencoderKl;
+use crate::models::classifier::Classifier;
+use crate::models::discriminator::Discriminator;
+use crate::models::unet::UNet;
+use crate::nn::params::ParamStore;
+
+use super::task::Task;
+
+/// Parameters of whatever `build` creates in a fresh shapes-only store (0 if it cannot be
+/// built: the configuration's checks say why).
+fn count(build: impl FnOnce(&ParamStore) -> anyhow::Result<()>) -> usize {
+    let store = ParamStore::shapes_only();
+    build(&store).map_or(0, |()| store.count())
+}
+
+/// `(model, parameters)` of the networks a stage trains, e.g. `("unet", 2_960_128)`.
+pub fn trained(e: &Experiment, task: &Task, classes: &[String]) -> Vec<(&'static str, usize)> {
+    let d = &e.dataset;
+    match task {
+        Task::Autoencoder(s) => {
+            let mut out = vec![("autoencoder", autoencoder(e))];
+            if s.loss.disc_weight > 0.0 {
+                out.push((
+                    "discriminator",
+                    count(|st| Ok(Discriminator::new(d.channels, st.vb()).map(|_| ())?)),
+                ));
+            }
+            out
+        }
+        Task::Diffusion { .. } => {
+            let mut out = vec![("unet", unet(e))];
+            let cond = count(|st| {
+                if e.conditioning.kind == ConditioningKind::Clip {
+                    return Ok(());
+                }
+                let vocab = Vocabulary::for_classes(classes, e.conditioning.max_tokens);
+                Conditioner::new(&e.conditioning, &vocab, e.unet.context_dim, st.vb())?;
+                Ok(())
+            });
+            if cond > 0 {
+                let model = match e.conditioning.kind {
+                    ConditioningKind::Text => "text_encoder",
+                    _ => "class_embedding",
+                };
+                out.push((model, cond));
+            }
+            out
+        }
+        Task::Classifier(_) => vec![(
+            "classifier",
+            count(|st| {
+                Ok(
+                    Classifier::new(d.channels, d.image_size, classes.len(), st.vb())
+                        .map(|_| ())?,
+                )
+            }),
+        )],
+        Task::Sample { .. } | Task::Eval { .. } => Vec::new(),
+    }
+}
+
+/// The autoencoder's parameters.
+pub fn autoencoder(e: &Experiment) -> usize {
+    let d = &e.dataset;
+    count(|st| {
+        Ok(AutoencoderKl::new(&e.autoencoder, d.channels, d.image_size, st.vb()).map(|_| ())?)
+    })
+}
+
+/// The UNet's parameters.
+pub fn unet(e: &Experiment) -> usize {
+    count(|st| Ok(UNet::new(&e.unet, e.unet_shape(), st.vb()).map(|_| ())?))
+}
+
+/// Parameters a stage trains, and those it holds frozen (the autoencoder a diffusion stage
+/// encodes with, the networks a sampling stage loads, a CLIP tower of `clip` parameters).
+pub fn held(e: &Experiment, task: &Task, classes: &[String], clip: usize) -> (usize, usize) {
+    let trains: usize = trained(e, task, classes).iter().map(|(_, n)| n).sum();
+    let frozen = match task {
+        Task::Sample { .. } | Task::Eval { .. } => autoencoder(e) + unet(e) + clip,
+        Task::Diffusion { .. } => autoencoder(e) + clip,
+        Task::Autoencoder(_) | Task::Classifier(_) => 0,
+    };
+    (trains, frozen)
+}
