@@ -1,8 +1,6 @@
 //! Image grids: a batch of NCHW `[-1, 1]` images tiled into one 8-bit picture, PNG encoding,
 //! and PNG files written atomically.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
 use image::{ExtendedColorType, ImageEncoder, codecs::png::PngEncoder};
@@ -241,54 +239,17 @@ pub fn encode_png(img: &GridImage) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Writes the picture as a PNG file atomically: a temporary file in the same folder, fsync,
-/// rename over `path`, then fsync of the folder. Creates the folder if needed. A reader never
-/// sees a half-written PNG, and a crash leaves either the old file or the new one.
+/// Writes the picture as a PNG file atomically (see [`crate::atomic_file`]), creating its
+/// folder if needed: a reader never sees a half-written PNG.
 pub fn save_png(img: &GridImage, path: &Path) -> Result<()> {
     let bytes = encode_png(img)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(|e| LogError::io("create folder", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            LogError::io(
-                "write PNG to",
-                path,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-            )
-        })?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| LogError::io("create temporary file", &tmp, e))?;
-        f.write_all(&bytes)
-            .map_err(|e| LogError::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| LogError::io("sync", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(|e| LogError::io("rename temporary PNG onto", path, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    // Make the rename itself durable; not every platform can open a folder, so best-effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::atomic_file::write(path, &bytes).map_err(|e| LogError::io("write PNG", &e.path, e.source))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// NCHW batch where image i, channel c, pixel (y, x) has a distinct value in [-1, 1].
     fn batch(
