@@ -199,10 +199,10 @@ pub enum Command {
         #[arg(long)]
         steps: Option<usize>,
         /// DDIM eta (0: deterministic).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         eta: Option<f64>,
         /// Classifier-free guidance scale.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         guidance: Option<f64>,
         #[arg(long, default_value_t = 0)]
         seed: u64,

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{repo, shared_data, text};
+use common::{repo, data_dir, text};
 use serde_json::Value;
 
 const EXPERIMENT: &str = r#"
@@ -41,7 +41,7 @@ fn ldm_run_one_thread(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ldm-run"))
         .args(args)
         .current_dir(repo())
-        .env("LDM_DATA_DIR", shared_data())
+        .env("LDM_DATA_DIR", data_dir())
         .env("CANDLE_NUM_THREADS", "1")
         .env("RAYON_NUM_THREADS", "1")
         .env_remove("RUST_LOG")

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ldm_run, repo, shared_data, text};
+use common::{ldm_run, repo, text};
 
 fn runs_written(runs: &Path) -> bool {
     runs.exists()
@@ -156,20 +156,13 @@ fn missing_dataset_files_say_where_and_how() {
 #[test]
 fn corrupt_dataset_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(shared_data().join("mnist")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    for f in ldm_run::data::files::MNIST.all() {
+        let mut raw = common::mnist_raw(f.name);
+        if f.name == "t10k-labels-idx1-ubyte" {
+            raw[200] ^= 1;
+        }
+        std::fs::write(dir.path().join(f.name), raw).unwrap();
     }
-    let labels = dir.path().join("t10k-labels-idx1-ubyte.gz");
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(std::fs::File::open(&labels).unwrap()),
-        &mut raw,
-    )
-    .unwrap();
-    raw[200] ^= 1;
-    std::fs::remove_file(&labels).unwrap();
-    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), raw).unwrap();
     let root = format!("dataset.root=\"{}\"", dir.path().display());
     let err = refused(&["--set", &root]);
     assert!(err.contains("t10k-labels-idx1-ubyte is corrupt"), "{err}");

@@ -1,10 +1,12 @@
 //! Downloads for real, from a small HTTP/1.1 server on 127.0.0.1 serving the shared MNIST
 //! test files. Never touches the internet.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ldm_run::data::files::{self, MNIST};
@@ -87,14 +89,8 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Reply>, log: &Mutex<Vec
     // Dropping the stream closes the connection.
 }
 
-fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/mnist")
-        .join(format!("{name}.gz"))
-}
-
 fn gz_of(name: &str) -> Vec<u8> {
-    std::fs::read(shared(name)).unwrap()
+    common::mnist_gz(name)
 }
 
 /// `prefix`'s two MNIST test files with `make` applied to their .gz bytes.

@@ -1,4 +1,7 @@
-//! IDX reading, checksums and loading on the real MNIST files in `../shared/data/mnist`.
+//! IDX reading, checksums and loading on the real MNIST files (the tests' data folder, see
+//! `common::data_dir`).
+
+mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -8,11 +11,21 @@ use ldm_run::data::{DataError, Split, idx, load};
 use ldm_run::data::{DatasetConfig, DatasetName};
 
 fn shared_mnist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist")
+    common::data_dir().join("mnist")
 }
 
+/// MNIST file `name` gzipped: the data folder's copy, or one compressed into cargo's
+/// scratch folder for tests when the data folder holds it raw.
 fn shared(name: &str) -> PathBuf {
-    shared_mnist().join(format!("{name}.gz"))
+    let found = common::mnist_file(name);
+    if found.extension().is_some_and(|e| e == "gz") {
+        return found;
+    }
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.gz"));
+    if !path.exists() {
+        std::fs::write(&path, common::mnist_gz(name)).unwrap();
+    }
+    path
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {

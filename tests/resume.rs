@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ldm_run, repo, shared_data, text};
+use common::{ldm_run, repo, data_dir, text};
 
 /// Short stages with frequent checkpoints, the same for every run of this file.
 const SETTINGS: &[&str] = &[
@@ -43,7 +43,7 @@ fn spawn(runs: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ldm-run"))
         .args(args(runs, &[]))
         .current_dir(repo())
-        .env("LDM_DATA_DIR", shared_data())
+        .env("LDM_DATA_DIR", data_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -184,7 +184,7 @@ fn interrupted_runs_resume_to_the_same_bytes() {
             runs.to_str().unwrap(),
         ])
         .current_dir(repo())
-        .env("LDM_DATA_DIR", shared_data())
+        .env("LDM_DATA_DIR", data_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{repo, shared_data, text};
+use common::{repo, data_dir, text};
 use serde_json::Value;
 
 /// Where the test cluster lives (its config, keys, state and logs); short, as munge's socket
 /// path must be.
 fn cluster_dir() -> PathBuf {
-    std::env::var_os("LDM_TEST_SLURM_DIR")
+    std::env::var_os("SLURM_TEST_CLUSTER_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/ldm-run-slurm"))
 }
@@ -193,7 +193,7 @@ fn sweep_runs_as_a_slurm_array_job_sharing_the_autoencoder() {
         ])
         .current_dir(tmp.path())
         .env("SLURM_CONF", cluster.conf())
-        .env("LDM_DATA_DIR", shared_data())
+        .env("LDM_DATA_DIR", data_dir())
         .env_remove("RUST_LOG")
         .output()
         .expect("the ldm-run binary runs");

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{repo, shared_data, text};
+use common::{repo, data_dir, text};
 
 /// A sweep of two smoke variants beside a runs folder, in a fresh temporary folder.
 fn sweep_folder() -> tempfile::TempDir {
@@ -31,7 +31,7 @@ fn submit(cwd: &Path, path_env: Option<&str>, args: &[&str]) -> Output {
         .arg("--slurm")
         .args(args)
         .current_dir(cwd)
-        .env("LDM_DATA_DIR", shared_data());
+        .env("LDM_DATA_DIR", data_dir());
     if let Some(p) = path_env {
         cmd.env("PATH", p);
     }

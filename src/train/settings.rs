@@ -17,7 +17,7 @@ pub struct TrainSettings {
     /// Peak learning rate of Adam.
     pub lr: f64,
     /// Adam betas.
-    #[serde(default = "defaults::betas")]
+    #[serde(default = "defaults::betas", deserialize_with = "exactly_two")]
     pub betas: [f64; 2],
     /// Decoupled weight decay (AdamW); 0 is plain Adam.
     #[serde(default)]
@@ -54,6 +54,15 @@ mod defaults {
     pub fn keep_checkpoints() -> usize {
         2
     }
+}
+
+/// A pair from a list that must hold exactly two numbers (a longer list is an error, not
+/// cut short).
+fn exactly_two<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 2], D::Error> {
+    let v = Vec::<f64>::deserialize(d)?;
+    <[f64; 2]>::try_from(v.as_slice()).map_err(|_| {
+        serde::de::Error::invalid_length(v.len(), &"a list of 2 numbers, e.g. [0.9, 0.999]")
+    })
 }
 
 /// Most optimizer steps of one stage.

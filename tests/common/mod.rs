@@ -1,9 +1,12 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
+use ldm_run::data::{DatasetConfig, DatasetName, files};
 use serde_json::Value;
 
 /// The repository's folder.
@@ -11,23 +14,65 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/data`: the real data sets CI provides beside the checkout.
-pub fn shared_data() -> PathBuf {
-    let dir = repo().join("../shared/data");
-    assert!(
-        dir.join("mnist").is_dir(),
-        "the tests need the MNIST files in {} (CI checks out ../shared beside the repository)",
-        dir.display()
-    );
-    dir
+/// The data folder the tests use, found the way ldm-run finds data: `$LDM_DATA_DIR` when set
+/// (CI points it at the offline copy in ../shared/data), else `data/` in the repository. The
+/// MNIST files are downloaded into it (MD5-checked) the first time if they are missing.
+pub fn data_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = match std::env::var_os("LDM_DATA_DIR") {
+            Some(d) if !d.is_empty() => std::path::absolute(PathBuf::from(d)).unwrap(),
+            _ => repo().join("data"),
+        };
+        let mnist = DatasetConfig {
+            name: DatasetName::Mnist,
+            ..DatasetConfig::default()
+        };
+        ldm_run::data::dataset::preflight(&mnist, dir.to_str()).unwrap_or_else(|e| {
+            panic!(
+                "the tests need MNIST in {}/mnist (set LDM_DATA_DIR to a folder holding it, \
+                 or let it download): {e}",
+                dir.display()
+            )
+        });
+        dir
+    })
+    .clone()
 }
 
-/// Runs the `ldm-run` binary in `cwd` with `LDM_DATA_DIR` pointing at the shared data.
+/// The MNIST file `name` (without `.gz`) in the tests' data folder, raw or gzipped.
+pub fn mnist_file(name: &str) -> PathBuf {
+    files::locate(&[data_dir().join("mnist")], name)
+        .unwrap_or_else(|| panic!("{name} is missing from {}/mnist", data_dir().display()))
+}
+
+/// The gzip bytes of MNIST file `name` (compressed here when the copy is raw).
+pub fn mnist_gz(name: &str) -> Vec<u8> {
+    let path = mnist_file(name);
+    let bytes = std::fs::read(&path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        return bytes;
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The decompressed content of MNIST file `name`.
+pub fn mnist_raw(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&mnist_gz(name)[..])
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Runs the `ldm-run` binary in `cwd` with `LDM_DATA_DIR` pointing at the tests' data.
 pub fn ldm_run(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ldm-run"))
         .args(args)
         .current_dir(cwd)
-        .env("LDM_DATA_DIR", shared_data())
+        .env("LDM_DATA_DIR", data_dir())
         .env_remove("RUST_LOG")
         .output()
         .expect("the ldm-run binary runs")
@@ -43,8 +88,17 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// The Python that reads event files: `$PYTHON`, else the virtual environment
+/// `tests/setup.sh` makes when the system Python cannot take TensorBoard, else `python3`.
 pub fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
+    if let Ok(p) = std::env::var("PYTHON") {
+        return p;
+    }
+    let venv = repo().join("target/test-python/bin/python");
+    if venv.is_file() {
+        return venv.display().to_string();
+    }
+    "python3".to_string()
 }
 
 pub fn read_with_tensorboard(logdir: &Path) -> Value {
@@ -55,17 +109,17 @@ pub fn read_with_tensorboard(logdir: &Path) -> Value {
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run `{}` ({e}): this test needs Python 3 with TensorBoard: pip install tensorboard",
+                "cannot run `{}` ({e}): this test needs Python 3 with TensorBoard: run tests/setup.sh",
                 python()
             )
         });
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(3) {
-        panic!("TensorBoard's Python package is missing: pip install tensorboard\n{stderr}");
+        panic!("TensorBoard's Python package is missing: run tests/setup.sh\n{stderr}");
     }
     assert!(
         out.status.success(),
-        "{} failed ({}); stderr:\n{stderr}\n(if tensorboard is missing: pip install tensorboard)",
+        "{} failed ({}); stderr:\n{stderr}\n(if tensorboard is missing: run tests/setup.sh)",
         script.display(),
         out.status
     );
