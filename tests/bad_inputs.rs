@@ -148,7 +148,11 @@ fn check(case: &Case) -> Result<(), String> {
         Exp::Replace(pairs) => {
             let mut s = smoke();
             for (from, to) in *pairs {
-                assert!(s.contains(from), "{}: `{from}` not in smoke.toml", case.name);
+                assert!(
+                    s.contains(from),
+                    "{}: `{from}` not in smoke.toml",
+                    case.name
+                );
                 s = s.replacen(from, to, 1);
             }
             s.into_bytes()
@@ -179,10 +183,7 @@ fn check(case: &Case) -> Result<(), String> {
             a.replace("{exp}", exp.to_str().unwrap())
                 .replace("{runs}", dir.join("runs").to_str().unwrap())
                 .replace("{dir}", dir.to_str().unwrap())
-                .replace(
-                    "{run}",
-                    run.as_deref().map_or("", |r| r.to_str().unwrap()),
-                )
+                .replace("{run}", run.as_deref().map_or("", |r| r.to_str().unwrap()))
         })
         .collect();
     let before = snapshot(dir);
@@ -201,7 +202,8 @@ fn check(case: &Case) -> Result<(), String> {
             std::ffi::OsStr::from_bytes(&[b'1', 0xff]),
         );
     }
-    let out = run_with_limit(cmd, Duration::from_secs(60)).map_err(|e| format!("{}: {e}", case.name))?;
+    let out =
+        run_with_limit(cmd, Duration::from_secs(60)).map_err(|e| format!("{}: {e}", case.name))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut wrong = Vec::new();
     if out.status.success() {
@@ -219,12 +221,19 @@ fn check(case: &Case) -> Result<(), String> {
     let added: Vec<_> = after.difference(&before).collect();
     let removed: Vec<_> = before.difference(&after).collect();
     if !added.is_empty() || !removed.is_empty() {
-        wrong.push(format!("files changed: added {added:?}, removed {removed:?}"));
+        wrong.push(format!(
+            "files changed: added {added:?}, removed {removed:?}"
+        ));
     }
     if wrong.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}: {}\n{}", case.name, wrong.join("; "), text(&out)))
+        Err(format!(
+            "{}: {}\n{}",
+            case.name,
+            wrong.join("; "),
+            text(&out)
+        ))
     }
 }
 
@@ -294,7 +303,11 @@ fn file_cases() -> Vec<Case> {
         Case {
             name: "missing experiment file",
             args: &["{dir}/nope.toml", "--runs-dir", "{runs}"],
-            ..c("", Exp::Smoke, &["nope.toml does not exist", "experiments/smoke.toml"])
+            ..c(
+                "",
+                Exp::Smoke,
+                &["nope.toml does not exist", "experiments/smoke.toml"],
+            )
         },
         Case {
             name: "folder as the experiment file",
@@ -335,7 +348,11 @@ fn file_cases() -> Vec<Case> {
         c(
             "text where a number goes",
             Exp::Replace(&[("ch = 16", "ch = \"wide\"")]),
-            &["exp.toml", "key `autoencoder.ch`", "expected a non-negative integer"],
+            &[
+                "exp.toml",
+                "key `autoencoder.ch`",
+                "expected a non-negative integer",
+            ],
         ),
         c(
             "negative width",
@@ -344,12 +361,17 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "fraction of a step",
-            Exp::Replace(&[("steps = 30\nbatch_size = 16", "steps = 1.5\nbatch_size = 16")]),
+            Exp::Replace(&[(
+                "steps = 30\nbatch_size = 16",
+                "steps = 1.5\nbatch_size = 16",
+            )]),
             &["key `stages.vae.steps`", "expected a non-negative integer"],
         ),
         c(
             "number where a table goes",
-            Exp::Whole(b"unet = 3\n[experiment]\nname = \"x\"\n[stages.v]\nkind = \"autoencoder\"\n"),
+            Exp::Whole(
+                b"unet = 3\n[experiment]\nname = \"x\"\n[stages.v]\nkind = \"autoencoder\"\n",
+            ),
             &["key `unet`", "expected a table"],
         ),
         c(
@@ -364,22 +386,38 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "three Adam betas",
-            Exp::Replace(&[("lr = 1e-3\ncheckpoint_every = 10\nkeep", "lr = 1e-3\nbetas = [0.9, 0.99, 0.5]\ncheckpoint_every = 10\nkeep")]),
-            &["key `stages.vae.betas`", "wrong length 3", "a list of 2 numbers"],
+            Exp::Replace(&[(
+                "lr = 1e-3\ncheckpoint_every = 10\nkeep",
+                "lr = 1e-3\nbetas = [0.9, 0.99, 0.5]\ncheckpoint_every = 10\nkeep",
+            )]),
+            &[
+                "key `stages.vae.betas`",
+                "wrong length 3",
+                "a list of 2 numbers",
+            ],
         ),
         c(
             "beta of 1.5",
-            Exp::Replace(&[("lr = 1e-3\ncheckpoint_every = 10\nkeep", "lr = 1e-3\nbetas = [1.5, 0.99]\ncheckpoint_every = 10\nkeep")]),
+            Exp::Replace(&[(
+                "lr = 1e-3\ncheckpoint_every = 10\nkeep",
+                "lr = 1e-3\nbetas = [1.5, 0.99]\ncheckpoint_every = 10\nkeep",
+            )]),
             &["key `stages.vae.betas`", "1.5 is out of range"],
         ),
         c(
             "learning rate nan",
-            Exp::Replace(&[("lr = 1e-3\ncheckpoint_every = 10\nkeep", "lr = nan\ncheckpoint_every = 10\nkeep")]),
+            Exp::Replace(&[(
+                "lr = 1e-3\ncheckpoint_every = 10\nkeep",
+                "lr = nan\ncheckpoint_every = 10\nkeep",
+            )]),
             &["key `stages.vae.lr`", "NaN must be a positive number"],
         ),
         c(
             "learning rate infinite",
-            Exp::Replace(&[("lr = 1e-3\ncheckpoint_every = 10\nkeep", "lr = inf\ncheckpoint_every = 10\nkeep")]),
+            Exp::Replace(&[(
+                "lr = 1e-3\ncheckpoint_every = 10\nkeep",
+                "lr = inf\ncheckpoint_every = 10\nkeep",
+            )]),
             &["key `stages.vae.lr`", "inf must be a positive number"],
         ),
         c(
@@ -400,12 +438,21 @@ fn file_cases() -> Vec<Case> {
         c(
             "attention at a resolution never reached",
             Exp::Replace(&[("attn_resolutions = [8]", "attn_resolutions = [5]")]),
-            &["key `autoencoder.attn_resolutions`", "resolution 5 is never reached"],
+            &[
+                "key `autoencoder.attn_resolutions`",
+                "resolution 5 is never reached",
+            ],
         ),
         c(
             "latent size that does not match",
-            Exp::Replace(&[("model_channels = 32", "model_channels = 32\nlatent_size = 16")]),
-            &["key `unet.latent_size`", "16 does not match the autoencoder's latent side 8"],
+            Exp::Replace(&[(
+                "model_channels = 32",
+                "model_channels = 32\nlatent_size = 16",
+            )]),
+            &[
+                "key `unet.latent_size`",
+                "16 does not match the autoencoder's latent side 8",
+            ],
         ),
         c(
             "odd UNet width",
@@ -415,12 +462,18 @@ fn file_cases() -> Vec<Case> {
         c(
             "text encoder wider than the context",
             Exp::Replace(&[("layers = 1", "layers = 1\nwidth = 64")]),
-            &["key `conditioning.width`", "does not match unet.context_dim 32"],
+            &[
+                "key `conditioning.width`",
+                "does not match unet.context_dim 32",
+            ],
         ),
         c(
             "heads that do not divide the text width",
             Exp::Replace(&[("heads = 2\nmax_tokens", "heads = 5\nmax_tokens")]),
-            &["key `conditioning.heads`", "5 heads do not divide the text encoder width 32"],
+            &[
+                "key `conditioning.heads`",
+                "5 heads do not divide the text encoder width 32",
+            ],
         ),
         c(
             "zero diffusion steps",
@@ -429,33 +482,55 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "betas backwards",
-            Exp::Replace(&[("timesteps = 1000", "timesteps = 1000\nbeta_start = 0.02\nbeta_end = 0.0001")]),
-            &["key `schedule.beta_end`", "expected 0 < beta_start < beta_end < 1"],
+            Exp::Replace(&[(
+                "timesteps = 1000",
+                "timesteps = 1000\nbeta_start = 0.02\nbeta_end = 0.0001",
+            )]),
+            &[
+                "key `schedule.beta_end`",
+                "expected 0 < beta_start < beta_end < 1",
+            ],
         ),
         c(
             "more sampler steps than timesteps",
-            Exp::Replace(&[("sampler_steps = 5\nguidance = 2.0\nsamples", "sampler_steps = 5000\nguidance = 2.0\nsamples")]),
+            Exp::Replace(&[(
+                "sampler_steps = 5\nguidance = 2.0\nsamples",
+                "sampler_steps = 5000\nguidance = 2.0\nsamples",
+            )]),
             &["key `stages.eval.sampler_steps`", "expected at most 1000"],
         ),
         c(
             "eta of 2",
-            Exp::Replace(&[("sampler_steps = 5\nguidance = 2.0\nsamples", "sampler_steps = 5\neta = 2.0\nguidance = 2.0\nsamples")]),
+            Exp::Replace(&[(
+                "sampler_steps = 5\nguidance = 2.0\nsamples",
+                "sampler_steps = 5\neta = 2.0\nguidance = 2.0\nsamples",
+            )]),
             &["key `stages.eval.eta`", "expected 0 <= eta <= 1"],
         ),
         c(
             "negative guidance",
-            Exp::Replace(&[("sampler_steps = 5\nguidance = 2.0\nsamples", "sampler_steps = 5\nguidance = -1.0\nsamples")]),
+            Exp::Replace(&[(
+                "sampler_steps = 5\nguidance = 2.0\nsamples",
+                "sampler_steps = 5\nguidance = -1.0\nsamples",
+            )]),
             &["key `stages.eval.guidance`", "expected 0 <= guidance"],
         ),
         c(
             "unknown sampler",
-            Exp::Replace(&[("sampler = \"ddim\"\nsampler_steps = 5\nguidance = 2.0\nprompts_file", "sampler = \"ddim2\"\nsampler_steps = 5\nguidance = 2.0\nprompts_file")]),
+            Exp::Replace(&[(
+                "sampler = \"ddim\"\nsampler_steps = 5\nguidance = 2.0\nprompts_file",
+                "sampler = \"ddim2\"\nsampler_steps = 5\nguidance = 2.0\nprompts_file",
+            )]),
             &["key `stages.ldm.sampler`", "unknown value `ddim2`", "ddim"],
         ),
         c(
             "unknown stage kind",
             Exp::Replace(&[("kind = \"autoencoder\"", "kind = \"autoencodr\"")]),
-            &["key `stages.vae.kind`", "unknown value `autoencodr`", "autoencoder"],
+            &[
+                "key `stages.vae.kind`",
+                "unknown value `autoencodr`",
+                "autoencoder",
+            ],
         ),
         c(
             "stage without a kind",
@@ -464,33 +539,58 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "training stage without its required keys",
-            Exp::Replace(&[("steps = 20\nbatch_size = 32\nlr = 1e-3\ncheckpoint_every = 10\n\n# Measured", "\n# Measured")]),
-            &["key `stages.clf.steps`: missing", "key `stages.clf.batch_size`: missing", "key `stages.clf.lr`: missing"],
+            Exp::Replace(&[(
+                "steps = 20\nbatch_size = 32\nlr = 1e-3\ncheckpoint_every = 10\n\n# Measured",
+                "\n# Measured",
+            )]),
+            &[
+                "key `stages.clf.steps`: missing",
+                "key `stages.clf.batch_size`: missing",
+                "key `stages.clf.lr`: missing",
+            ],
         ),
         c(
             "key of another stage kind",
-            Exp::Replace(&[("eval_images = 200\n\n[stages.ldm]", "eval_images = 200\nema_decay = 0.9\n\n[stages.ldm]")]),
-            &["key `stages.vae.ema_decay`", "unknown key for `autoencoder` stages", "`diffusion` and `classifier`"],
+            Exp::Replace(&[(
+                "eval_images = 200\n\n[stages.ldm]",
+                "eval_images = 200\nema_decay = 0.9\n\n[stages.ldm]",
+            )]),
+            &[
+                "key `stages.vae.ema_decay`",
+                "unknown key for `autoencoder` stages",
+                "`diffusion` and `classifier`",
+            ],
         ),
         c(
             "misspelt stage key",
             Exp::Replace(&[("keep_checkpoints = 2", "keep_checkpoint = 2")]),
-            &["key `stages.vae.keep_checkpoint`", "did you mean `keep_checkpoints`?"],
+            &[
+                "key `stages.vae.keep_checkpoint`",
+                "did you mean `keep_checkpoints`?",
+            ],
         ),
         c(
             "empty stage name",
-            Exp::Append("[stages.\"\"]\nkind = \"classifier\"\nsteps = 1\nbatch_size = 2\nlr = 1e-3"),
+            Exp::Append(
+                "[stages.\"\"]\nkind = \"classifier\"\nsteps = 1\nbatch_size = 2\nlr = 1e-3",
+            ),
             &["exp.toml", "cannot name a stage"],
         ),
         c(
             "stage name with a space",
-            Exp::Append("[stages.\"a b\"]\nkind = \"classifier\"\nsteps = 1\nbatch_size = 2\nlr = 1e-3"),
+            Exp::Append(
+                "[stages.\"a b\"]\nkind = \"classifier\"\nsteps = 1\nbatch_size = 2\nlr = 1e-3",
+            ),
             &["key `stages.\"a b\"`", "cannot name a stage"],
         ),
         c(
             "misspelt stage in needs",
             Exp::Replace(&[("needs = [\"vae\"]", "needs = [\"vea\"]")]),
-            &["key `stages.ldm.needs`", "needs `vea`", "did you mean `vae`?"],
+            &[
+                "key `stages.ldm.needs`",
+                "needs `vea`",
+                "did you mean `vae`?",
+            ],
         ),
         c(
             "stages that need each other",
@@ -500,7 +600,10 @@ fn file_cases() -> Vec<Case> {
         c(
             "needs of the wrong kind",
             Exp::Replace(&[("needs = [\"ldm\"]\nsampler", "needs = [\"vae\"]\nsampler")]),
-            &["key `stages.sample.needs`", "a `sample` stage needs one `diffusion` stage"],
+            &[
+                "key `stages.sample.needs`",
+                "a `sample` stage needs one `diffusion` stage",
+            ],
         ),
         c(
             "eval without its classifier",
@@ -524,8 +627,14 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "warm-up longer than the stage",
-            Exp::Replace(&[("lr = 1e-3\ncheckpoint_every = 10\nkeep", "lr = 1e-3\nwarmup_steps = 100\ncheckpoint_every = 10\nkeep")]),
-            &["key `stages.vae.warmup_steps`", "more than the stage's 30 steps"],
+            Exp::Replace(&[(
+                "lr = 1e-3\ncheckpoint_every = 10\nkeep",
+                "lr = 1e-3\nwarmup_steps = 100\ncheckpoint_every = 10\nkeep",
+            )]),
+            &[
+                "key `stages.vae.warmup_steps`",
+                "more than the stage's 30 steps",
+            ],
         ),
         c(
             "no checkpoints kept",
@@ -549,7 +658,10 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "discriminator that never starts",
-            Exp::Replace(&[("eval_images = 200\n\n[stages.ldm]", "eval_images = 200\ndisc_weight = 0.5\ndisc_start = 30\n\n[stages.ldm]")]),
+            Exp::Replace(&[(
+                "eval_images = 200\n\n[stages.ldm]",
+                "eval_images = 200\ndisc_weight = 0.5\ndisc_start = 30\n\n[stages.ldm]",
+            )]),
             &["key `stages.vae.disc_start`", "never trains"],
         ),
         c(
@@ -565,12 +677,19 @@ fn file_cases() -> Vec<Case> {
         c(
             "unknown data set",
             Exp::Replace(&[("name = \"mnist\"", "name = \"cifar\"")]),
-            &["key `dataset.name`", "unknown value `cifar`", "fashion_mnist"],
+            &[
+                "key `dataset.name`",
+                "unknown value `cifar`",
+                "fashion_mnist",
+            ],
         ),
         c(
             "colour MNIST",
             Exp::Replace(&[("image_size = 32", "image_size = 32\nchannels = 3")]),
-            &["key `dataset.channels`", "mnist images have 1 channel, not 3"],
+            &[
+                "key `dataset.channels`",
+                "mnist images have 1 channel, not 3",
+            ],
         ),
         c(
             "image folder without its folder",
@@ -579,13 +698,20 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "image folder that does not exist",
-            Exp::Replace(&[("name = \"mnist\"", "name = \"image_folder\"\nroot = \"pictures\"")]),
+            Exp::Replace(&[(
+                "name = \"mnist\"",
+                "name = \"image_folder\"\nroot = \"pictures\"",
+            )]),
             &["key `dataset.root`", "pictures"],
         ),
         c(
             "device that is not one",
             Exp::Replace(&[("device = \"cpu\"", "device = \"gpu\"")]),
-            &["key `experiment.device`", "`gpu` is not a device", "cuda:<index>"],
+            &[
+                "key `experiment.device`",
+                "`gpu` is not a device",
+                "cuda:<index>",
+            ],
         ),
         c(
             "device index that is not a number",
@@ -594,7 +720,10 @@ fn file_cases() -> Vec<Case> {
         ),
         c(
             "a batch that cannot fit in memory",
-            Exp::Replace(&[("steps = 30\nbatch_size = 16", "steps = 30\nbatch_size = 1000000")]),
+            Exp::Replace(&[(
+                "steps = 30\nbatch_size = 16",
+                "steps = 30\nbatch_size = 1000000",
+            )]),
             &["key `stages.vae.batch_size`", "GiB", "available"],
         ),
         c(
@@ -626,14 +755,33 @@ fn referenced_file_cases() -> Vec<Case> {
         "eval_images = 200\nperceptual_weight = 1.0\nlpips_weights = \"lpips.safetensors\"\n\n[stages.ldm]",
     )]);
     vec![
-        c("missing prompt file", PROMPTS, &[], &["key `stages.ldm.prompts_file`", "p.txt does not exist"]),
-        c("empty prompt file", PROMPTS, &[("p.txt", b" \n")], &["key `stages.ldm.prompts_file`", "holds no prompts"]),
-        c("prompt file not UTF-8", PROMPTS, &[("p.txt", b"one \xff")], &["key `stages.ldm.prompts_file`", "not UTF-8"]),
+        c(
+            "missing prompt file",
+            PROMPTS,
+            &[],
+            &["key `stages.ldm.prompts_file`", "p.txt does not exist"],
+        ),
+        c(
+            "empty prompt file",
+            PROMPTS,
+            &[("p.txt", b" \n")],
+            &["key `stages.ldm.prompts_file`", "holds no prompts"],
+        ),
+        c(
+            "prompt file not UTF-8",
+            PROMPTS,
+            &[("p.txt", b"one \xff")],
+            &["key `stages.ldm.prompts_file`", "not UTF-8"],
+        ),
         c(
             "unknown word in a prompt file",
             PROMPTS,
             &[("p.txt", b"one eleven")],
-            &["key `stages.ldm.prompts_file`", "unknown word `eleven`", "known words: zero, one"],
+            &[
+                "key `stages.ldm.prompts_file`",
+                "unknown word `eleven`",
+                "known words: zero, one",
+            ],
         ),
         Case {
             prepare: Some(|dir, _| std::fs::create_dir(dir.join("p.txt")).unwrap()),
@@ -641,19 +789,36 @@ fn referenced_file_cases() -> Vec<Case> {
                 "prompt file that is a folder",
                 PROMPTS,
                 &[],
-                &["key `stages.ldm.prompts_file`", "p.txt is not a regular file"],
+                &[
+                    "key `stages.ldm.prompts_file`",
+                    "p.txt is not a regular file",
+                ],
             )
         },
-        c("missing LPIPS weights", LPIPS, &[], &["key `stages.vae.lpips_weights`", "lpips.safetensors does not exist"]),
+        c(
+            "missing LPIPS weights",
+            LPIPS,
+            &[],
+            &[
+                "key `stages.vae.lpips_weights`",
+                "lpips.safetensors does not exist",
+            ],
+        ),
         c(
             "LPIPS weights that are not safetensors",
             LPIPS,
             &[("lpips.safetensors", b"not safetensors")],
-            &["key `stages.vae.lpips_weights`", "cannot read it as safetensors"],
+            &[
+                "key `stages.vae.lpips_weights`",
+                "cannot read it as safetensors",
+            ],
         ),
         c(
             "perceptual term without weights",
-            Exp::Replace(&[("eval_images = 200\n\n[stages.ldm]", "eval_images = 200\nperceptual_weight = 1.0\n\n[stages.ldm]")]),
+            Exp::Replace(&[(
+                "eval_images = 200\n\n[stages.ldm]",
+                "eval_images = 200\nperceptual_weight = 1.0\n\n[stages.ldm]",
+            )]),
             &[],
             &["key `stages.vae.perceptual_weight`", "needs LPIPS weights"],
         ),
@@ -661,13 +826,22 @@ fn referenced_file_cases() -> Vec<Case> {
             "CLIP without its files",
             Exp::Replace(&[("kind = \"text\"", "kind = \"clip\"")]),
             &[],
-            &["key `conditioning.clip_weights`", "key `conditioning.clip_tokenizer`"],
+            &[
+                "key `conditioning.clip_weights`",
+                "key `conditioning.clip_tokenizer`",
+            ],
         ),
         c(
             "CLIP weights that are not safetensors",
-            Exp::Replace(&[("kind = \"text\"", "kind = \"clip\"\nclip_weights = \"w.safetensors\"\nclip_tokenizer = \"t.json\"")]),
+            Exp::Replace(&[(
+                "kind = \"text\"",
+                "kind = \"clip\"\nclip_weights = \"w.safetensors\"\nclip_tokenizer = \"t.json\"",
+            )]),
             &[("w.safetensors", b"garbage"), ("t.json", b"{}")],
-            &["key `conditioning.clip_weights`", "cannot read it as safetensors"],
+            &[
+                "key `conditioning.clip_weights`",
+                "cannot read it as safetensors",
+            ],
         ),
     ]
 }
@@ -685,24 +859,149 @@ fn argument_cases() -> Vec<Case> {
         with_run: false,
     };
     vec![
-        c("--set without a value", &["{exp}", "--runs-dir", "{runs}", "--set", "stages.vae.lr"], &[], &["--set stages.vae.lr", "expected KEY=VALUE"]),
-        c("--set of an unknown key", &["{exp}", "--runs-dir", "{runs}", "--set", "stages.vae.lrr=1"], &[], &["`--set stages.vae.lrr=1`", "key `stages.vae.lrr`", "did you mean `lr`?"]),
-        c("--set of a wrong type", &["{exp}", "--runs-dir", "{runs}", "--set", "autoencoder.ch=[1]"], &[], &["`--set autoencoder.ch=[1]`", "key `autoencoder.ch`", "expected a non-negative integer"]),
-        c("--set with an empty part", &["{exp}", "--runs-dir", "{runs}", "--set", "stages..lr=1"], &[], &["--set stages..lr=1", "dotted path"]),
-        c("--set of an out-of-range value", &["{exp}", "--runs-dir", "{runs}", "--set", "stages.ldm.ema_decay=1.5"], &[], &["`--set stages.ldm.ema_decay=1.5`", "key `stages.ldm.ema_decay`", "expected 0 <= value < 1"]),
-        c("--device that is not one", &["{exp}", "--runs-dir", "{runs}", "--device", "tpu"], &[], &["--device", "`tpu` is not a device"]),
-        c("misspelt data variable", RUN, &[("LDM_DATADIR", "/x")], &["`LDM_DATADIR`", "did you mean `LDM_DATA_DIR`?"]),
-        c("variable of no key", RUN, &[("LDM_STAGES_VAE_LR", "1")], &["`LDM_STAGES_VAE_LR`", "LDM_<SECTION>__<KEY>"]),
-        c("non-UTF-8 override value", RUN, &[], &["`LDM_STAGES__VAE__LR`", "not valid UTF-8"]),
-        c("override of the wrong type", RUN, &[("LDM_AUTOENCODER__CH", "wide")], &["environment variable `LDM_AUTOENCODER__CH`", "key `autoencoder.ch`", "expected a non-negative integer"]),
-        c("override of an unknown key", RUN, &[("LDM_STAGES__VAE__LRR", "1")], &["environment variable `LDM_STAGES__VAE__LRR`", "did you mean `lr`?"]),
-        c("pattern that matches nothing", &["{dir}/*.tomlx", "--runs-dir", "{runs}"], &[], &["matches no file"]),
-        c("misspelt command", &["pln", "{exp}"], &[], &["`pln`", "did you mean `ldm-run plan`?"]),
-        c("unknown member", &["{exp}", "--runs-dir", "{runs}", "--member", "smok"], &[], &["--member smok", "did you mean `smoke`?"]),
-        c("the same experiment twice", &["{exp}", "{exp}", "--runs-dir", "{runs}"], &[], &["both name experiment `smoke`"]),
-        c("plan of a bad experiment", &["plan", "{exp}", "--set", "autoencoder.ch=0"], &[], &["key `autoencoder.ch`", "must be at least 1", "nothing was planned"]),
-        c("ls of a folder that does not exist", &["ls", "{dir}/nothing"], &[], &["nothing is not a folder of runs", "does not exist"]),
-        c("ls of a file", &["ls", "{exp}"], &[], &["exp.toml is not a folder of runs"]),
+        c(
+            "--set without a value",
+            &["{exp}", "--runs-dir", "{runs}", "--set", "stages.vae.lr"],
+            &[],
+            &["--set stages.vae.lr", "expected KEY=VALUE"],
+        ),
+        c(
+            "--set of an unknown key",
+            &["{exp}", "--runs-dir", "{runs}", "--set", "stages.vae.lrr=1"],
+            &[],
+            &[
+                "`--set stages.vae.lrr=1`",
+                "key `stages.vae.lrr`",
+                "did you mean `lr`?",
+            ],
+        ),
+        c(
+            "--set of a wrong type",
+            &[
+                "{exp}",
+                "--runs-dir",
+                "{runs}",
+                "--set",
+                "autoencoder.ch=[1]",
+            ],
+            &[],
+            &[
+                "`--set autoencoder.ch=[1]`",
+                "key `autoencoder.ch`",
+                "expected a non-negative integer",
+            ],
+        ),
+        c(
+            "--set with an empty part",
+            &["{exp}", "--runs-dir", "{runs}", "--set", "stages..lr=1"],
+            &[],
+            &["--set stages..lr=1", "dotted path"],
+        ),
+        c(
+            "--set of an out-of-range value",
+            &[
+                "{exp}",
+                "--runs-dir",
+                "{runs}",
+                "--set",
+                "stages.ldm.ema_decay=1.5",
+            ],
+            &[],
+            &[
+                "`--set stages.ldm.ema_decay=1.5`",
+                "key `stages.ldm.ema_decay`",
+                "expected 0 <= value < 1",
+            ],
+        ),
+        c(
+            "--device that is not one",
+            &["{exp}", "--runs-dir", "{runs}", "--device", "tpu"],
+            &[],
+            &["--device", "`tpu` is not a device"],
+        ),
+        c(
+            "misspelt data variable",
+            RUN,
+            &[("LDM_DATADIR", "/x")],
+            &["`LDM_DATADIR`", "did you mean `LDM_DATA_DIR`?"],
+        ),
+        c(
+            "variable of no key",
+            RUN,
+            &[("LDM_STAGES_VAE_LR", "1")],
+            &["`LDM_STAGES_VAE_LR`", "LDM_<SECTION>__<KEY>"],
+        ),
+        c(
+            "non-UTF-8 override value",
+            RUN,
+            &[],
+            &["`LDM_STAGES__VAE__LR`", "not valid UTF-8"],
+        ),
+        c(
+            "override of the wrong type",
+            RUN,
+            &[("LDM_AUTOENCODER__CH", "wide")],
+            &[
+                "environment variable `LDM_AUTOENCODER__CH`",
+                "key `autoencoder.ch`",
+                "expected a non-negative integer",
+            ],
+        ),
+        c(
+            "override of an unknown key",
+            RUN,
+            &[("LDM_STAGES__VAE__LRR", "1")],
+            &[
+                "environment variable `LDM_STAGES__VAE__LRR`",
+                "did you mean `lr`?",
+            ],
+        ),
+        c(
+            "pattern that matches nothing",
+            &["{dir}/*.tomlx", "--runs-dir", "{runs}"],
+            &[],
+            &["matches no file"],
+        ),
+        c(
+            "misspelt command",
+            &["pln", "{exp}"],
+            &[],
+            &["`pln`", "did you mean `ldm-run plan`?"],
+        ),
+        c(
+            "unknown member",
+            &["{exp}", "--runs-dir", "{runs}", "--member", "smok"],
+            &[],
+            &["--member smok", "did you mean `smoke`?"],
+        ),
+        c(
+            "the same experiment twice",
+            &["{exp}", "{exp}", "--runs-dir", "{runs}"],
+            &[],
+            &["both name experiment `smoke`"],
+        ),
+        c(
+            "plan of a bad experiment",
+            &["plan", "{exp}", "--set", "autoencoder.ch=0"],
+            &[],
+            &[
+                "key `autoencoder.ch`",
+                "must be at least 1",
+                "nothing was planned",
+            ],
+        ),
+        c(
+            "ls of a folder that does not exist",
+            &["ls", "{dir}/nothing"],
+            &[],
+            &["nothing is not a folder of runs", "does not exist"],
+        ),
+        c(
+            "ls of a file",
+            &["ls", "{exp}"],
+            &[],
+            &["exp.toml is not a folder of runs"],
+        ),
     ]
 }
 
@@ -719,18 +1018,65 @@ fn sweep_cases() -> Vec<Case> {
         with_run: false,
     };
     vec![
-        c("sweep of no values", Exp::Append("[sweep]\n\"stages.ldm.lr\" = []"), RUN, &["exp.toml", "lists no values"]),
-        c("sweep of an unknown key", Exp::Append("[sweep]\n\"stages.ldm.lrr\" = [1e-4]"), RUN, &["key `stages.ldm.lrr`", "did you mean `lr`?", "sweep member"]),
-        c("sweep of a bad value", Exp::Append("[sweep]\n\"stages.ldm.lr\" = [1e-4, -1.0]"), RUN, &["key `stages.ldm.lr`", "-1 must be a positive number", "stages.ldm.lr = -1.0"]),
+        c(
+            "sweep of no values",
+            Exp::Append("[sweep]\n\"stages.ldm.lr\" = []"),
+            RUN,
+            &["exp.toml", "lists no values"],
+        ),
+        c(
+            "sweep of an unknown key",
+            Exp::Append("[sweep]\n\"stages.ldm.lrr\" = [1e-4]"),
+            RUN,
+            &["key `stages.ldm.lrr`", "did you mean `lr`?", "sweep member"],
+        ),
+        c(
+            "sweep of a bad value",
+            Exp::Append("[sweep]\n\"stages.ldm.lr\" = [1e-4, -1.0]"),
+            RUN,
+            &[
+                "key `stages.ldm.lr`",
+                "-1 must be a positive number",
+                "stages.ldm.lr = -1.0",
+            ],
+        ),
         c(
             "sweep too large",
-            Exp::Append("[sweep]\n\"stages.ldm.lr\" = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32]\n\"stages.ldm.steps\" = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32]"),
+            Exp::Append(
+                "[sweep]\n\"stages.ldm.lr\" = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32]\n\"stages.ldm.steps\" = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32]",
+            ),
             RUN,
             &["1024 members", "at most 1000"],
         ),
-        c("sweep members named alike", Exp::Append("[sweep]\n\"stages.ldm.lr\" = [1e-4, 0.0001]"), RUN, &["both named `smoke-lr0.0001`"]),
-        c("plan of a sweep with a bad member", Exp::Append("[sweep]\n\"stages.ldm.batch_size\" = [8, 0]"), &["plan", "{exp}"], &["key `stages.ldm.batch_size`", "must be at least 1", "sweep member"]),
-        c("submit of a sweep with a bad member", Exp::Append("[sweep]\n\"stages.ldm.batch_size\" = [8, 0]"), &["submit", "--slurm", "--dry-run", "{exp}", "--runs-dir", "{runs}"], &["key `stages.ldm.batch_size`", "nothing was submitted"]),
+        c(
+            "sweep members named alike",
+            Exp::Append("[sweep]\n\"stages.ldm.lr\" = [1e-4, 0.0001]"),
+            RUN,
+            &["both named `smoke-lr0.0001`"],
+        ),
+        c(
+            "plan of a sweep with a bad member",
+            Exp::Append("[sweep]\n\"stages.ldm.batch_size\" = [8, 0]"),
+            &["plan", "{exp}"],
+            &[
+                "key `stages.ldm.batch_size`",
+                "must be at least 1",
+                "sweep member",
+            ],
+        ),
+        c(
+            "submit of a sweep with a bad member",
+            Exp::Append("[sweep]\n\"stages.ldm.batch_size\" = [8, 0]"),
+            &[
+                "submit",
+                "--slurm",
+                "--dry-run",
+                "{exp}",
+                "--runs-dir",
+                "{runs}",
+            ],
+            &["key `stages.ldm.batch_size`", "nothing was submitted"],
+        ),
     ]
 }
 
@@ -751,8 +1097,19 @@ fn run_cases() -> Vec<Case> {
             prepare: Some(interrupted),
             ..c(
                 "resume with a changed training setting",
-                &["--resume", "{run}", "--runs-dir", "{runs}", "--set", "stages.vae.lr=0.5"],
-                &["refusing to resume", "stages.vae.lr: 0.001 -> 0.5", "--force"],
+                &[
+                    "--resume",
+                    "{run}",
+                    "--runs-dir",
+                    "{runs}",
+                    "--set",
+                    "stages.vae.lr=0.5",
+                ],
+                &[
+                    "refusing to resume",
+                    "stages.vae.lr: 0.001 -> 0.5",
+                    "--force",
+                ],
             )
         },
         Case {
@@ -779,21 +1136,95 @@ fn run_cases() -> Vec<Case> {
                 &["is damaged", "move the damaged one away"],
             )
         },
-        c("resume of a folder that does not exist", &["--resume", "{dir}/nope"], &["nope is not an ldm-run run folder"]),
-        c("resume of a folder without a manifest", &["--resume", "{dir}/data"], &["data is not an ldm-run run folder"]),
-        c("resume latest without the file", &["--resume", "latest", "--runs-dir", "{runs}"], &["--resume latest needs the experiment file"]),
-        c("resume latest with nothing unfinished", &["{exp}", "--resume", "latest", "--runs-dir", "{runs}"], &["no unfinished run of experiment `smoke`"]),
-        c("sample of a folder that does not exist", &["sample", "{dir}/nope", "--prompts", "one"], &["nope is not a folder"]),
-        c("sample with zero steps", &["sample", "{run}", "--prompts", "one", "--steps", "0"], &["--steps: must be at least 1", "nothing was written"]),
-        c("sample with a negative eta", &["sample", "{run}", "--prompts", "one", "--eta", "-1"], &["--eta: -1 is out of range"]),
-        c("sample with guidance nan", &["sample", "{run}", "--prompts", "one", "--guidance", "nan"], &["--guidance: NaN is out of range"]),
-        c("sample with more steps than timesteps", &["sample", "{run}", "--prompts", "one", "--steps", "5000"], &["--steps: 5000 is out of range"]),
-        c("sample of no prompts", &["sample", "{run}", "--prompts", "  "], &["--prompts holds no prompts"]),
-        c("sample of an unknown word", &["sample", "{run}", "--prompts", "one eleven"], &["unknown word `eleven`", "known words"]),
-        c("sample into a JPEG", &["sample", "{run}", "--prompts", "one", "--out", "{dir}/x.jpg"], &["--out", "ending in .png"]),
-        c("sample into a missing folder", &["sample", "{run}", "--prompts", "one", "--out", "{dir}/no/x.png"], &["does not exist"]),
-        c("sample of a stage that is not there", &["sample", "{run}", "--prompts", "one", "--stage", "lmd"], &["--stage lmd", "did you mean `ldm`?"]),
-        c("sample with a prompt file that is missing", &["sample", "{run}", "--prompts-file", "{dir}/none.txt"], &["cannot read prompt file"]),
+        c(
+            "resume of a folder that does not exist",
+            &["--resume", "{dir}/nope"],
+            &["nope is not an ldm-run run folder"],
+        ),
+        c(
+            "resume of a folder without a manifest",
+            &["--resume", "{dir}/data"],
+            &["data is not an ldm-run run folder"],
+        ),
+        c(
+            "resume latest without the file",
+            &["--resume", "latest", "--runs-dir", "{runs}"],
+            &["--resume latest needs the experiment file"],
+        ),
+        c(
+            "resume latest with nothing unfinished",
+            &["{exp}", "--resume", "latest", "--runs-dir", "{runs}"],
+            &["no unfinished run of experiment `smoke`"],
+        ),
+        c(
+            "sample of a folder that does not exist",
+            &["sample", "{dir}/nope", "--prompts", "one"],
+            &["nope is not a folder"],
+        ),
+        c(
+            "sample with zero steps",
+            &["sample", "{run}", "--prompts", "one", "--steps", "0"],
+            &["--steps: must be at least 1", "nothing was written"],
+        ),
+        c(
+            "sample with a negative eta",
+            &["sample", "{run}", "--prompts", "one", "--eta", "-1"],
+            &["--eta: -1 is out of range"],
+        ),
+        c(
+            "sample with guidance nan",
+            &["sample", "{run}", "--prompts", "one", "--guidance", "nan"],
+            &["--guidance: NaN is out of range"],
+        ),
+        c(
+            "sample with more steps than timesteps",
+            &["sample", "{run}", "--prompts", "one", "--steps", "5000"],
+            &["--steps: 5000 is out of range"],
+        ),
+        c(
+            "sample of no prompts",
+            &["sample", "{run}", "--prompts", "  "],
+            &["--prompts holds no prompts"],
+        ),
+        c(
+            "sample of an unknown word",
+            &["sample", "{run}", "--prompts", "one eleven"],
+            &["unknown word `eleven`", "known words"],
+        ),
+        c(
+            "sample into a JPEG",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--out",
+                "{dir}/x.jpg",
+            ],
+            &["--out", "ending in .png"],
+        ),
+        c(
+            "sample into a missing folder",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--out",
+                "{dir}/no/x.png",
+            ],
+            &["does not exist"],
+        ),
+        c(
+            "sample of a stage that is not there",
+            &["sample", "{run}", "--prompts", "one", "--stage", "lmd"],
+            &["--stage lmd", "did you mean `ldm`?"],
+        ),
+        c(
+            "sample with a prompt file that is missing",
+            &["sample", "{run}", "--prompts-file", "{dir}/none.txt"],
+            &["cannot read prompt file"],
+        ),
     ]
 }
 

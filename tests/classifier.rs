@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{repo, data_dir, text};
+use common::{data_dir, repo, text};
 use serde_json::Value;
 
 const EXPERIMENT: &str = r#"

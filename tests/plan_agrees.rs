@@ -93,8 +93,7 @@ fn a_sweep_plans_its_shared_autoencoder_as_reused_and_runs_it_so() {
             .unwrap()
             .unwrap()
             .path();
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
-            .unwrap()
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
     };
     let m = manifest("smoke-lr0.0005");
     assert!(
@@ -111,7 +110,9 @@ fn a_sweep_plans_its_shared_autoencoder_as_reused_and_runs_it_so() {
     let again = ldm_run(tmp.path(), &["plan", file, "--runs-dir", runs_s]);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert_eq!(
-        stdout.matches("with these very stages: nothing to train").count(),
+        stdout
+            .matches("with these very stages: nothing to train")
+            .count(),
         2,
         "{stdout}"
     );
@@ -164,12 +165,21 @@ fn an_interrupted_run_plans_and_takes_the_same_resume() {
     child.wait().unwrap();
 
     let dir = run.to_str().unwrap();
-    let mut plan_args = vec!["plan", "--resume", dir, "--runs-dir", runs.to_str().unwrap()];
+    let mut plan_args = vec![
+        "plan",
+        "--resume",
+        dir,
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ];
     plan_args.extend(settings);
     let plan = ldm_run(tmp.path(), &plan_args);
     assert!(plan.status.success(), "{}", text(&plan));
     let stages = planned(&String::from_utf8_lossy(&plan.stdout));
-    assert_eq!(stages[0], ("vae".into(), "done (finished in this run)".into()));
+    assert_eq!(
+        stages[0],
+        ("vae".into(), "done (finished in this run)".into())
+    );
     let (name, action) = &stages[1];
     assert_eq!(name, "ldm");
     let step: u64 = action
@@ -177,7 +187,7 @@ fn an_interrupted_run_plans_and_takes_the_same_resume() {
         .and_then(|a| a.split(' ').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("ldm should resume: {action}"));
-    assert!(step >= 10 && step % 5 == 0, "{action}");
+    assert!(step >= 10 && step.is_multiple_of(5), "{action}");
     assert_eq!(stages[2], ("sample".into(), "run".into()));
 
     let mut resume_args = vec!["--resume", dir, "--runs-dir", runs.to_str().unwrap()];

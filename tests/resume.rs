@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ldm_run, repo, data_dir, text};
+use common::{data_dir, ldm_run, repo, text};
 
 /// Short stages with frequent checkpoints, the same for every run of this file.
 const SETTINGS: &[&str] = &[

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{repo, data_dir, text};
+use common::{data_dir, repo, text};
 use serde_json::Value;
 
 /// Where the test cluster lives (its config, keys, state and logs); short, as munge's socket

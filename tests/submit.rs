@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{repo, data_dir, text};
+use common::{data_dir, repo, text};
 
 /// A sweep of two smoke variants beside a runs folder, in a fresh temporary folder.
 fn sweep_folder() -> tempfile::TempDir {

@@ -63,11 +63,11 @@ fn sweep_shares_the_autoencoder_and_reruns_train_nothing() {
     let plan = ldm_run(&repo(), &["plan", file.to_str().unwrap()]);
     let plan_text = String::from_utf8_lossy(&plan.stdout);
     assert!(
-        plan_text.contains("member smoke-lr0.001  stages.ldm.lr = 0.001"),
+        plan_text.contains("# experiment smoke-lr0.001 (stages.ldm.lr = 0.001)"),
         "{plan_text}"
     );
     assert!(
-        plan_text.contains("member smoke-lr0.002  stages.ldm.lr = 0.002"),
+        plan_text.contains("# experiment smoke-lr0.002 (stages.ldm.lr = 0.002)"),
         "{plan_text}"
     );
 

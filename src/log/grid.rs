@@ -243,7 +243,8 @@ pub fn encode_png(img: &GridImage) -> Result<Vec<u8>> {
 /// folder if needed: a reader never sees a half-written PNG.
 pub fn save_png(img: &GridImage, path: &Path) -> Result<()> {
     let bytes = encode_png(img)?;
-    crate::atomic_file::write(path, &bytes).map_err(|e| LogError::io("write PNG", &e.path, e.source))
+    crate::atomic_file::write(path, &bytes)
+        .map_err(|e| LogError::io("write PNG", &e.path, e.source))
 }
 
 #[cfg(test)]

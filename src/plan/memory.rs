@@ -3,11 +3,15 @@
 //!
 //! A training stage holds its parameters four times over (weights, gradients, Adam's two
 //! moments) plus an EMA where it keeps one, the activations a batch keeps for the backward
-//! pass, and its data set in memory as f32. Activations are counted from the networks' shapes:
-//! every residual block keeps about [`RES_BLOCK_MAPS`] maps of its width, every attention block
-//! [`ATTN_MAPS`] maps plus its two score matrices. The constants were calibrated against the
-//! peak resident memory of `ldm-run bench` (see `tests/memory.rs`), erring low: the estimate
-//! refuses what cannot fit, it does not promise that what passes will.
+//! pass, and its data set in memory as f32. Activations are counted from the networks' shapes
+//! (every residual block keeps about [`RES_BLOCK_MAPS`] maps of its width, every attention
+//! block [`ATTN_MAPS`] maps plus its two score matrices) and scaled by a factor per network
+//! measured against the peak resident memory of `ldm-run bench` at two batch sizes
+//! (`/usr/bin/time -f %M`, 2026-12-01, the shipped experiments): the growth per sample of the
+//! autoencoder's train step was 1.8-2.3x the shape count, the UNet's 3.5-3.7x (autograd keeps
+//! the intermediate results of every elementwise op, and the allocator keeps freed blocks).
+//! The factors take the low end: the estimate refuses what cannot fit, it does not promise that
+//! what passes will.
 
 use std::fmt;
 
@@ -22,6 +26,10 @@ use super::task::Task;
 pub const RES_BLOCK_MAPS: f64 = 6.0;
 /// Maps of its width one attention block keeps per sample (norm, q, k, v, output, MLP).
 pub const ATTN_MAPS: f64 = 8.0;
+/// Measured over counted activations of the autoencoder's train step (see the module doc).
+pub const AUTOENCODER_FACTOR: f64 = 1.8;
+/// Measured over counted activations of the UNet's train step (see the module doc).
+pub const UNET_FACTOR: f64 = 3.3;
 /// Share of the training activations a forward pass without gradients holds at its peak.
 pub const FORWARD_SHARE: f64 = 0.25;
 /// Samples per sampler call in an eval stage.
@@ -74,7 +82,7 @@ fn autoencoder_values(a: &AutoencoderConfig, channels: usize, size: usize) -> f6
             values += blocks * (ATTN_MAPS * maps + 2.0 * r.powi(4));
         }
     }
-    values
+    values * AUTOENCODER_FACTOR
 }
 
 /// Values per sample the UNet's training step keeps.
@@ -93,7 +101,7 @@ fn unet_values(u: &UnetConfig, latent: (usize, usize), tokens: usize) -> f64 {
             values += blocks * (ATTN_MAPS * inner + 2.0 * scores);
         }
     }
-    values
+    values * UNET_FACTOR
 }
 
 /// The classifier's values per sample (four convolutions, two pools, two linear layers).
