@@ -130,17 +130,17 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
         /// CPU threads (default: the physical cores).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         vae_batch: usize,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         unet_batch: usize,
         /// Context tokens of the cross-attention (default: conditioning.max_tokens).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         tokens: Option<usize>,
         /// Timed steps per figure (the median is printed).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         steps: usize,
         /// Untimed steps first.
         #[arg(long, default_value_t = 2)]
@@ -210,6 +210,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE.png")]
         out: Option<PathBuf>,
     },
+}
+
+/// A count given on the command line that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (expected a whole number of at least 1)")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -187,3 +187,28 @@ fn unwritable_runs_dir_is_a_clear_error() {
     assert!(err.contains("cannot create the run directory"), "{err}");
     assert!(err.contains("--runs-dir"), "{err}");
 }
+
+#[test]
+fn ls_lists_a_run_with_a_damaged_manifest_as_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("runs/exp/2026-01-01T00-00-00");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("manifest.json"), b"{ truncated").unwrap();
+    let out = ldm_run(tmp.path(), &["ls", "runs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("exp") && stdout.contains("damaged"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("manifest unreadable"), "{stdout}");
+    let json = ldm_run(tmp.path(), &["ls", "runs", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["status"], "damaged");
+    assert!(
+        rows[0]["damage"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.json")
+    );
+}
