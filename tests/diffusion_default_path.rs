@@ -4,9 +4,9 @@
 //! shipped experiments' results and the resume tests stay valid through any refactor.
 
 use candle_core::{Device, Result, Tensor};
-use ldm_run::config::schema::{BetaSchedule, Prediction, SamplerKind};
-use ldm_run::diffusion::objective::{min_snr_weights, q_sample, target};
-use ldm_run::diffusion::sampler::{Denoiser, SamplerConfig, sample};
+use ldm_run::config::schema::BetaSchedule;
+use ldm_run::diffusion::objective::{Prediction, min_snr_weights, q_sample, target};
+use ldm_run::diffusion::samplers::{Denoiser, SamplerConfig, SamplerKind, Sigmas, Spacing, sample};
 use ldm_run::diffusion::schedule::NoiseSchedule;
 use ldm_run::rng::Rng;
 
@@ -27,8 +27,8 @@ struct Toy {
 }
 
 impl Denoiser for Toy {
-    fn predict(&self, x_t: &Tensor, t: usize) -> Result<Tensor> {
-        let gain = 0.5 + 0.4 * t as f64 / self.timesteps as f64;
+    fn predict(&self, x_t: &Tensor, t: f64) -> Result<Tensor> {
+        let gain = 0.5 + 0.4 * t / self.timesteps as f64;
         (x_t.tanh()? * gain)? + (x_t.sin()? * 0.1)?
     }
 }
@@ -56,11 +56,20 @@ fn default_samplers_are_pinned_bit_for_bit() {
             kind,
             steps,
             eta,
+            spacing: Spacing::Linspace,
+            sigmas: Sigmas::Schedule,
             prediction,
         };
         let mut rng = Rng::new(10 + i as u64);
         let x_t = noise(&mut rng);
-        let x0 = sample(&Toy { timesteps }, schedule, cfg, x_t, &mut rng).unwrap();
+        let sampled = sample(&Toy { timesteps }, schedule, cfg, x_t, &mut rng).unwrap();
+        let expected_nfe = if kind == SamplerKind::Ddpm {
+            timesteps
+        } else {
+            steps
+        };
+        assert_eq!(sampled.nfe, expected_nfe, "case {i}");
+        let x0 = sampled.x;
         let values: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
         assert!(values.iter().all(|v| v.is_finite()), "case {i}: {values:?}");
         got.push((fingerprint(&x0), rng.next_u64()));

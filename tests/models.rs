@@ -8,7 +8,7 @@ use ldm_run::config::schema::{
     AutoencoderConfig, ConditioningConfig, ConditioningKind, UnetConfig,
 };
 use ldm_run::diffusion::guidance::Guided;
-use ldm_run::diffusion::sampler::Denoiser;
+use ldm_run::diffusion::samplers::Denoiser;
 use ldm_run::models::autoencoder::AutoencoderKl;
 use ldm_run::models::unet::{UNet, UnetShape};
 use ldm_run::models::vae_blocks::AttnBlock;
@@ -206,7 +206,7 @@ fn guidance_at_scale_one_is_the_conditional_prediction() {
         uncond: Some(uncond.clone()),
         scale: 1.0,
     };
-    let g1 = guided.predict(&x, 250).unwrap();
+    let g1 = guided.predict(&x, 250.0).unwrap();
     assert_eq!(
         g1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         plain.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -216,7 +216,7 @@ fn guidance_at_scale_one_is_the_conditional_prediction() {
         scale: 3.0,
         ..guided
     }
-    .predict(&x, 250)
+    .predict(&x, 250.0)
     .unwrap();
     let u = unet.forward(&x, &t, Some(&uncond), None).unwrap();
     let want = (&u + ((&plain - &u).unwrap() * 3.0).unwrap()).unwrap();

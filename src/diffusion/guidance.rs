@@ -3,7 +3,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::sampler::Denoiser;
+use super::samplers::Denoiser;
 use crate::models::unet::UNet;
 use crate::parallel;
 
@@ -18,7 +18,7 @@ pub struct Guided<'a> {
 }
 
 impl Denoiser for Guided<'_> {
-    fn predict(&self, x_t: &Tensor, t: usize) -> Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: f64) -> Result<Tensor> {
         let b = x_t.dim(0)?;
         let forward = |x: &Tensor, ctx: Option<&Tensor>| {
             let n = x.dim(0)?;

@@ -250,7 +250,7 @@ impl Trainee for DiffusionTrainee<'_> {
         let x_t = q_sample(&self.schedule, &z0, &t, &noise)?;
         let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
         let target = target(
-            self.ctx.resolved.experiment.schedule.prediction,
+            self.ctx.resolved.experiment.schedule.prediction.into(),
             &self.schedule,
             &z0,
             &t,
@@ -259,7 +259,9 @@ impl Trainee for DiffusionTrainee<'_> {
         let schedule = &self.ctx.resolved.experiment.schedule;
         let weights = schedule
             .min_snr_gamma
-            .map(|gamma| min_snr_weights(schedule.prediction, &self.schedule, &t, gamma, dev))
+            .map(|gamma| {
+                min_snr_weights(schedule.prediction.into(), &self.schedule, &t, gamma, dev)
+            })
             .transpose()?;
         let shards = parallel::shards(b, dev);
         let dropout = st.dropout.children(shards.len());

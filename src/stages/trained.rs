@@ -10,7 +10,7 @@ use crate::conditioning::{Conditioner, Vocabulary};
 use crate::config::schema::{ConditioningKind, Experiment};
 use crate::config::{Resolved, SamplerSpec, StageSpec};
 use crate::diffusion::guidance::Guided;
-use crate::diffusion::sampler::{self, SamplerConfig};
+use crate::diffusion::samplers::{self, SamplerConfig, Sigmas, Spacing};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::classifier::Classifier;
@@ -244,17 +244,19 @@ impl Ldm {
             scale: s.guidance,
         };
         let cfg = SamplerConfig {
-            kind: s.sampler,
+            kind: s.sampler.into(),
             steps: s.steps,
             eta: s.eta,
-            prediction: self.experiment.schedule.prediction,
+            spacing: Spacing::Linspace,
+            sigmas: Sigmas::Schedule,
+            prediction: self.experiment.schedule.prediction.into(),
         };
         let x_t = Tensor::from_vec(
             rng.normal_vec(n * c * side * side),
             (n, c, side, side),
             device,
         )?;
-        let z0 = sampler::sample(&guided, &self.schedule, cfg, x_t, rng)?;
+        let z0 = samplers::sample(&guided, &self.schedule, cfg, x_t, rng)?.x;
         Ok(self
             .vae
             .decode_batched(&(z0 / self.scale_factor)?)?
