@@ -119,7 +119,7 @@ pub fn sampler(
                 "sigmas",
                 format!(
                     "karras needs a sampler that steps between any two noise levels (euler, \
-                     euler_ancestral); {kind} steps between \
+                     euler_ancestral, heun); {kind} steps between \
                      the schedule's own timesteps"
                 ),
             );
@@ -190,11 +190,7 @@ mod tests {
         };
         let cases: [(SamplerConfig, bool, Option<&str>); 9] = [
             (cfg(Ddim), false, None),
-            (
-                with(Euler, |c| c.steps = 1001),
-                false,
-                Some("sampler_steps"),
-            ),
+            (with(Heun, |c| c.steps = 1001), false, Some("sampler_steps")),
             (with(Ddim, |c| c.steps = 0), false, Some("sampler_steps")),
             (with(Ddpm, |c| c.steps = 5000), false, None),
             (with(Ddim, |c| c.eta = 0.5), false, None),
@@ -214,7 +210,7 @@ mod tests {
         for kind in [Ddim, Ddpm] {
             assert_eq!(key(sampler(&karras(kind), 1000, false)), Some("sigmas"));
         }
-        for kind in [Euler, EulerAncestral] {
+        for kind in [Euler, EulerAncestral, Heun] {
             assert_eq!(key(sampler(&karras(kind), 1000, false)), None, "{kind:?}");
             let v = SamplerConfig {
                 prediction: Prediction::V,

@@ -20,9 +20,11 @@
 //! | `ddpm`            | 1     | T (every step)   | yes   | no            |
 //! | `euler`           | 1     | N                | no    | yes           |
 //! | `euler_ancestral` | 1     | N                | yes   | yes           |
+//! | `heun`            | 2     | 2N - 1           | no    | yes           |
 
 mod ddim;
 mod ddpm;
+mod heun;
 mod levels;
 mod sigmas;
 mod spacing;
@@ -60,6 +62,8 @@ pub enum SamplerKind {
     Euler,
     /// Euler with ancestral noise (k-diffusion's `euler_ancestral`).
     EulerAncestral,
+    /// Heun's second-order method (Karras et al. 2022), two evaluations per step.
+    Heun,
 }
 
 impl SamplerKind {
@@ -90,7 +94,7 @@ pub trait Denoiser {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerConfig {
     pub kind: SamplerKind,
-    /// Levels visited: that many network evaluations. DDPM ignores it and
+    /// Levels visited: that many network evaluations (Heun 2 steps - 1). DDPM ignores it and
     /// takes every timestep.
     pub steps: usize,
     /// DDIM's eta: 0 deterministic, 1 the ancestral variance.
@@ -158,6 +162,7 @@ pub fn sample(
         SamplerKind::Ddim => ddim::run(&model, &levels(), cfg.eta, x, rng)?,
         SamplerKind::Euler => ddim::run(&model, &levels(), 0.0, x, rng)?,
         SamplerKind::EulerAncestral => ddim::run(&model, &levels(), 1.0, x, rng)?,
+        SamplerKind::Heun => heun::run(&model, &levels(), x)?,
     };
     Ok(Sampled {
         x,

@@ -102,6 +102,8 @@ fn deterministic_samplers_converge_at_their_order() {
         &[
             (SamplerKind::Ddim, Sigmas::Schedule, 0.9, 1.1),
             (SamplerKind::Euler, Sigmas::Karras, 0.9, 1.1),
+            (SamplerKind::Heun, Sigmas::Schedule, 1.85, 2.2),
+            (SamplerKind::Heun, Sigmas::Karras, 1.85, 2.3),
         ],
     );
 }
@@ -192,7 +194,11 @@ fn evaluations_are_counted_per_sample() {
     ] {
         assert_eq!(count(ten(kind), &problem.schedule), 10, "{kind:?}");
     }
+    assert_eq!(count(ten(SamplerKind::Heun), &problem.schedule), 19);
     assert_eq!(count(ten(SamplerKind::Ddpm), &problem.schedule), 1000);
+    // From a = 0 Heun takes a plain Euler step.
+    let zero_snr = linear().zero_terminal_snr();
+    assert_eq!(count(ten(SamplerKind::Heun), &zero_snr), 18);
 }
 
 #[test]
@@ -229,6 +235,7 @@ fn zero_terminal_snr_sampling_has_no_nan() {
         SamplerKind::Ddpm,
         SamplerKind::Euler,
         SamplerKind::EulerAncestral,
+        SamplerKind::Heun,
     ];
     for prediction in [Prediction::V, Prediction::X0] {
         let problem = Gaussian::new(schedule.clone(), prediction);
