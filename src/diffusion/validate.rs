@@ -102,8 +102,8 @@ pub fn sampler(
         return invalid(
             "eta",
             format!(
-                "applies to ddim only, not {kind}: euler_ancestral and ddpm always add their \
-                 full noise, the others none"
+                "applies to ddim only, not {kind}: euler_ancestral, dpmpp_2m_sde and ddpm always \
+                 add their full noise, the others none"
             ),
         );
     }
@@ -119,7 +119,7 @@ pub fn sampler(
                 "sigmas",
                 format!(
                     "karras needs a sampler that steps between any two noise levels (euler, \
-                     euler_ancestral, heun); {kind} steps between \
+                     euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde); {kind} steps between \
                      the schedule's own timesteps"
                 ),
             );
@@ -210,7 +210,7 @@ mod tests {
         for kind in [Ddim, Ddpm] {
             assert_eq!(key(sampler(&karras(kind), 1000, false)), Some("sigmas"));
         }
-        for kind in [Euler, EulerAncestral, Heun] {
+        for kind in [Euler, EulerAncestral, Heun, DpmSolver2m, DpmSolver2mSde] {
             assert_eq!(key(sampler(&karras(kind), 1000, false)), None, "{kind:?}");
             let v = SamplerConfig {
                 prediction: Prediction::V,

@@ -21,9 +21,12 @@
 //! | `euler`           | 1     | N                | no    | yes           |
 //! | `euler_ancestral` | 1     | N                | yes   | yes           |
 //! | `heun`            | 2     | 2N - 1           | no    | yes           |
+//! | `dpmpp_2m`        | 2     | N                | no    | yes           |
+//! | `dpmpp_2m_sde`    | 2     | N                | yes   | yes           |
 
 mod ddim;
 mod ddpm;
+mod dpm_solver;
 mod heun;
 mod levels;
 mod sigmas;
@@ -64,6 +67,12 @@ pub enum SamplerKind {
     EulerAncestral,
     /// Heun's second-order method (Karras et al. 2022), two evaluations per step.
     Heun,
+    /// DPM-Solver++(2M) (Lu et al. 2022), second order, one evaluation per step.
+    #[serde(rename = "dpmpp_2m")]
+    DpmSolver2m,
+    /// DPM-Solver++(2M) SDE: the stochastic second-order variant.
+    #[serde(rename = "dpmpp_2m_sde")]
+    DpmSolver2mSde,
 }
 
 impl SamplerKind {
@@ -163,6 +172,8 @@ pub fn sample(
         SamplerKind::Euler => ddim::run(&model, &levels(), 0.0, x, rng)?,
         SamplerKind::EulerAncestral => ddim::run(&model, &levels(), 1.0, x, rng)?,
         SamplerKind::Heun => heun::run(&model, &levels(), x)?,
+        SamplerKind::DpmSolver2m => dpm_solver::run(&model, &levels(), None, x)?,
+        SamplerKind::DpmSolver2mSde => dpm_solver::run(&model, &levels(), Some(rng), x)?,
     };
     Ok(Sampled {
         x,
