@@ -119,7 +119,7 @@ pub fn sampler(
                 "sigmas",
                 format!(
                     "karras needs a sampler that steps between any two noise levels (euler, \
-                     euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde); {kind} steps between \
+                     euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, unipc); {kind} steps between \
                      the schedule's own timesteps"
                 ),
             );
@@ -210,7 +210,14 @@ mod tests {
         for kind in [Ddim, Ddpm] {
             assert_eq!(key(sampler(&karras(kind), 1000, false)), Some("sigmas"));
         }
-        for kind in [Euler, EulerAncestral, Heun, DpmSolver2m, DpmSolver2mSde] {
+        for kind in [
+            Euler,
+            EulerAncestral,
+            Heun,
+            DpmSolver2m,
+            DpmSolver2mSde,
+            UniPc,
+        ] {
             assert_eq!(key(sampler(&karras(kind), 1000, false)), None, "{kind:?}");
             let v = SamplerConfig {
                 prediction: Prediction::V,

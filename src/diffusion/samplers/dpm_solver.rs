@@ -64,7 +64,7 @@ fn extrapolated(m: &Tensor, prev: Option<(f64, &Tensor)>, step: &Step) -> Result
 }
 
 /// One DPM-Solver++ ODE step from x (at the step's start, where the network read x_0 as `m`):
-/// 2M when the previous step's (h_p, m_p) is given, first order otherwise.
+/// 2M when the previous step's (h_p, m_p) is given, first order otherwise. UniPC predicts with it.
 pub(super) fn ode_step(
     x: &Tensor,
     m: &Tensor,

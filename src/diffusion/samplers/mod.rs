@@ -23,6 +23,7 @@
 //! | `heun`            | 2     | 2N - 1           | no    | yes           |
 //! | `dpmpp_2m`        | 2     | N                | no    | yes           |
 //! | `dpmpp_2m_sde`    | 2     | N                | yes   | yes           |
+//! | `unipc`           | 3     | N                | no    | yes           |
 
 mod ddim;
 mod ddpm;
@@ -31,6 +32,7 @@ mod heun;
 mod levels;
 mod sigmas;
 mod spacing;
+mod unipc;
 
 #[cfg(test)]
 mod gaussian;
@@ -73,6 +75,9 @@ pub enum SamplerKind {
     /// DPM-Solver++(2M) SDE: the stochastic second-order variant.
     #[serde(rename = "dpmpp_2m_sde")]
     DpmSolver2mSde,
+    /// UniPC with B(h) = e^h - 1 (bh2; Zhao et al. 2023), order 2 predictor and corrector.
+    #[serde(rename = "unipc")]
+    UniPc,
 }
 
 impl SamplerKind {
@@ -174,6 +179,7 @@ pub fn sample(
         SamplerKind::Heun => heun::run(&model, &levels(), x)?,
         SamplerKind::DpmSolver2m => dpm_solver::run(&model, &levels(), None, x)?,
         SamplerKind::DpmSolver2mSde => dpm_solver::run(&model, &levels(), Some(rng), x)?,
+        SamplerKind::UniPc => unipc::run(&model, &levels(), x)?,
     };
     Ok(Sampled {
         x,

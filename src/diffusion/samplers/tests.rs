@@ -105,6 +105,8 @@ fn deterministic_samplers_converge_at_their_order() {
             (SamplerKind::Heun, Sigmas::Schedule, 1.85, 2.2),
             (SamplerKind::Heun, Sigmas::Karras, 1.85, 2.3),
             (SamplerKind::DpmSolver2m, Sigmas::Karras, 1.85, 2.2),
+            // UniC lifts the order-2 predictor to 3.
+            (SamplerKind::UniPc, Sigmas::Karras, 2.7, 3.3),
         ],
     );
 }
@@ -116,7 +118,10 @@ fn deterministic_samplers_converge_at_their_order() {
 fn multistep_solvers_on_the_schedules_timesteps_reach_second_order_as_steps_grow() {
     check_orders(
         &[160, 320, 640],
-        &[(SamplerKind::DpmSolver2m, Sigmas::Schedule, 1.8, 2.2)],
+        &[
+            (SamplerKind::DpmSolver2m, Sigmas::Schedule, 1.8, 2.2),
+            (SamplerKind::UniPc, Sigmas::Schedule, 1.8, 2.5),
+        ],
     );
 }
 
@@ -207,6 +212,7 @@ fn evaluations_are_counted_per_sample() {
         SamplerKind::EulerAncestral,
         SamplerKind::DpmSolver2m,
         SamplerKind::DpmSolver2mSde,
+        SamplerKind::UniPc,
     ] {
         assert_eq!(count(ten(kind), &problem.schedule), 10, "{kind:?}");
     }
@@ -254,6 +260,7 @@ fn zero_terminal_snr_sampling_has_no_nan() {
         SamplerKind::Heun,
         SamplerKind::DpmSolver2m,
         SamplerKind::DpmSolver2mSde,
+        SamplerKind::UniPc,
     ];
     for prediction in [Prediction::V, Prediction::X0] {
         let problem = Gaussian::new(schedule.clone(), prediction);
