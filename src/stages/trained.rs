@@ -242,6 +242,7 @@ impl Ldm {
             cond,
             uncond,
             scale: s.guidance,
+            rescale: 0.0,
         };
         let cfg = SamplerConfig {
             kind: s.sampler.into(),
