@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 use crate::device::DeviceSpec;
-use crate::diffusion::sampler::SamplerKind;
+use crate::diffusion::samplers::SamplerKind;
 use crate::environment::Environment;
 use crate::resume::{ResumeRequest, ResumeTarget};
 

@@ -4,8 +4,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use ldm_run::conditioning::{Conditioner, ConditioningConfig, ConditioningKind, Vocabulary};
-use ldm_run::diffusion::guidance::Guided;
-use ldm_run::diffusion::sampler::Denoiser;
+use ldm_run::diffusion::guidance::{Guided, rescale_guided};
+use ldm_run::diffusion::samplers::Denoiser;
 use ldm_run::models::autoencoder::{AutoencoderConfig, AutoencoderKl};
 use ldm_run::models::unet::{UNet, UnetConfig, UnetShape};
 use ldm_run::models::vae_blocks::AttnBlock;
@@ -202,8 +202,9 @@ fn guidance_at_scale_one_is_the_conditional_prediction() {
         cond: Some(cond.clone()),
         uncond: Some(uncond.clone()),
         scale: 1.0,
+        rescale: 0.0,
     };
-    let g1 = guided.predict(&x, 250).unwrap();
+    let g1 = guided.predict(&x, 250.0).unwrap();
     assert_eq!(
         g1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         plain.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -213,18 +214,33 @@ fn guidance_at_scale_one_is_the_conditional_prediction() {
         scale: 3.0,
         ..guided
     }
-    .predict(&x, 250)
+    .predict(&x, 250.0)
     .unwrap();
     let u = unet.forward(&x, &t, Some(&uncond), None).unwrap();
     let want = (&u + ((&plain - &u).unwrap() * 3.0).unwrap()).unwrap();
-    let err: f32 = (g3 - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let max_err = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let err = max_err(&g3, &want);
+    assert!(err < 1e-4, "{err}");
+    // Guidance rescale acts on the guided output with the conditional one's spread.
+    let rescaled = Guided {
+        unet: &unet,
+        cond: Some(cond),
+        uncond: Some(uncond),
+        scale: 3.0,
+        rescale: 0.7,
+    }
+    .predict(&x, 250.0)
+    .unwrap();
+    let err = max_err(&rescaled, &rescale_guided(&want, &plain, 0.7).unwrap());
     assert!(err < 1e-4, "{err}");
 }
 

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use crate::conditioning::{ConditioningKind, prompts};
 use crate::config::error::closest;
 use crate::config::{self, Resolved, StageKind};
-use crate::diffusion::sampler::{SamplerKind, SamplerSettings};
+use crate::diffusion::samplers::{SamplerKind, SamplerSettings};
 use crate::environment::Environment;
 use crate::log::grid;
 use crate::plan::manifest::{Manifest, Status};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::sampler::{SamplerSettings, check_guidance};
+use crate::diffusion::samplers::{SamplerSettings, check_guidance};
 use crate::settings::Checks;
 use crate::train::{EmaSettings, TrainSettings};
 

@@ -107,6 +107,10 @@ impl NoiseSchedule {
                 .collect(),
             BetaSchedule::Cosine => cosine_betas(timesteps),
         };
+        Self::from_betas(betas)
+    }
+
+    fn from_betas(betas: Vec<f64>) -> Self {
         let alphas_cumprod = betas
             .iter()
             .scan(1.0, |acc, b| {
@@ -118,6 +122,30 @@ impl NoiseSchedule {
             betas,
             alphas_cumprod,
         }
+    }
+
+    /// The schedule rescaled to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise
+    /// Schedules and Sample Steps are Flawed", arXiv 2305.08891, Algorithm 1): sqrt(a_t) is
+    /// shifted and scaled so that sqrt(a_0) stays and sqrt(a_{T-1}) becomes 0, and the betas are
+    /// read back from the ratios, so beta_{T-1} = 1 and alphas_cumprod[T-1] == 0 exactly. The
+    /// last timestep is then pure noise, as sampling assumes; epsilon prediction cannot be read
+    /// back as x_0 there (see `validate::schedule`).
+    pub fn zero_terminal_snr(self) -> Self {
+        let roots: Vec<f64> = self.alphas_cumprod.iter().map(|a| a.sqrt()).collect();
+        let (first, last) = (roots[0], roots[roots.len() - 1]);
+        let rescaled: Vec<f64> = roots
+            .iter()
+            .map(|r| ((r - last) * first / (first - last)).powi(2))
+            .collect();
+        let betas = std::iter::once(1.0 - rescaled[0])
+            .chain(rescaled.windows(2).map(|w| 1.0 - w[1] / w[0]))
+            .collect();
+        Self::from_betas(betas)
+    }
+
+    /// Whether the last timestep is pure noise (alphas_cumprod[T-1] == 0).
+    pub fn has_zero_terminal_snr(&self) -> bool {
+        self.alphas_cumprod.last() == Some(&0.0)
     }
 
     pub fn timesteps(&self) -> usize {
@@ -203,6 +231,34 @@ mod tests {
         assert!(close(s.betas[999], 0.012, 1e-12));
         let mid = ((0.00085f64.sqrt() + 0.012f64.sqrt()) / 2.0).powi(2);
         assert!(close((s.betas[499] + s.betas[500]) / 2.0, mid, 1e-4));
+    }
+
+    #[test]
+    fn zero_terminal_snr_ends_in_pure_noise_and_keeps_the_start() {
+        for (kind, start, end) in [
+            (BetaSchedule::Linear, 1e-4, 0.02),
+            (BetaSchedule::ScaledLinear, 0.00085, 0.012),
+            (BetaSchedule::Cosine, 0.0, 0.0),
+        ] {
+            let plain = NoiseSchedule::new(kind, 1000, start, end);
+            let s = plain.clone().zero_terminal_snr();
+            assert!(!plain.has_zero_terminal_snr() && s.has_zero_terminal_snr());
+            assert_eq!(s.alphas_cumprod[999], 0.0, "{kind:?}");
+            assert_eq!(s.betas[999], 1.0, "{kind:?}");
+            assert!(close(s.alphas_cumprod[0], plain.alphas_cumprod[0], 1e-12));
+            assert!(
+                s.betas[..999].iter().all(|&b| b > 0.0 && b < 1.0),
+                "{kind:?}"
+            );
+            assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]), "{kind:?}");
+            // sqrt(a_t) is an affine map of the old one: check it at the middle.
+            let (r0, rl) = (
+                plain.alphas_cumprod[0].sqrt(),
+                plain.alphas_cumprod[999].sqrt(),
+            );
+            let mid = (plain.alphas_cumprod[500].sqrt() - rl) * r0 / (r0 - rl);
+            assert!(close(s.alphas_cumprod[500].sqrt(), mid, 1e-9), "{kind:?}");
+        }
     }
 
     #[test]

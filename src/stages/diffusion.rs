@@ -20,7 +20,7 @@ use crate::conditioning::{Conditioner, Vocabulary, prompts};
 use crate::config::stage::{DiffusionStage, PromptGrid};
 use crate::data::{BatchOrder, Split};
 use crate::diffusion::objective::{min_snr_weights, q_sample, target};
-use crate::diffusion::sampler::SamplerSettings;
+use crate::diffusion::samplers::SamplerSettings;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::log::{StageEvents, grid};
 use crate::models::autoencoder::AutoencoderKl;

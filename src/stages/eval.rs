@@ -27,7 +27,7 @@ use super::pipeline::Ldm;
 use crate::conditioning::prompts;
 use crate::config::stage::EvalStage;
 use crate::data::{Dataset, Split};
-use crate::diffusion::sampler::SamplerSettings;
+use crate::diffusion::samplers::SamplerSettings;
 use crate::log::{Progress, grid};
 use crate::metrics::accuracy::Accuracy;
 use crate::metrics::frechet::{self, Gaussian};

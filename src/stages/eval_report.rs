@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::diffusion::sampler::SamplerKind;
+use crate::diffusion::samplers::SamplerKind;
 use crate::metrics::accuracy::ClassAccuracy;
 
 /// The settings a measurement was made with.
@@ -109,10 +109,7 @@ impl EvalReport {
             "{} samples of `{}` ({} {} steps, eta {}, guidance {}), judged by `{}`\n",
             s.samples,
             self.diffusion_stage,
-            match s.sampler {
-                SamplerKind::Ddim => "DDIM",
-                SamplerKind::Ddpm => "DDPM",
-            },
+            s.sampler.as_str(),
             s.sampler_steps,
             s.eta,
             s.guidance,

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use crate::conditioning::{Conditioner, Vocabulary};
 use crate::config::Experiment;
 use crate::diffusion::guidance::Guided;
-use crate::diffusion::sampler::{self, SamplerConfig, SamplerSettings};
+use crate::diffusion::samplers::{self, SamplerConfig, SamplerSettings, Sigmas, Spacing};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::unet::UNet;
@@ -82,11 +82,14 @@ impl Ldm {
             cond,
             uncond,
             scale: s.guidance,
+            rescale: 0.0,
         };
         let cfg = SamplerConfig {
             kind: s.sampler,
             steps: s.sampler_steps,
             eta: s.eta,
+            spacing: Spacing::Linspace,
+            sigmas: Sigmas::Schedule,
             prediction: self.experiment.schedule.prediction,
         };
         let x_t = Tensor::from_vec(
@@ -94,7 +97,7 @@ impl Ldm {
             (n, c, side, side),
             device,
         )?;
-        let z0 = sampler::sample(&guided, &self.schedule, cfg, x_t, rng)?;
+        let z0 = samplers::sample(&guided, &self.schedule, cfg, x_t, rng)?.x;
         Ok(self
             .vae
             .decode_batched(&(z0 / self.scale_factor)?)?
