@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::config::diff::{KeyDiff, diff, diff_values, is_training_relevant};
 use crate::config::{self, Resolved};
@@ -135,26 +135,7 @@ pub fn prepare(
     env: &Environment,
     planning: &Planning,
 ) -> anyhow::Result<Prepared> {
-    let run = RunDir::open(dir);
-    if !run.root.is_dir() {
-        bail!(
-            "{} is not a folder; give a run folder such as runs/<experiment>/<timestamp>",
-            run.root.display()
-        );
-    }
-    let manifest = Manifest::load(&run.root).with_context(|| {
-        format!(
-            "{} is not a readable ldm-run run folder",
-            run.root.display()
-        )
-    })?;
-    let saved =
-        config::resolve(&run.config(), &Environment::default(), &[]).with_context(|| {
-            format!(
-                "cannot read the run's configuration {}",
-                run.config().display()
-            )
-        })?;
+    let (run, manifest, saved) = RunDir::open_existing(dir)?;
     let edited = match &manifest.config {
         Some(recorded) => diff_values(recorded, &saved.experiment_json()),
         None => Vec::new(),

@@ -4,13 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::conditioning::{ConditioningKind, prompts};
 use crate::config::error::closest;
-use crate::config::{self, Resolved, StageKind};
+use crate::config::{Resolved, StageKind};
 use crate::diffusion::samplers::{SamplerKind, SamplerSettings};
-use crate::environment::Environment;
 use crate::log::grid;
 use crate::plan::manifest::{Manifest, Status};
 use crate::plan::run_dir::RunDir;
@@ -124,26 +123,7 @@ fn out_path(args: &SampleArgs, run: &RunDir, stage: &str) -> anyhow::Result<Path
 
 /// Writes the grid and its prompts; returns the PNG path.
 pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
-    let run = RunDir::open(&args.run_dir);
-    if !run.root.is_dir() {
-        bail!(
-            "{} is not a folder; give a run folder such as runs/<experiment>/<timestamp> (ldm-run ls lists them)",
-            run.root.display()
-        );
-    }
-    let manifest = Manifest::load(&run.root).with_context(|| {
-        format!(
-            "{} is not a readable ldm-run run folder",
-            run.root.display()
-        )
-    })?;
-    let resolved =
-        config::resolve(&run.config(), &Environment::default(), &[]).with_context(|| {
-            format!(
-                "cannot read the run's configuration {}",
-                run.config().display()
-            )
-        })?;
+    let (run, manifest, resolved) = RunDir::open_existing(&args.run_dir)?;
     let (model, stage_settings) = pick_stage(&resolved, &manifest, args.stage.as_deref(), &run)?;
     let spec = settings(
         args,

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::load::Layered;
+use crate::settings::Invalid;
+
 /// One problem found in the layered configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -17,6 +20,54 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: key `{}`: {}", self.source, self.key, self.message)
+    }
+}
+
+/// Collects problems, naming the source of each key through the layers it came from.
+pub struct Problems<'a> {
+    layered: &'a Layered,
+    pub problems: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    pub fn new(layered: &'a Layered) -> Self {
+        Self {
+            layered,
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn fail(&mut self, key: &str, message: String) {
+        self.problems.push(Problem {
+            source: self.layered.source_of(key),
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// The invalid values of the settings table at `table`.
+    pub fn table(&mut self, table: &str, invalid: Vec<Invalid>) {
+        for i in invalid {
+            self.fail(&format!("{table}.{}", i.key), i.message);
+        }
+    }
+
+    /// The first of `keys` some layer sets (the likeliest cause of a problem between them),
+    /// else the first.
+    pub fn blame<'k>(&self, keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|k| self.layered.figment.find_metadata(k).is_some())
+            .unwrap_or(keys[0])
+    }
+
+    /// `Ok` when nothing was found, else every problem.
+    pub fn into_result(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.problems))
+        }
     }
 }
 

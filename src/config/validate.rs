@@ -1,47 +1,14 @@
 //! The checks of a resolved experiment, each naming the key and the layer it came from: every
 //! settings type's own checks, and those that need two sections at once.
 
-use super::error::Problem;
+use super::error::{Problem, Problems};
 use super::load::Layered;
 use super::schema::Experiment;
 use super::stage::{StageKind, StageSpec};
 use crate::conditioning::ConditioningKind;
-use crate::settings::Invalid;
 
 /// Longest experiment or stage name (the first is a folder name, with sweep suffixes).
 pub const MAX_NAME: usize = 200;
-
-/// Collects problems, naming the source of each key through the layered figment.
-struct Checker<'a> {
-    layered: &'a Layered,
-    problems: Vec<Problem>,
-}
-
-impl Checker<'_> {
-    fn fail(&mut self, key: &str, message: String) {
-        self.problems.push(Problem {
-            source: self.layered.source_of(key),
-            key: key.to_string(),
-            message,
-        });
-    }
-
-    /// The invalid values of the settings table at `table`.
-    fn table(&mut self, table: &str, invalid: Vec<Invalid>) {
-        for i in invalid {
-            self.fail(&format!("{table}.{}", i.key), i.message);
-        }
-    }
-
-    /// The first of `keys` some layer sets (the likeliest cause of a problem between them),
-    /// else the first.
-    fn blame<'k>(&self, keys: &[&'k str]) -> &'k str {
-        keys.iter()
-            .copied()
-            .find(|k| self.layered.figment.find_metadata(k).is_some())
-            .unwrap_or(keys[0])
-    }
-}
 
 /// Every resolution a network with `levels` levels sees, starting at `size`.
 fn resolutions(size: usize, levels: usize) -> Vec<usize> {
@@ -50,10 +17,7 @@ fn resolutions(size: usize, levels: usize) -> Vec<usize> {
 
 /// Checks the resolved `e`; problems name the keys as `layered` knows their sources.
 pub fn check(e: &Experiment, layered: &Layered) -> Vec<Problem> {
-    let mut c = Checker {
-        layered,
-        problems: Vec::new(),
-    };
+    let mut c = Problems::new(layered);
     names(&mut c, e);
     c.table("dataset", e.dataset.check().into_vec());
     c.table("autoencoder", e.autoencoder.check().into_vec());
@@ -76,7 +40,7 @@ pub fn check(e: &Experiment, layered: &Layered) -> Vec<Problem> {
     c.problems
 }
 
-fn names(c: &mut Checker, e: &Experiment) {
+fn names(c: &mut Problems, e: &Experiment) {
     let name = &e.experiment.name;
     let safe = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
     if name.is_empty() || !name.chars().all(safe) || name.starts_with('.') {
@@ -106,7 +70,7 @@ fn names(c: &mut Checker, e: &Experiment) {
 }
 
 /// Checks `[autoencoder]` against the image and returns the latent side, if consistent.
-fn autoencoder_against_image(c: &mut Checker, e: &Experiment) -> Option<usize> {
+fn autoencoder_against_image(c: &mut Problems, e: &Experiment) -> Option<usize> {
     let a = &e.autoencoder;
     let size = e.dataset.image_size;
     let halvings = a.halvings();
@@ -135,7 +99,7 @@ fn autoencoder_against_image(c: &mut Checker, e: &Experiment) -> Option<usize> {
     Some(a.latent_shape(size).side)
 }
 
-fn unet_against_latent(c: &mut Checker, e: &Experiment, latent: Option<usize>) {
+fn unet_against_latent(c: &mut Problems, e: &Experiment, latent: Option<usize>) {
     let u = &e.unet;
     if let Some(wanted) = u.latent_channels
         && wanted != e.autoencoder.embed_dim
@@ -186,7 +150,7 @@ fn unet_against_latent(c: &mut Checker, e: &Experiment, latent: Option<usize>) {
     }
 }
 
-fn conditioning_against_unet(c: &mut Checker, e: &Experiment) {
+fn conditioning_against_unet(c: &mut Problems, e: &Experiment) {
     let k = &e.conditioning;
     if k.kind != ConditioningKind::Text {
         return;
@@ -214,7 +178,7 @@ fn conditioning_against_unet(c: &mut Checker, e: &Experiment) {
     }
 }
 
-fn stages_against_data(c: &mut Checker, e: &Experiment) {
+fn stages_against_data(c: &mut Problems, e: &Experiment) {
     for (name, stage) in &e.stages {
         if stage.spec.kind() == StageKind::Classifier && !e.dataset.image_size.is_multiple_of(4) {
             c.fail(

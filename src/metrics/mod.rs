@@ -3,5 +3,6 @@
 pub mod accuracy;
 pub mod eigen;
 pub mod frechet;
+pub mod kid;
 pub mod psnr;
 pub mod ssim;

@@ -9,7 +9,8 @@ use super::memory;
 use super::task::Task;
 use crate::conditioning::prompts;
 use crate::conditioning::{ConditioningKind, Vocabulary};
-use crate::config::{ConfigError, Problem, Resolved};
+use crate::config::error::Problems;
+use crate::config::{ConfigError, Resolved};
 use crate::models::clip_text::{self, ClipText};
 use crate::models::lpips::{self, Lpips};
 use crate::nn::weights_file::WeightsFile;
@@ -25,38 +26,19 @@ pub enum MemoryCheck {
     Skip,
 }
 
-/// Collects problems with the sources of their keys.
-struct Found<'a> {
-    resolved: &'a Resolved,
-    problems: Vec<Problem>,
-}
-
-impl Found<'_> {
-    fn fail(&mut self, key: &str, message: String) {
-        self.problems.push(Problem {
-            source: self.resolved.source_of(key),
-            key: key.to_string(),
-            message,
-        });
-    }
-}
-
 /// Checks the planned `tasks` of `resolved`.
 pub fn check(
     resolved: &Resolved,
     tasks: &[(String, Task)],
     memory_check: MemoryCheck,
 ) -> Result<(), ConfigError> {
-    let mut f = Found {
-        resolved,
-        problems: Vec::new(),
-    };
+    let mut f = Problems::new(&resolved.layered);
     let e = &resolved.experiment;
     let classes = match crate::data::class_names(&e.dataset) {
         Ok(c) => c,
         Err(err) => {
             f.fail("dataset.root", err.to_string());
-            return Err(ConfigError::Invalid(f.problems));
+            return f.into_result();
         }
     };
     let vocab = Vocabulary::for_classes(&classes, e.conditioning.max_tokens);
@@ -81,26 +63,34 @@ pub fn check(
             }
             Task::Diffusion { spec, .. } => {
                 if let Some(path) = &spec.grid.prompts_file {
-                    prompt_file(&mut f, &key("prompts_file"), path, &vocab);
+                    prompt_file(
+                        &mut f,
+                        e.conditioning.kind,
+                        &key("prompts_file"),
+                        path,
+                        &vocab,
+                    );
                 }
             }
             Task::Sample { spec, .. } => {
                 if let Some(path) = &spec.grid.prompts_file {
-                    prompt_file(&mut f, &key("prompts_file"), path, &vocab);
+                    prompt_file(
+                        &mut f,
+                        e.conditioning.kind,
+                        &key("prompts_file"),
+                        path,
+                        &vocab,
+                    );
                 }
             }
             _ => {}
         }
     }
-    let clip = clip_files(&mut f);
+    let clip = clip_files(&mut f, resolved);
     if f.problems.is_empty() && memory_check == MemoryCheck::Refuse {
-        memory_fits(&mut f, tasks, &classes, clip);
+        memory_fits(&mut f, resolved, tasks, &classes, clip);
     }
-    if f.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(f.problems))
-    }
+    f.into_result()
 }
 
 /// The header of an LPIPS weights file: every tensor the network needs, with its shape.
@@ -112,8 +102,8 @@ fn lpips_header(path: &Path) -> Result<(), String> {
 
 /// The CLIP weights' header and tokenizer, checked against `[unet]` and `[conditioning]`;
 /// returns the text tower's parameter count.
-fn clip_files(f: &mut Found) -> usize {
-    let c = &f.resolved.experiment.conditioning;
+fn clip_files(f: &mut Problems, resolved: &Resolved) -> usize {
+    let c = &resolved.experiment.conditioning;
     let (ConditioningKind::Clip, Some(weights), Some(tokenizer)) =
         (c.kind, &c.clip_weights, &c.clip_tokenizer)
     else {
@@ -132,7 +122,7 @@ fn clip_files(f: &mut Found) -> usize {
     let elements = file.elements();
     match ClipText::load(file, tokenizer) {
         Ok(clip) => {
-            let context = f.resolved.experiment.unet.context_dim;
+            let context = resolved.experiment.unet.context_dim;
             if clip.width != context {
                 f.fail(
                     "unet.context_dim",
@@ -145,7 +135,7 @@ fn clip_files(f: &mut Found) -> usize {
                     ),
                 );
             }
-            let tokens = f.resolved.experiment.conditioning.max_tokens;
+            let tokens = resolved.experiment.conditioning.max_tokens;
             if let Some(p) = positions
                 && tokens > p
             {
@@ -164,8 +154,13 @@ fn clip_files(f: &mut Found) -> usize {
 }
 
 /// A prompt file: readable UTF-8 text, not empty, every word a prompt the conditioning knows.
-fn prompt_file(f: &mut Found, key: &str, path: &Path, vocab: &Vocabulary) {
-    let kind = f.resolved.experiment.conditioning.kind;
+fn prompt_file(
+    f: &mut Problems,
+    kind: ConditioningKind,
+    key: &str,
+    path: &Path,
+    vocab: &Vocabulary,
+) {
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_PROMPT_FILE => {
             f.fail(
@@ -201,11 +196,17 @@ fn prompt_file(f: &mut Found, key: &str, path: &Path, vocab: &Vocabulary) {
 }
 
 /// Refuses the stages whose memory estimate is above what this machine has available.
-fn memory_fits(f: &mut Found, tasks: &[(String, Task)], classes: &[String], clip: usize) {
+fn memory_fits(
+    f: &mut Problems,
+    resolved: &Resolved,
+    tasks: &[(String, Task)],
+    classes: &[String],
+    clip: usize,
+) {
     let Some(available) = memory::available() else {
         return;
     };
-    let e = &f.resolved.experiment;
+    let e = &resolved.experiment;
     let Ok(counts) = crate::data::counts(&e.dataset) else {
         return;
     };

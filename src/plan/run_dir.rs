@@ -4,7 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
+
+use super::manifest::Manifest;
+use crate::config::{self, Resolved};
+use crate::environment::Environment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
@@ -60,6 +65,33 @@ impl RunDir {
         Self {
             root: root.to_path_buf(),
         }
+    }
+
+    /// An existing run with its manifest and the configuration its `config.toml` holds (read
+    /// without the environment or `--set`: as the run wrote it, or as someone edited it).
+    pub fn open_existing(root: &Path) -> anyhow::Result<(Self, Manifest, Resolved)> {
+        let run = Self::open(root);
+        if !run.root.is_dir() {
+            anyhow::bail!(
+                "{} is not a folder; give a run folder such as runs/<experiment>/<timestamp> \
+                 (ldm-run ls lists them)",
+                run.root.display()
+            );
+        }
+        let manifest = Manifest::load(&run.root).with_context(|| {
+            format!(
+                "{} is not a readable ldm-run run folder",
+                run.root.display()
+            )
+        })?;
+        let saved =
+            config::resolve(&run.config(), &Environment::default(), &[]).with_context(|| {
+                format!(
+                    "cannot read the run's configuration {}",
+                    run.config().display()
+                )
+            })?;
+        Ok((run, manifest, saved))
     }
 
     pub fn config(&self) -> PathBuf {
