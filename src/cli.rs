@@ -118,6 +118,10 @@ pub enum Command {
     Ls {
         #[arg(default_value = "runs", value_name = "RUNS_DIR")]
         runs_dir: PathBuf,
+        /// Metric columns, by name (`accuracy`, `test/psnr`) or full key (`eval/frechet`);
+        /// default: accuracy, frechet, kid, test/psnr, best_step.
+        #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
+        metrics: Vec<String>,
         /// Print JSON instead of a table (for scripts).
         #[arg(long)]
         json: bool,
@@ -299,15 +303,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
             commands::bench::run(&resolved, &args, &device)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Ls { runs_dir, json }) => {
-            let rows = commands::ls::rows(&runs_dir)?;
-            let text = if json {
-                format!("{}\n", serde_json::to_string_pretty(&rows)?)
-            } else if rows.is_empty() {
-                format!("no runs under {}\n", runs_dir.display())
-            } else {
-                commands::ls::render(&rows)
-            };
+        Some(Command::Ls {
+            runs_dir,
+            metrics,
+            json,
+        }) => {
+            let text = commands::ls::text(&runs_dir, &metrics, json)?;
             commands::print_out(&text)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -202,6 +202,13 @@ fn ls_lists_a_run_with_a_damaged_manifest_as_damaged() {
         "{stdout}"
     );
     assert!(stdout.contains("manifest unreadable"), "{stdout}");
+    let asked = ldm_run(tmp.path(), &["ls", "runs", "--metrics", "accuracy,psnr"]);
+    assert!(!asked.status.success(), "{}", text(&asked));
+    assert!(
+        text(&asked).contains("no run has a metric 'accuracy'; the runs have: none yet"),
+        "{}",
+        text(&asked)
+    );
     let json = ldm_run(tmp.path(), &["ls", "runs", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(rows[0]["status"], "damaged");

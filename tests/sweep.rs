@@ -131,6 +131,32 @@ fn sweep_shares_the_autoencoder_and_reruns_train_nothing() {
         "{table}"
     );
     assert!(table.contains("(reused: vae,clf)"), "{table}");
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("eval/accuracy")
+            && header.contains("eval/frechet")
+            && header.contains("vae/test/psnr"),
+        "the default metric columns: {table}"
+    );
+    let chosen = ldm_run(
+        &repo(),
+        &[
+            "ls",
+            runs.to_str().unwrap(),
+            "--metrics",
+            "test/ssim,frechet",
+        ],
+    );
+    let chosen = String::from_utf8_lossy(&chosen.stdout);
+    assert!(
+        chosen
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("vae/test/ssim  eval/frechet")
+            && !chosen.contains("accuracy"),
+        "{chosen}"
+    );
     let json: Value =
         serde_json::from_slice(&ldm_run(&repo(), &["ls", runs.to_str().unwrap(), "--json"]).stdout)
             .unwrap();

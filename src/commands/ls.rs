@@ -1,5 +1,6 @@
-//! `ldm-run ls [RUNS_DIR] [--json]`: the runs under a runs folder, newest first, with their
-//! status, stages, steps and final metrics.
+//! `ldm-run ls [RUNS_DIR] [--metrics a,b] [--json]`: the runs under a runs folder, newest
+//! first, with their status, stages, steps and the few final metrics that compare runs in
+//! aligned columns (`--json` gives every metric).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -111,22 +112,85 @@ pub fn rows(runs_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
     Ok(rows)
 }
 
-fn metric_text(metrics: &BTreeMap<String, f64>) -> String {
-    let parts: Vec<String> = metrics
-        .iter()
-        .map(|(k, v)| format!("{k} {}", crate::log::format_value(*v)))
-        .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(", ")
+/// The metric columns `ls` shows when none are asked for: what compares runs at a glance.
+pub const DEFAULT_METRICS: &[&str] = &["accuracy", "frechet", "kid", "test/psnr", "best_step"];
+
+/// The columns for metric `name`: every key some row has that is `name` itself or
+/// `<stage>/<name>` (`accuracy` gives `clf/accuracy` and `eval/accuracy`), in the order met.
+fn columns_for(name: &str, rows: &[RunRow]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in rows {
+        for key in r.metrics.keys() {
+            let matches = key == name || key.split_once('/').is_some_and(|(_, rest)| rest == name);
+            if matches && !out.contains(key) {
+                out.push(key.clone());
+            }
+        }
     }
+    out
 }
 
-/// The rows as an aligned text table.
-pub fn render(rows: &[RunRow]) -> String {
-    let header = ["experiment", "run", "status", "stages", "steps", "metrics"];
-    let cells: Vec<[String; 6]> = rows
+/// The metric columns for `asked` (empty: [`DEFAULT_METRICS`], those no run has left out).
+/// A name asked for that no run has is refused, with the names the runs do have.
+pub fn columns(rows: &[RunRow], asked: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    if asked.is_empty() {
+        for name in DEFAULT_METRICS {
+            out.extend(columns_for(name, rows));
+        }
+        return Ok(out);
+    }
+    for name in asked {
+        let found = columns_for(name, rows);
+        if found.is_empty() && !rows.is_empty() {
+            let known: std::collections::BTreeSet<&str> = rows
+                .iter()
+                .flat_map(|r| r.metrics.keys())
+                .map(|k| k.split_once('/').map_or(k.as_str(), |(_, rest)| rest))
+                .collect();
+            let known: Vec<&str> = known.into_iter().collect();
+            let hint = crate::config::error::closest(name, &known)
+                .map_or(String::new(), |c| format!(" (did you mean '{c}'?)"));
+            anyhow::bail!(
+                "ls --metrics: no run has a metric '{name}'{hint}; the runs have: {}",
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        for key in found {
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What `ls` prints for the runs under `runs_dir`: `--json` gives every field of every run,
+/// else a table with the metric columns `asked` (see [`columns`]).
+pub fn text(runs_dir: &Path, asked: &[String], json: bool) -> anyhow::Result<String> {
+    let rows = rows(runs_dir)?;
+    if json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&rows)?));
+    }
+    let columns = columns(&rows, asked)?;
+    if rows.is_empty() {
+        return Ok(format!("no runs under {}\n", runs_dir.display()));
+    }
+    Ok(render(&rows, &columns))
+}
+
+/// The rows as an aligned text table: experiment, run, status, stages, steps, and one column
+/// per metric key of `metric_columns` (`-` where a run has none).
+pub fn render(rows: &[RunRow], metric_columns: &[String]) -> String {
+    let mut header: Vec<String> = ["experiment", "run", "status", "stages", "steps"]
+        .map(String::from)
+        .to_vec();
+    header.extend(metric_columns.iter().cloned());
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let run = r
@@ -143,36 +207,41 @@ pub fn render(rows: &[RunRow]) -> String {
                     r.reused.join(",")
                 )
             };
-            let metrics = match &r.damage {
-                Some(why) => format!("manifest unreadable: {why}"),
-                None => metric_text(&r.metrics),
+            let status = match &r.damage {
+                Some(why) => format!("damaged (manifest unreadable: {why})"),
+                None => r.status.clone(),
             };
-            [
+            let mut row = vec![
                 r.experiment.clone(),
                 run,
-                r.status.clone(),
+                status,
                 stages,
                 r.steps.join(", "),
-                metrics,
-            ]
+            ];
+            row.extend(metric_columns.iter().map(|k| {
+                r.metrics
+                    .get(k)
+                    .map_or_else(|| "-".to_string(), |v| crate::log::format_value(*v))
+            }));
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
+            *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
     let line = |out: &mut String, row: &[String]| {
         let padded: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c:w$}"))
             .collect();
         let _ = writeln!(out, "{}", padded.join("  ").trim_end());
     };
-    line(&mut out, &header.map(String::from));
+    line(&mut out, &header);
     for row in &cells {
         line(&mut out, row);
     }
@@ -215,8 +284,31 @@ mod tests {
             config: None,
         };
         let row = RunRow::of(Path::new("runs/exp/2026-01-01T00-00-00"), &m);
-        let text = render(&[row]);
-        assert!(text.starts_with("experiment  run"), "{text}");
-        assert!(text.contains("exp         2026-01-01T00-00-00  finished  1/1 (reused: vae)  vae 10/10  vae/test/psnr 25.2"), "{text}");
+        let rows = [row];
+        let asked = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let cols = columns(&rows, &asked(&["test/psnr", "vae/test/psnr"])).unwrap();
+        assert_eq!(
+            cols,
+            ["vae/test/psnr"],
+            "one column for two names of one key"
+        );
+        let text = render(&rows, &cols);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "experiment  run                  status    stages             steps      vae/test/psnr"
+        );
+        assert_eq!(
+            lines[1],
+            "exp         2026-01-01T00-00-00  finished  1/1 (reused: vae)  vae 10/10  25.2"
+        );
+        assert_eq!(columns(&rows, &[]).unwrap(), ["vae/test/psnr"]);
+        let err = columns(&rows, &asked(&["test/psnrr"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no run has a metric 'test/psnrr'"), "{err}");
+        assert!(err.contains("did you mean 'test/psnr'?"), "{err}");
+        let none = render(&rows, &[]);
+        assert!(!none.contains("kid"), "no column without a value: {none}");
     }
 }

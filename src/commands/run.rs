@@ -214,7 +214,7 @@ pub fn run(req: &Request, env: &Environment) -> anyhow::Result<bool> {
         }
     }
     if all.len() > 1 {
-        eprintln!("\n{}", ls::render(&rows));
+        eprintln!("\n{}", ls::render(&rows, &ls::columns(&rows, &[])?));
     }
     Ok(all_finished)
 }
