@@ -210,6 +210,10 @@ pub enum Command {
         guidance: Option<f64>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Checkpoint of the diffusion stage: `last`, `best` (kept by its `keep_best`) or a
+        /// step its rotation kept.
+        #[arg(long, default_value = "last", value_name = "last|best|STEP")]
+        checkpoint: crate::train::choice::CheckpointChoice,
         /// Output PNG (the prompts go beside it as .txt).
         #[arg(long, value_name = "FILE.png")]
         out: Option<PathBuf>,
@@ -357,6 +361,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             eta,
             guidance,
             seed,
+            checkpoint,
             out,
         }) => {
             let args = commands::sample::SampleArgs {
@@ -369,6 +374,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 eta,
                 guidance,
                 seed,
+                checkpoint,
                 out,
             };
             let path = commands::sample::run(&args)?;

@@ -637,6 +637,80 @@ fn file_cases() -> Vec<Case> {
             ],
         ),
         c(
+            "keep_best without eval_every",
+            Exp::Replace(&[(
+                "ema_decay = 0.99",
+                "ema_decay = 0.99\nkeep_best = \"held_out/loss\"",
+            )]),
+            &["key `stages.ldm.keep_best`", "set eval_every"],
+        ),
+        c(
+            "keep_best of a metric the stage does not measure",
+            Exp::Replace(&[(
+                "ema_decay = 0.99",
+                "ema_decay = 0.99\neval_every = 10\nkeep_best = \"held_out/psnr\"",
+            )]),
+            &[
+                "key `stages.ldm.keep_best`",
+                "expected one of: held_out/loss",
+            ],
+        ),
+        c(
+            "no held-out images",
+            Exp::Replace(&[(
+                "eval_images = 200\n\n[stages.ldm]",
+                "eval_images = 200\neval_every = 10\nheld_out_images = 0\n\n[stages.ldm]",
+            )]),
+            &["key `stages.vae.held_out_images`", "must be at least 1"],
+        ),
+        c(
+            "held-out keys on a classifier",
+            Exp::Replace(&[("steps = 20\n", "steps = 20\neval_every = 5\n")]),
+            &[
+                "key `stages.clf.eval_every`",
+                "it is a setting of `autoencoder` and `diffusion` stages",
+            ],
+        ),
+        c(
+            "checkpoint best of a stage that keeps none",
+            Exp::Replace(&[(
+                "[stages.sample]\nkind = \"sample\"",
+                "[stages.sample]\nkind = \"sample\"\ncheckpoint = \"best\"",
+            )]),
+            &["key `stages.sample.checkpoint`", "set stages.ldm.keep_best"],
+        ),
+        c(
+            "checkpoint of a step the rotation deletes",
+            Exp::Replace(&[(
+                "[stages.sample]\nkind = \"sample\"",
+                "[stages.sample]\nkind = \"sample\"\ncheckpoint = 10",
+            )]),
+            &[
+                "key `stages.sample.checkpoint`",
+                "keeps no checkpoint of step 10",
+                "keeps steps 20, 30",
+            ],
+        ),
+        c(
+            "checkpoint named by a word",
+            Exp::Replace(&[(
+                "[stages.sample]\nkind = \"sample\"",
+                "[stages.sample]\nkind = \"sample\"\ncheckpoint = \"newest\"",
+            )]),
+            &[
+                "stages.sample.checkpoint",
+                "expected \"last\", \"best\" or a step number",
+            ],
+        ),
+        c(
+            "checkpoint of a negative step",
+            Exp::Replace(&[(
+                "[stages.eval]\nkind = \"eval\"",
+                "[stages.eval]\nkind = \"eval\"\ncheckpoint = -5",
+            )]),
+            &["stages.eval.checkpoint", "step -5 is negative"],
+        ),
+        c(
             "no checkpoints kept",
             Exp::Replace(&[("keep_checkpoints = 2", "keep_checkpoints = 0")]),
             &["key `stages.vae.keep_checkpoints`", "must be at least 1"],
@@ -1165,6 +1239,38 @@ fn run_cases() -> Vec<Case> {
             "sample with zero steps",
             &["sample", "{run}", "--prompts", "one", "--steps", "0"],
             &["--steps: must be at least 1", "nothing was written"],
+        ),
+        c(
+            "sample from a best checkpoint never kept",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--checkpoint",
+                "best",
+            ],
+            &["stage `ldm` kept no best checkpoint", "keep_best"],
+        ),
+        c(
+            "sample from a step with no checkpoint",
+            &["sample", "{run}", "--prompts", "one", "--checkpoint", "7"],
+            &["stage `ldm` has no checkpoint of step 7; it kept steps 20, 30"],
+        ),
+        c(
+            "sample from a checkpoint named by a word",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--checkpoint",
+                "newest",
+            ],
+            &[
+                "--checkpoint",
+                "expected \"last\", \"best\" or a step number",
+            ],
         ),
         c(
             "sample with a negative eta",

@@ -26,7 +26,22 @@ const SETTINGS: &[&str] = &[
     "stages.ldm.keep_checkpoints=3",
     "--set",
     "logging.sample_every=12",
+    "--set",
+    "stages.vae.eval_every=8",
+    "--set",
+    "stages.vae.held_out_images=32",
+    "--set",
+    "stages.ldm.eval_every=8",
+    "--set",
+    "stages.ldm.held_out_images=32",
+    "--set",
+    "stages.ldm.keep_best=held_out/loss",
+    "--set",
+    "stages.sample.checkpoint=best",
 ];
+
+/// The held-out curves logged to TensorBoard.
+const HELD_OUT_TAGS: [&str; 2] = ["vae/held_out/loss", "ldm/held_out/loss"];
 
 fn args<'a>(runs: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
@@ -77,15 +92,39 @@ fn wait_for(path: &Path, child: &mut Child) {
     }
 }
 
+/// The final checkpoints, the kept best one, and the grid sampled from it.
 fn final_bytes(run: &Path) -> Vec<Vec<u8>> {
-    [
+    let best = ldm_run::train::checkpoint::list(&run.join("ldm/checkpoints/best"));
+    assert_eq!(best.len(), 1, "one best checkpoint: {best:?}");
+    let mut bytes: Vec<Vec<u8>> = [
         "vae/checkpoints/step-00000024.safetensors",
         "ldm/checkpoints/step-00000024.safetensors",
         "sample/samples/final.png",
     ]
     .iter()
     .map(|f| std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
-    .collect()
+    .collect();
+    bytes.push(std::fs::read(&best[0].1).unwrap());
+    bytes
+}
+
+/// A curve as TensorBoard shows it: (run step, value) per point.
+type Curve = Vec<(u64, f64)>;
+
+/// Each held-out curve as TensorBoard shows it.
+fn held_out_curves(run: &Path) -> Vec<Curve> {
+    let tb = common::read_with_tensorboard(run);
+    HELD_OUT_TAGS
+        .iter()
+        .map(|tag| {
+            tb["provider"]["."]["scalars"][tag]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {tag} in {tb}"))
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+                .collect()
+        })
+        .collect()
 }
 
 fn status(run: &Path) -> serde_json::Value {
@@ -104,16 +143,17 @@ fn resume(run: &Path, runs: &Path) -> std::process::Output {
     )
 }
 
-fn reference() -> Vec<Vec<u8>> {
+fn reference() -> (Vec<Vec<u8>>, Vec<Curve>) {
     let tmp = tempfile::tempdir().unwrap();
     let out = ldm_run(&repo(), &args(tmp.path(), &[]));
     assert!(out.status.success(), "{}", text(&out));
-    final_bytes(&run_dir(tmp.path()))
+    let run = run_dir(tmp.path());
+    (final_bytes(&run), held_out_curves(&run))
 }
 
 #[test]
 fn interrupted_runs_resume_to_the_same_bytes() {
-    let want = reference();
+    let (want, want_curves) = reference();
 
     // SIGINT during the autoencoder: it finishes the step, checkpoints, exits non-zero.
     let tmp = tempfile::tempdir().unwrap();
@@ -248,6 +288,37 @@ fn interrupted_runs_resume_to_the_same_bytes() {
             .collect();
         assert_eq!(steps, want, "{tag}");
     }
+
+    // The held-out curves: a point every 8 steps, once each, bit-identical to the
+    // uninterrupted run's; the sample stage loaded the best checkpoint the diffusion kept.
+    let curves = held_out_curves(&run);
+    assert_eq!(
+        curves, want_curves,
+        "held-out curves across two kills and resumes"
+    );
+    for (tag, curve) in HELD_OUT_TAGS.iter().zip(&curves) {
+        let stage = tag.split('/').next().unwrap();
+        let steps: Vec<u64> = curve.iter().map(|(s, _)| s - offsets[stage]).collect();
+        assert_eq!(steps, [8, 16, 24], "{tag}");
+    }
+    let best = m["stages"]["ldm"]["metrics"]["best_step"].as_f64().unwrap() as u64;
+    assert_eq!(
+        m["stages"]["sample"]["notes"]["checkpoint"],
+        format!("best (step {best})")
+    );
+    let lowest = curves[1]
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(s, _)| s - offsets["ldm"]);
+    assert_eq!(
+        lowest,
+        Some(best),
+        "the best step has the lowest held-out loss"
+    );
+    assert_eq!(
+        m["stages"]["ldm"]["metrics"]["held_out/loss"].as_f64(),
+        curves[1].last().map(|p| p.1)
+    );
 }
 
 #[test]

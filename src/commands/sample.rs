@@ -16,6 +16,7 @@ use crate::plan::run_dir::RunDir;
 use crate::plan::{ModelRef, Task};
 use crate::rng::Rng;
 use crate::stages::artifacts;
+use crate::train::choice::CheckpointChoice;
 
 /// What to sample.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct SampleArgs {
     pub eta: Option<f64>,
     pub guidance: Option<f64>,
     pub seed: u64,
+    /// Checkpoint of the diffusion stage.
+    pub checkpoint: CheckpointChoice,
     pub out: Option<PathBuf>,
 }
 
@@ -143,7 +146,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
     }
     let out = out_path(args, &run, &model.diffusion)?;
     let device = resolved.experiment.experiment.device.open()?;
-    let ldm = artifacts::ldm(&run, &resolved, &model, &device)?;
+    let (ldm, _) = artifacts::ldm(&run, &resolved, &model, args.checkpoint, &device)?;
     let prompts: Vec<Option<String>> = words
         .into_iter()
         .map(|w| conditional.then_some(w))

@@ -85,15 +85,23 @@ pub fn read(layered: &Layered, name: &str) -> Result<Stage, Vec<Problem>> {
 fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
     Some(match kind {
         StageKind::Autoencoder => {
-            let (train, loss, test) = (reader.group(), reader.group(), reader.group());
+            let (train, held_out, loss, test) = (
+                reader.group(),
+                reader.group(),
+                reader.group(),
+                reader.group(),
+            );
             StageSpec::Autoencoder(AutoencoderStage {
                 train: train?,
+                held_out: held_out?,
                 loss: loss?,
                 test: test?,
             })
         }
         StageKind::Diffusion => {
-            let (train, ema, sampling, grid) = (
+            let (train, held_out, ema, sampling, grid, input) = (
+                reader.group(),
+                reader.group(),
                 reader.group(),
                 reader.group(),
                 reader.group(),
@@ -101,16 +109,19 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
             );
             StageSpec::Diffusion(DiffusionStage {
                 train: train?,
+                held_out: held_out?,
                 ema: ema?,
                 sampling: sampling?,
                 grid: grid?,
+                input: input?,
             })
         }
         StageKind::Sample => {
-            let (sampling, grid) = (reader.group(), reader.group());
+            let (sampling, grid, input) = (reader.group(), reader.group(), reader.group());
             StageSpec::Sample(SampleStage {
                 sampling: sampling?,
                 grid: grid?,
+                input: input?,
             })
         }
         StageKind::Classifier => {
@@ -121,11 +132,17 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
             })
         }
         StageKind::Eval => {
-            let (sampling, measure, test) = (reader.group(), reader.group(), reader.group());
+            let (sampling, measure, test, input) = (
+                reader.group(),
+                reader.group(),
+                reader.group(),
+                reader.group(),
+            );
             StageSpec::Eval(EvalStage {
                 sampling: sampling?,
                 measure: measure?,
                 test: test?,
+                input: input?,
             })
         }
     })

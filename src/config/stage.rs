@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffusion::samplers::{SamplerSettings, check_guidance};
 use crate::settings::Checks;
-use crate::train::{EmaSettings, TrainSettings};
+use crate::train::choice::CheckpointChoice;
+use crate::train::{EmaSettings, HeldOutSettings, TrainSettings};
 
 /// Stage kinds, as written in `kind = "..."`.
 #[derive(
@@ -155,6 +156,16 @@ pub struct PromptGrid {
     pub prompts_file: Option<PathBuf>,
 }
 
+/// Which checkpoint of the model it needs a stage loads.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct InputCheckpoint {
+    /// Checkpoint of the needed training stage (the autoencoder for a diffusion stage, the
+    /// diffusion model for sample and eval stages): `"last"`, `"best"` (kept by its
+    /// `keep_best`) or a step number its rotation keeps.
+    pub checkpoint: CheckpointChoice,
+}
+
 /// Most samples an eval stage generates.
 pub const MAX_SAMPLES: usize = 1_000_000;
 
@@ -195,11 +206,20 @@ impl EvalSamples {
     }
 }
 
+/// The held-out metrics an autoencoder stage measures: the L1 reconstruction error of the
+/// posterior mean, its PSNR and SSIM.
+pub const AUTOENCODER_HELD_OUT: &[&str] = &["held_out/loss", "held_out/psnr", "held_out/ssim"];
+/// The held-out metric a diffusion stage measures: the mean squared error of its prediction
+/// target at fixed timesteps and noise.
+pub const DIFFUSION_HELD_OUT: &[&str] = &["held_out/loss"];
+
 /// `kind = "autoencoder"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AutoencoderStage {
     #[serde(flatten)]
     pub train: TrainSettings,
+    #[serde(flatten)]
+    pub held_out: HeldOutSettings,
     #[serde(flatten)]
     pub loss: AutoencoderLoss,
     #[serde(flatten)]
@@ -212,11 +232,15 @@ pub struct DiffusionStage {
     #[serde(flatten)]
     pub train: TrainSettings,
     #[serde(flatten)]
+    pub held_out: HeldOutSettings,
+    #[serde(flatten)]
     pub ema: EmaSettings,
     #[serde(flatten)]
     pub sampling: SamplerSettings,
     #[serde(flatten)]
     pub grid: PromptGrid,
+    #[serde(flatten)]
+    pub input: InputCheckpoint,
 }
 
 /// `kind = "sample"`.
@@ -226,6 +250,8 @@ pub struct SampleStage {
     pub sampling: SamplerSettings,
     #[serde(flatten)]
     pub grid: PromptGrid,
+    #[serde(flatten)]
+    pub input: InputCheckpoint,
 }
 
 /// `kind = "classifier"`.
@@ -246,6 +272,8 @@ pub struct EvalStage {
     pub measure: EvalSamples,
     #[serde(flatten)]
     pub test: TestImages,
+    #[serde(flatten)]
+    pub input: InputCheckpoint,
 }
 
 /// A stage's settings, typed by its kind.
@@ -297,6 +325,25 @@ impl StageSpec {
         }
     }
 
+    /// The checkpoint of its needed model a stage loads (`None`: it loads none by choice).
+    pub fn input(&self) -> Option<CheckpointChoice> {
+        match self {
+            Self::Diffusion(s) => Some(s.input.checkpoint),
+            Self::Sample(s) => Some(s.input.checkpoint),
+            Self::Eval(s) => Some(s.input.checkpoint),
+            Self::Autoencoder(_) | Self::Classifier(_) => None,
+        }
+    }
+
+    /// The held-out settings of a training stage that has them.
+    pub fn held_out(&self) -> Option<&HeldOutSettings> {
+        match self {
+            Self::Autoencoder(s) => Some(&s.held_out),
+            Self::Diffusion(s) => Some(&s.held_out),
+            _ => None,
+        }
+    }
+
     /// Training steps (0 for stages that do not train).
     pub fn steps(&self) -> u64 {
         self.train().map_or(0, |t| t.steps as u64)
@@ -313,8 +360,14 @@ impl StageSpec {
             out.extend(s.check(timesteps).into_vec());
         }
         match self {
-            Self::Autoencoder(s) => out.extend(s.loss.check().into_vec()),
-            Self::Diffusion(s) => out.extend(s.ema.check().into_vec()),
+            Self::Autoencoder(s) => {
+                out.extend(s.loss.check().into_vec());
+                out.extend(s.held_out.check(AUTOENCODER_HELD_OUT).into_vec());
+            }
+            Self::Diffusion(s) => {
+                out.extend(s.ema.check().into_vec());
+                out.extend(s.held_out.check(DIFFUSION_HELD_OUT).into_vec());
+            }
             Self::Classifier(s) => out.extend(s.ema.check().into_vec()),
             Self::Eval(s) => out.extend(s.measure.check().into_vec()),
             Self::Sample(_) => {}

@@ -14,6 +14,7 @@ use crate::config::{ConfigError, Resolved};
 use crate::models::clip_text::{self, ClipText};
 use crate::models::lpips::{self, Lpips};
 use crate::nn::weights_file::WeightsFile;
+use crate::train::choice::{CheckpointChoice, kept_steps};
 
 /// Largest prompt file read (prompts, not a data set).
 const MAX_PROMPT_FILE: u64 = 1 << 20;
@@ -86,11 +87,60 @@ pub fn check(
             _ => {}
         }
     }
+    input_checkpoints(&mut f, resolved, tasks);
     let clip = clip_files(&mut f, resolved);
     if f.problems.is_empty() && memory_check == MemoryCheck::Refuse {
         memory_fits(&mut f, resolved, tasks, &classes, clip);
     }
     f.into_result()
+}
+
+/// Each `checkpoint = "best"` names a stage that keeps its best, and each step one that
+/// stage's rotation keeps.
+fn input_checkpoints(f: &mut Problems, resolved: &Resolved, tasks: &[(String, Task)]) {
+    for (name, task) in tasks {
+        let Some((input, choice)) = task.input() else {
+            continue;
+        };
+        let Some(spec) = resolved.stage(input).map(|s| &s.spec) else {
+            continue;
+        };
+        let key = format!("stages.{name}.checkpoint");
+        match choice {
+            CheckpointChoice::Last => {}
+            CheckpointChoice::Best => {
+                if spec.held_out().and_then(|h| h.keep_best.as_ref()).is_none() {
+                    f.fail(
+                        &key,
+                        format!(
+                            "\"best\" needs stage `{input}` to keep its best checkpoint: set \
+                             stages.{input}.keep_best (e.g. \"held_out/loss\") and eval_every"
+                        ),
+                    );
+                }
+            }
+            CheckpointChoice::Step(step) => {
+                if let Some(t) = spec.train() {
+                    let kept = kept_steps(
+                        t.steps as u64,
+                        t.checkpoint_every as u64,
+                        t.keep_checkpoints,
+                    );
+                    if !kept.contains(&step) {
+                        let kept: Vec<String> = kept.iter().map(u64::to_string).collect();
+                        f.fail(
+                            &key,
+                            format!(
+                                "stage `{input}` keeps no checkpoint of step {step}: with its \
+                                 checkpoint_every and keep_checkpoints it keeps steps {}",
+                                kept.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The header of an LPIPS weights file: every tensor the network needs, with its shape.

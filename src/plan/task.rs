@@ -10,6 +10,7 @@ use crate::config::stage::{
     AutoencoderStage, ClassifierStage, DiffusionStage, EvalStage, SampleStage, StageKind, StageSpec,
 };
 use crate::train::TrainSettings;
+use crate::train::choice::CheckpointChoice;
 
 /// A diffusion model to sample from: its diffusion stage and that stage's autoencoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +47,17 @@ impl Task {
             Self::Sample { .. } => StageKind::Sample,
             Self::Classifier(_) => StageKind::Classifier,
             Self::Eval { .. } => StageKind::Eval,
+        }
+    }
+
+    /// The training stage whose checkpoint this stage loads by its `checkpoint` key, and that
+    /// choice.
+    pub fn input(&self) -> Option<(&str, CheckpointChoice)> {
+        match self {
+            Self::Diffusion { spec, autoencoder } => Some((autoencoder, spec.input.checkpoint)),
+            Self::Sample { spec, model } => Some((&model.diffusion, spec.input.checkpoint)),
+            Self::Eval { spec, model, .. } => Some((&model.diffusion, spec.input.checkpoint)),
+            Self::Autoencoder(_) | Self::Classifier(_) => None,
         }
     }
 

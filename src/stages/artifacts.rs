@@ -15,6 +15,7 @@ use crate::nn::params::ParamStore;
 use crate::plan::ModelRef;
 use crate::plan::run_dir::RunDir;
 use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::choice::CheckpointChoice;
 
 /// Name of the vocabulary file a diffusion stage writes into its folder.
 pub const VOCAB_FILE: &str = "tokenizer.json";
@@ -45,6 +46,47 @@ pub fn final_checkpoint(
     }
 }
 
+/// The checkpoint `choice` of the finished training stage `stage`: its final one, the best
+/// one its `keep_best` kept, or the one of a step the rotation kept.
+pub fn checkpoint_of(
+    run: &RunDir,
+    resolved: &Resolved,
+    stage: &str,
+    choice: CheckpointChoice,
+    device: &Device,
+) -> anyhow::Result<Checkpoint> {
+    let dir = run.checkpoints(stage);
+    let path = match choice {
+        CheckpointChoice::Last => return final_checkpoint(run, resolved, stage, device),
+        CheckpointChoice::Best => {
+            let best = checkpoint::best_dir(&dir);
+            match checkpoint::list(&best).into_iter().next() {
+                Some((_, path)) => path,
+                None => bail!(
+                    "stage `{stage}` kept no best checkpoint in {}: does it set keep_best?",
+                    best.display()
+                ),
+            }
+        }
+        CheckpointChoice::Step(step) => {
+            let path = dir.join(checkpoint::file_name(step));
+            if !path.is_file() {
+                let kept: Vec<String> = checkpoint::list(&dir)
+                    .iter()
+                    .rev()
+                    .map(|(s, _)| s.to_string())
+                    .collect();
+                bail!(
+                    "stage `{stage}` has no checkpoint of step {step}; it kept steps {}",
+                    kept.join(", ")
+                );
+            }
+            path
+        }
+    };
+    Ok(checkpoint::load(&path, device)?)
+}
+
 /// The weights a finished stage samples or judges with: its EMA when it kept one.
 fn eval_weights(ckpt: &Checkpoint) -> BTreeMap<String, Tensor> {
     let ema = ckpt.group("model_ema");
@@ -55,14 +97,15 @@ fn eval_weights(ckpt: &Checkpoint) -> BTreeMap<String, Tensor> {
     }
 }
 
-/// The frozen autoencoder trained by stage `stage`.
+/// The frozen autoencoder trained by stage `stage`, at its checkpoint `choice`.
 pub fn autoencoder(
     run: &RunDir,
     resolved: &Resolved,
     stage: &str,
+    choice: CheckpointChoice,
     device: &Device,
 ) -> anyhow::Result<AutoencoderKl> {
-    let ckpt = final_checkpoint(run, resolved, stage, device)?;
+    let ckpt = checkpoint_of(run, resolved, stage, choice, device)?;
     let e = &resolved.experiment;
     let store = ParamStore::from_tensors(ckpt.group("model"), false, device);
     AutoencoderKl::new(
@@ -111,20 +154,36 @@ pub fn vocabulary(run: &RunDir, stage: &str) -> anyhow::Result<Vocabulary> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a vocabulary", path.display()))
 }
 
-/// The latent diffusion model of `model` in `run` (its EMA weights when it kept them).
+/// How a stage's manifest notes record the checkpoint it loaded: `best (step 300)`.
+pub fn describe(choice: CheckpointChoice, step: u64) -> String {
+    match choice {
+        CheckpointChoice::Step(_) => format!("step {step}"),
+        other => format!("{other} (step {step})"),
+    }
+}
+
+/// Key of a diffusion checkpoint's state naming the autoencoder checkpoint it was trained on.
+pub const AUTOENCODER_CHECKPOINT: &str = "autoencoder_checkpoint";
+
+/// The latent diffusion model of `model` in `run` at the diffusion stage's checkpoint
+/// `choice` (its EMA weights when it kept them), with the autoencoder checkpoint that stage
+/// was trained on; and the step of the diffusion checkpoint loaded.
 pub fn ldm(
     run: &RunDir,
     resolved: &Resolved,
     model: &ModelRef,
+    choice: CheckpointChoice,
     device: &Device,
-) -> anyhow::Result<Ldm> {
-    let vae = autoencoder(run, resolved, &model.autoencoder, device)?;
+) -> anyhow::Result<(Ldm, u64)> {
     let stage = &model.diffusion;
-    let ckpt = final_checkpoint(run, resolved, stage, device)?;
+    let ckpt = checkpoint_of(run, resolved, stage, choice, device)?;
+    let vae_choice: CheckpointChoice =
+        serde_json::from_value(ckpt.state[AUTOENCODER_CHECKPOINT].clone()).unwrap_or_default();
+    let vae = autoencoder(run, resolved, &model.autoencoder, vae_choice, device)?;
     let scale_factor = ckpt.state["scale_factor"]
         .as_f64()
         .context("the checkpoint has no scale_factor")?;
-    Ldm::from_tensors(
+    let ldm = Ldm::from_tensors(
         &resolved.experiment,
         vae,
         eval_weights(&ckpt),
@@ -134,5 +193,6 @@ pub fn ldm(
     )
     .with_context(|| {
         format!("the checkpoint of stage `{stage}` does not fit [unet]/[conditioning]")
-    })
+    })?;
+    Ok((ldm, ckpt.step))
 }

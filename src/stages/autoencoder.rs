@@ -60,6 +60,8 @@ struct AutoencoderTrainee<'a> {
     /// Fixed images and latents the sample grids show at every step.
     shown: Tensor,
     latents: Tensor,
+    /// The test split and how many of its first images the held-out metrics measure.
+    held_out: Option<(Dataset, usize)>,
 }
 
 /// Trains the autoencoder stage; the outcome holds the test-set PSNR and SSIM.
@@ -70,6 +72,7 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let AutoencoderStage {
         train,
+        held_out,
         loss,
         test: measured,
     } = spec;
@@ -124,8 +127,13 @@ pub fn run(
         batch_size: train.batch_size,
         shown,
         latents,
+        held_out: if held_out.enabled() {
+            Some((ctx.load_data(Split::Test)?, held_out.held_out_images))
+        } else {
+            None
+        },
     };
-    let end = ctx.train_loop(&mut trainee, train, out)?;
+    let end = ctx.train_loop(&mut trainee, train, Some(held_out), out)?;
     if !end.finished() {
         return Ok(Outcome {
             interrupted: true,
@@ -161,6 +169,8 @@ pub struct Reconstruction {
     pub psnr: f64,
     /// Mean SSIM (see [`ssim`]).
     pub ssim: f64,
+    /// Mean absolute error per pixel (the L1 reconstruction loss).
+    pub l1: f64,
     /// Test images measured.
     pub images: usize,
 }
@@ -178,17 +188,20 @@ pub fn test_reconstruction(
     } else {
         count.min(test.len())
     };
-    let (mut psnr_sum, mut ssim_sum) = (0.0, 0.0);
+    let (mut psnr_sum, mut ssim_sum, mut l1_sum, mut pixels) = (0.0, 0.0, 0.0, 0);
     for start in (0..n).step_by(100) {
         let idx: Vec<usize> = (start..(start + 100).min(n)).collect();
         let x = images_tensor(test, &idx, device)?;
         let x_hat = model.reconstruct(&x)?;
         psnr_sum += psnr::batch_sum(&x, &x_hat)?;
         ssim_sum += ssim::batch_sum(&x, &x_hat)?;
+        l1_sum += f64::from((&x - &x_hat)?.abs()?.sum_all()?.to_scalar::<f32>()?);
+        pixels += x.elem_count();
     }
     Ok(Reconstruction {
         psnr: psnr_sum / n as f64,
         ssim: ssim_sum / n as f64,
+        l1: l1_sum / pixels.max(1) as f64,
         images: n,
     })
 }
@@ -349,6 +362,20 @@ impl Trainee for AutoencoderTrainee<'_> {
         events.image(&format!("{stage}/reconstructions"), &pairs, step)?;
         events.image(&format!("{stage}/random_latents"), &random, step)?;
         Ok(())
+    }
+
+    /// Reconstructions of the held-out test images from their posterior means (no noise, no
+    /// dropout): the L1 loss, PSNR and SSIM.
+    fn held_out(&mut self) -> anyhow::Result<Vec<(String, f64)>> {
+        let Some((test, count)) = &self.held_out else {
+            return Ok(Vec::new());
+        };
+        let rec = test_reconstruction(&self.model, test, *count, self.ctx.device)?;
+        Ok(vec![
+            ("loss".into(), rec.l1),
+            ("psnr".into(), rec.psnr),
+            ("ssim".into(), rec.ssim),
+        ])
     }
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {

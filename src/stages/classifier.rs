@@ -137,7 +137,7 @@ pub fn run(
         test,
         batch_size: train.batch_size,
     };
-    let end = ctx.train_loop(&mut trainee, train, out)?;
+    let end = ctx.train_loop(&mut trainee, train, None, out)?;
     if !end.finished() {
         return Ok(Outcome {
             interrupted: true,

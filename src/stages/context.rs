@@ -15,8 +15,8 @@ use crate::plan::PlannedStage;
 use crate::plan::manifest::Manifest;
 use crate::plan::run_dir::RunDir;
 use crate::rng::Rng;
-use crate::train::TrainSettings;
 use crate::train::trainer::{self, LoopEnd, LoopSettings, Trainee};
+use crate::train::{HeldOutSettings, TrainSettings};
 
 /// Read-only facts of the running stage.
 pub struct StageContext<'a> {
@@ -81,11 +81,13 @@ impl StageContext<'_> {
         Ok(path)
     }
 
-    /// Runs the shared training loop for `trainee`, recording progress in the manifest.
+    /// Runs the shared training loop for `trainee` (measuring `held_out` when the stage has
+    /// it), recording progress in the manifest.
     pub fn train_loop(
         &self,
         trainee: &mut dyn Trainee,
         train: &TrainSettings,
+        held_out: Option<&HeldOutSettings>,
         out: &mut Outputs,
     ) -> anyhow::Result<LoopEnd> {
         let logging = &self.resolved.experiment.logging;
@@ -94,6 +96,7 @@ impl StageContext<'_> {
             train,
             log_every: logging.log_every as u64,
             sample_every: logging.sample_every as u64,
+            held_out,
             checkpoint_dir: self.run.checkpoints(&self.stage.name),
             device: self.device,
             stop: self.stop,

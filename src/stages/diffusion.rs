@@ -29,6 +29,7 @@ use crate::nn::params::ParamStore;
 use crate::parallel;
 use crate::rng::Rng;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::choice::CheckpointChoice;
 use crate::train::optimized::Optimized;
 use crate::train::trainer::Trainee;
 
@@ -90,6 +91,58 @@ impl LatentCache {
     }
 }
 
+/// The held-out set: the first test images' posterior means (unscaled), a prompt for each,
+/// timesteps spread evenly over the schedule and noise, all fixed when the stage starts.
+struct HeldOut {
+    latents: Tensor,
+    prompts: Vec<String>,
+    timesteps: Vec<usize>,
+    noise: Tensor,
+}
+
+impl HeldOut {
+    fn build(
+        vae: &AutoencoderKl,
+        vocab: &Vocabulary,
+        schedule: &NoiseSchedule,
+        count: usize,
+        ctx: &StageContext,
+    ) -> anyhow::Result<Self> {
+        let test = ctx.load_data(Split::Test)?;
+        let n = count.min(test.len());
+        let mut means = Vec::new();
+        for start in (0..n).step_by(HELD_OUT_CHUNK) {
+            let idx: Vec<usize> = (start..(start + HELD_OUT_CHUNK).min(n)).collect();
+            let x = images_tensor(&test, &idx, ctx.device)?;
+            means.push(parallel::batched(idx.len(), ctx.device, |r| {
+                Ok::<_, candle_core::Error>(vae.encode(&x.narrow(0, r.start, r.len())?, None)?.mean)
+            })?);
+        }
+        let latents = Tensor::cat(&means, 0)?;
+        let mut prompt_rng = ctx.rng("held-out-prompts");
+        let prompts = test.labels[..n]
+            .iter()
+            .map(|&l| vocab.prompt_for(l, &mut prompt_rng))
+            .collect();
+        let t_max = schedule.timesteps();
+        let timesteps = (0..n).map(|i| (2 * i + 1) * t_max / (2 * n)).collect();
+        let noise = Tensor::from_vec(
+            ctx.rng("held-out-noise").normal_vec(latents.elem_count()),
+            latents.shape(),
+            ctx.device,
+        )?;
+        Ok(Self {
+            latents,
+            prompts,
+            timesteps,
+            noise,
+        })
+    }
+}
+
+/// Held-out images measured per forward pass.
+const HELD_OUT_CHUNK: usize = 64;
+
 /// Resumable positions of every random stream and the data order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
@@ -116,6 +169,9 @@ struct DiffusionTrainee<'a> {
     sampling: SamplerSettings,
     grid: PromptGrid,
     state: State,
+    held_out: Option<HeldOut>,
+    /// The autoencoder checkpoint the latents come from (saved for later stages to load).
+    vae_choice: CheckpointChoice,
 }
 
 /// Trains the diffusion stage.
@@ -127,12 +183,20 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let DiffusionStage {
         train,
+        held_out,
         ema,
         sampling,
         grid,
+        input,
     } = spec;
     let e = &ctx.resolved.experiment;
-    let vae = artifacts::autoencoder(ctx.run, ctx.resolved, vae_stage, ctx.device)?;
+    let vae = artifacts::autoencoder(
+        ctx.run,
+        ctx.resolved,
+        vae_stage,
+        input.checkpoint,
+        ctx.device,
+    )?;
     eprintln!(
         "{}: encoding the training set with the frozen autoencoder `{vae_stage}`",
         ctx.stage.name
@@ -159,6 +223,18 @@ pub fn run(
         Some(f) => f,
         None => first_batch_scale(&latents, &state, train.batch_size, ctx)?,
     };
+    let schedule = e.schedule.noise_schedule();
+    let held_out_set = if held_out.enabled() {
+        Some(HeldOut::build(
+            &vae,
+            &vocab,
+            &schedule,
+            held_out.held_out_images,
+            ctx,
+        )?)
+    } else {
+        None
+    };
     let mut trainee = DiffusionTrainee {
         ctx,
         unet,
@@ -166,22 +242,24 @@ pub fn run(
         params: Optimized::new(store, train, ema.ema_decay)?,
         vae,
         vocab,
-        schedule: e.schedule.noise_schedule(),
+        schedule,
         latents,
         scale_factor,
         batch_size: train.batch_size,
         sampling: sampling.clone(),
         grid: grid.clone(),
         state,
+        held_out: held_out_set,
+        vae_choice: input.checkpoint,
     };
-    let end = ctx.train_loop(&mut trainee, train, out)?;
+    let end = ctx.train_loop(&mut trainee, train, Some(held_out), out)?;
     let notes = BTreeMap::from([(
         "scale_factor".to_string(),
         format!("{}", trainee.scale_factor),
     )]);
     Ok(Outcome {
         interrupted: !end.finished(),
-        metrics: BTreeMap::new(),
+        metrics: end.final_metrics(&["loss/mse"]),
         notes,
     })
 }
@@ -356,9 +434,46 @@ impl Trainee for DiffusionTrainee<'_> {
         Ok(())
     }
 
+    /// The mean squared error of the prediction target on the held-out set (training weights,
+    /// no dropout, prompts always given).
+    fn held_out(&mut self) -> anyhow::Result<Vec<(String, f64)>> {
+        let Some(h) = &self.held_out else {
+            return Ok(Vec::new());
+        };
+        let dev = self.ctx.device;
+        let prediction = self.ctx.resolved.experiment.schedule.prediction;
+        let z0 = (&h.latents * self.scale_factor)?;
+        let n = z0.dim(0)?;
+        let mut sum = 0.0;
+        for start in (0..n).step_by(HELD_OUT_CHUNK) {
+            let len = HELD_OUT_CHUNK.min(n - start);
+            let z = z0.narrow(0, start, len)?;
+            let t = &h.timesteps[start..start + len];
+            let noise = h.noise.narrow(0, start, len)?;
+            let x_t = q_sample(&self.schedule, &z, t, &noise)?;
+            let want = target(prediction, &self.schedule, &z, t, &noise)?;
+            let t_tensor =
+                Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), len, dev)?;
+            let prompts: Vec<Option<&str>> = h.prompts[start..start + len]
+                .iter()
+                .map(|p| Some(p.as_str()))
+                .collect();
+            let (unet, conditioner, vocab) = (&self.unet, &self.conditioner, &self.vocab);
+            let errors = parallel::batched(len, dev, |r| -> anyhow::Result<Tensor> {
+                let part = |x: &Tensor| x.narrow(0, r.start, r.len());
+                let context = conditioner.context(vocab, &prompts[r.clone()], dev)?;
+                let out = unet.forward(&part(&x_t)?, &part(&t_tensor)?, context.as_ref(), None)?;
+                Ok((out - part(&want)?)?.sqr()?.sum_all()?.reshape(1)?)
+            })?;
+            sum += f64::from(errors.sum_all()?.to_scalar::<f32>()?);
+        }
+        Ok(vec![("loss".into(), sum / z0.elem_count() as f64)])
+    }
+
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
         let mut ckpt = Checkpoint::new(step, &self.state);
         ckpt.state["scale_factor"] = self.scale_factor.into();
+        ckpt.state[artifacts::AUTOENCODER_CHECKPOINT] = serde_json::to_value(self.vae_choice)?;
         self.params.save("model", &mut ckpt);
         Ok(ckpt)
     }

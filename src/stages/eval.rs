@@ -63,7 +63,13 @@ pub fn run(
     let diffusion_stage = model.diffusion.clone();
     let autoencoder_stage = model.autoencoder.clone();
     let classifier_stage = classifier_stage.to_string();
-    let ldm = artifacts::ldm(ctx.run, ctx.resolved, model, ctx.device)?;
+    let (ldm, checkpoint_step) = artifacts::ldm(
+        ctx.run,
+        ctx.resolved,
+        model,
+        spec.input.checkpoint,
+        ctx.device,
+    )?;
     let judge_net = artifacts::classifier(ctx.run, ctx.resolved, &classifier_stage, ctx.device)?;
     if judge_net.class_names != ldm.vocab.class_names {
         bail!(
@@ -164,7 +170,12 @@ pub fn run(
         reconstruction_images: recon.images,
         scales: results,
     };
-    publish(ctx, out, &report, &prompts[..shown_count], &shown)
+    let mut outcome = publish(ctx, out, &report, &prompts[..shown_count], &shown)?;
+    outcome.notes.insert(
+        "checkpoint".into(),
+        artifacts::describe(spec.input.checkpoint, checkpoint_step),
+    );
+    Ok(outcome)
 }
 
 /// What samples are judged against.

@@ -17,7 +17,13 @@ pub fn run(
     out: &mut Outputs<'_, '_>,
 ) -> anyhow::Result<Outcome> {
     let sampling = &spec.sampling;
-    let ldm = artifacts::ldm(ctx.run, ctx.resolved, model, ctx.device)?;
+    let (ldm, step) = artifacts::ldm(
+        ctx.run,
+        ctx.resolved,
+        model,
+        spec.input.checkpoint,
+        ctx.device,
+    )?;
     let cols = ctx.grid_size();
     let prompts: Vec<Option<String>> = match &spec.grid.prompts_file {
         Some(path) => prompts::read(path)?,
@@ -45,7 +51,13 @@ pub fn run(
     out.events
         .text(&format!("{name}/prompts"), &format!("```\n{text}```"), 0)?;
     eprintln!("{name}: wrote {}", png.display());
-    let notes = BTreeMap::from([("grid".to_string(), png.display().to_string())]);
+    let notes = BTreeMap::from([
+        ("grid".to_string(), png.display().to_string()),
+        (
+            "checkpoint".to_string(),
+            artifacts::describe(spec.input.checkpoint, step),
+        ),
+    ]);
     Ok(Outcome {
         interrupted: false,
         metrics: BTreeMap::new(),

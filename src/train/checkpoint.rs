@@ -86,6 +86,11 @@ pub fn with_prefix(
     );
 }
 
+/// Where a stage with `keep_best` keeps its best checkpoint, out of the rotation of `dir`.
+pub fn best_dir(dir: &Path) -> PathBuf {
+    dir.join("best")
+}
+
 /// File name of the checkpoint of `step`.
 pub fn file_name(step: u64) -> String {
     format!("step-{step:08}.safetensors")

@@ -1,6 +1,7 @@
 //! The training loop every training stage shares: resume from the newest valid checkpoint, step,
-//! log scalars, draw samples, checkpoint and rotate, stop cleanly on a signal or a bad loss.
-//! A stage only says how to take one step, what to draw, and what its state is.
+//! log scalars, measure the held-out set, draw samples, checkpoint and rotate (keeping the best
+//! checkpoint apart), stop cleanly on a signal or a bad loss. A stage only says how to take one
+//! step, what to measure and draw, and what its state is.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use anyhow::{Context, bail};
 use candle_core::Device;
 
 use super::checkpoint::{self, Checkpoint};
+use super::held_out::{Best, HeldOutSettings};
 use super::lr::lr_at;
 use super::settings::TrainSettings;
 use crate::log::{Progress, StageEvents};
@@ -20,6 +22,12 @@ pub trait Trainee {
     fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>>;
     /// Draws and logs samples after `step` steps.
     fn samples(&mut self, step: u64, events: &mut StageEvents) -> anyhow::Result<()>;
+    /// The held-out metrics of the current weights (names without the `held_out/` prefix):
+    /// the same images, timesteps and noise every time. Stages without a held-out set have
+    /// none.
+    fn held_out(&mut self) -> anyhow::Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
     /// Everything a resume needs, after `step` steps.
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint>;
     /// Restores the state saved by [`Trainee::checkpoint`].
@@ -32,6 +40,8 @@ pub struct LoopSettings<'a> {
     pub train: &'a TrainSettings,
     pub log_every: u64,
     pub sample_every: u64,
+    /// The held-out measurement (`None`: the stage has none).
+    pub held_out: Option<&'a HeldOutSettings>,
     pub checkpoint_dir: PathBuf,
     pub device: &'a Device,
     /// Set when the user asked to stop (Ctrl-C, SIGTERM): the loop checkpoints and returns.
@@ -47,6 +57,10 @@ pub struct LoopEnd {
     pub interrupted: bool,
     /// The scalars of the last step this process took (empty if it took none).
     pub last: Vec<(String, f64)>,
+    /// The last held-out metrics measured, with their `held_out/` prefix.
+    pub held_out: Vec<(String, f64)>,
+    /// The best value of `keep_best` and its step.
+    pub best: Option<Best>,
 }
 
 impl LoopEnd {
@@ -54,13 +68,20 @@ impl LoopEnd {
         !self.interrupted
     }
 
-    /// The last value of `name`, prefixed for the manifest's metrics.
+    /// The last values of `names` and the held-out metrics, and the best step when a
+    /// checkpoint is kept for it: the stage's final metrics for the manifest.
     pub fn final_metrics(&self, names: &[&str]) -> std::collections::BTreeMap<String, f64> {
-        self.last
+        let mut out: std::collections::BTreeMap<String, f64> = self
+            .last
             .iter()
             .filter(|(k, _)| names.contains(&k.as_str()))
+            .chain(&self.held_out)
             .cloned()
-            .collect()
+            .collect();
+        if let Some(b) = self.best {
+            out.insert("best_step".into(), b.step as f64);
+        }
+        out
     }
 }
 
@@ -80,7 +101,9 @@ pub fn run(
         eprintln!("warning: {bad}; using an older checkpoint");
     }
     let mut step = 0;
+    let mut best = None;
     if let Some(ckpt) = found {
+        best = serde_json::from_value(ckpt.state["best"].clone()).unwrap_or(None);
         trainee.restore(&ckpt).with_context(|| {
             format!(
                 "cannot resume stage `{}` from its step-{} checkpoint",
@@ -98,14 +121,17 @@ pub fn run(
     let mut since = Instant::now();
     let mut since_step = step;
     let mut last = Vec::new();
+    let mut held_out = Vec::new();
     while step < total {
         if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            save(trainee, s, step, events, on_checkpoint)?;
+            save(trainee, s, step, best, events, on_checkpoint)?;
             progress.stop("interrupted; checkpoint written");
             return Ok(LoopEnd {
                 steps: step,
                 interrupted: true,
                 last,
+                held_out,
+                best,
             });
         }
         let lr = lr_at(
@@ -139,11 +165,40 @@ pub fn run(
             since = Instant::now();
             since_step = step;
         }
+        if let Some(h) = s.held_out.filter(|h| h.due(step, total)) {
+            let started = Instant::now();
+            held_out = trainee
+                .held_out()?
+                .into_iter()
+                .map(|(k, v)| (format!("held_out/{k}"), v))
+                .collect();
+            let seconds = started.elapsed().as_secs_f64();
+            for (k, v) in &held_out {
+                events.scalar(&prefix(k), *v, step)?;
+            }
+            events.scalar(&prefix("held_out/seconds"), seconds, step)?;
+            let shown: Vec<String> = held_out
+                .iter()
+                .map(|(k, v)| format!("{k} {}", crate::log::format_value(*v)))
+                .collect();
+            progress.message(&format!(
+                "{}: step {step}: {} ({seconds:.1} s)",
+                s.stage,
+                shown.join(", ")
+            ));
+            if let Some(name) = &h.keep_best
+                && let Some(&(_, value)) = held_out.iter().find(|(k, _)| k == name)
+                && Best::improves(best, name, value)
+            {
+                best = Some(Best { step, value });
+                save_best(trainee, s, step, best)?;
+            }
+        }
         if step % s.sample_every == 0 || step == total {
             trainee.samples(step, events)?;
         }
         if step % s.train.checkpoint_every as u64 == 0 || step == total {
-            save(trainee, s, step, events, on_checkpoint)?;
+            save(trainee, s, step, best, events, on_checkpoint)?;
         }
     }
     progress.finish();
@@ -151,19 +206,169 @@ pub fn run(
         steps: step,
         interrupted: false,
         last,
+        held_out,
+        best,
     })
+}
+
+/// The stage's checkpoint at `step` with the loop's own state (the best so far) beside it.
+fn checkpoint_at(
+    trainee: &mut dyn Trainee,
+    step: u64,
+    best: Option<Best>,
+) -> anyhow::Result<Checkpoint> {
+    let mut ckpt = trainee.checkpoint(step)?;
+    ckpt.state["best"] = serde_json::to_value(best)?;
+    Ok(ckpt)
+}
+
+/// Writes the checkpoint of a new best into `best/` beside the rotated ones, then deletes the
+/// one it replaces.
+fn save_best(
+    trainee: &mut dyn Trainee,
+    s: &LoopSettings,
+    step: u64,
+    best: Option<Best>,
+) -> anyhow::Result<()> {
+    let dir = checkpoint::best_dir(&s.checkpoint_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    checkpoint::save(&dir, &checkpoint_at(trainee, step, best)?)?;
+    checkpoint::rotate(&dir, 1, s.device)?;
+    Ok(())
 }
 
 fn save(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
     step: u64,
+    best: Option<Best>,
     events: &mut StageEvents,
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<()> {
-    let ckpt = trainee.checkpoint(step)?;
+    let ckpt = checkpoint_at(trainee, step, best)?;
     events.flush()?;
     checkpoint::save(&s.checkpoint_dir, &ckpt)?;
     checkpoint::rotate(&s.checkpoint_dir, s.train.keep_checkpoints, s.device)?;
     on_checkpoint(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::EventWriter;
+    use candle_core::Tensor;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+
+    /// A trainee whose held-out loss after step k is `curve[k / 2 - 1]` (measured every 2).
+    struct Scripted {
+        curve: Vec<f64>,
+        step: u64,
+    }
+
+    impl Trainee for Scripted {
+        fn step(&mut self, step: u64, _lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
+            self.step = step + 1;
+            Ok(vec![("loss".into(), 1.0)])
+        }
+        fn samples(&mut self, _: u64, _: &mut StageEvents) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn held_out(&mut self) -> anyhow::Result<Vec<(String, f64)>> {
+            Ok(vec![(
+                "loss".into(),
+                self.curve[(self.step / 2 - 1) as usize],
+            )])
+        }
+        fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {
+            let mut ckpt = Checkpoint::new(step, self.step);
+            ckpt.tensors = BTreeMap::from([(
+                "model/w".to_string(),
+                Tensor::new(&[step as f32], &Device::Cpu)?,
+            )]);
+            Ok(ckpt)
+        }
+        fn restore(&mut self, ckpt: &Checkpoint) -> anyhow::Result<()> {
+            self.step = ckpt.stage_state()?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_best_checkpoint_survives_rotation_and_a_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let train: TrainSettings = serde_json::from_value(serde_json::json!({
+            "steps": 10, "batch_size": 1, "lr": 1e-3,
+            "checkpoint_every": 2, "keep_checkpoints": 1
+        }))
+        .unwrap();
+        let held_out = HeldOutSettings {
+            eval_every: 2,
+            keep_best: Some("held_out/loss".into()),
+            ..HeldOutSettings::default()
+        };
+        let stop = AtomicBool::new(false);
+        let dir = tmp.path().join("checkpoints");
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = LoopSettings {
+            stage: "s",
+            train: &train,
+            log_every: 100,
+            sample_every: 100,
+            held_out: Some(&held_out),
+            checkpoint_dir: dir.clone(),
+            device: &Device::Cpu,
+            stop: &stop,
+        };
+        let curve = vec![5.0, 1.0, 3.0, 4.0, 6.0];
+        let run = |steps: usize| {
+            let train = TrainSettings {
+                steps,
+                ..train.clone()
+            };
+            let s = LoopSettings {
+                train: &train,
+                checkpoint_dir: dir.clone(),
+                ..settings
+            };
+            let mut writer = EventWriter::create(&tmp.path().join("events")).unwrap();
+            let mut events = StageEvents::new(&mut writer, 0);
+            let mut trainee = Scripted {
+                curve: curve.clone(),
+                step: 0,
+            };
+            run(&mut trainee, &s, &mut events, &mut |_| Ok(())).unwrap()
+        };
+        // Stop after 6 steps (as if interrupted), then resume to 10.
+        let first = run(6);
+        assert_eq!(
+            first.best,
+            Some(Best {
+                step: 4,
+                value: 1.0
+            })
+        );
+        let end = run(10);
+        assert_eq!(
+            end.best,
+            Some(Best {
+                step: 4,
+                value: 1.0
+            }),
+            "kept across the resume"
+        );
+        assert_eq!(end.final_metrics(&[])["best_step"], 4.0);
+        assert_eq!(end.final_metrics(&[])["held_out/loss"], 6.0);
+        let rotated: Vec<u64> = checkpoint::list(&dir).iter().map(|(s, _)| *s).collect();
+        assert_eq!(rotated, [10], "the rotation kept only the newest");
+        let best = checkpoint::list(&checkpoint::best_dir(&dir));
+        assert_eq!(best.len(), 1);
+        let ckpt = checkpoint::load(&best[0].1, &Device::Cpu).unwrap();
+        assert_eq!(ckpt.step, 4);
+        assert_eq!(
+            ckpt.tensors["model/w"].to_vec1::<f32>().unwrap(),
+            [4.0],
+            "the weights of step 4"
+        );
+    }
 }
