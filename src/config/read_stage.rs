@@ -93,7 +93,8 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
             })
         }
         StageKind::Diffusion => {
-            let (train, ema, sampling, grid) = (
+            let (train, ema, noise, sampling, grid) = (
+                reader.group(),
                 reader.group(),
                 reader.group(),
                 reader.group(),
@@ -102,6 +103,7 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
             StageSpec::Diffusion(DiffusionStage {
                 train: train?,
                 ema: ema?,
+                noise: noise?,
                 sampling: sampling?,
                 grid: grid?,
             })
