@@ -532,7 +532,15 @@ fn committed_schema_matches_the_types() {
 #[test]
 fn shipped_experiments_resolve() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    for name in ["smoke.toml", "mnist_kl_f4.toml", "mnist_kl_f4_seed.toml"] {
+    for name in [
+        "smoke.toml",
+        "mnist_kl_f4.toml",
+        "mnist_kl_f4_seed.toml",
+        "mnist_kl_f4_samplers.toml",
+        "ablations/input_perturbation.toml",
+        "ablations/offset_noise.toml",
+        "ablations/v_zero_terminal_snr.toml",
+    ] {
         resolve(&dir.join(name), &[], &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
