@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 use crate::device::DeviceSpec;
-use crate::diffusion::samplers::SamplerKind;
+use crate::diffusion::samplers::{SamplerKind, Sigmas, Spacing};
 use crate::environment::Environment;
 use crate::resume::{ResumeRequest, ResumeTarget};
 
@@ -197,17 +197,27 @@ pub enum Command {
         /// Diffusion stage to sample from (needed when the run has several).
         #[arg(long)]
         stage: Option<String>,
+        /// Sampler (default: the stage's `sampler`).
         #[arg(long, value_enum)]
-        sampler: Option<SamplerArg>,
-        /// DDIM steps.
+        sampler: Option<SamplerKind>,
+        /// Noise levels visited (default: the stage's `sampler_steps`).
         #[arg(long)]
         steps: Option<usize>,
-        /// DDIM eta (0: deterministic).
+        /// DDIM eta, ddim only (0: deterministic).
         #[arg(long, allow_negative_numbers = true)]
         eta: Option<f64>,
+        /// Timestep spacing (default: the stage's `spacing`).
+        #[arg(long, value_enum)]
+        spacing: Option<Spacing>,
+        /// Noise levels: the schedule's or Karras' (default: the stage's `sigmas`).
+        #[arg(long, value_enum)]
+        sigmas: Option<Sigmas>,
         /// Classifier-free guidance scale.
         #[arg(long, allow_negative_numbers = true)]
         guidance: Option<f64>,
+        /// Guidance rescale phi in [0, 1] (0: off).
+        #[arg(long, allow_negative_numbers = true)]
+        guidance_rescale: Option<f64>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Checkpoint of the diffusion stage: `last`, `best` (kept by its `keep_best`) or a
@@ -229,20 +239,22 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum SamplerArg {
-    Ddim,
-    Ddpm,
+/// Flag values spelled as experiment files spell them.
+macro_rules! value_enum {
+    ($($t:ty),*) => {$(
+        impl clap::ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                &Self::ALL
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.as_str()))
+            }
+        }
+    )*};
 }
 
-impl From<SamplerArg> for SamplerKind {
-    fn from(s: SamplerArg) -> Self {
-        match s {
-            SamplerArg::Ddim => SamplerKind::Ddim,
-            SamplerArg::Ddpm => SamplerKind::Ddpm,
-        }
-    }
-}
+value_enum!(SamplerKind, Spacing, Sigmas);
 
 /// Parses the command line and runs the command; errors leave through `main`.
 pub fn main() -> anyhow::Result<ExitCode> {
@@ -359,7 +371,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
             sampler,
             steps,
             eta,
+            spacing,
+            sigmas,
             guidance,
+            guidance_rescale,
             seed,
             checkpoint,
             out,
@@ -369,10 +384,13 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 prompts,
                 prompts_file,
                 stage,
-                sampler: sampler.map(Into::into),
+                sampler,
                 steps,
                 eta,
+                spacing,
+                sigmas,
                 guidance,
+                guidance_rescale,
                 seed,
                 checkpoint,
                 out,

@@ -287,9 +287,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Cases on the experiment file itself.
-fn file_cases() -> Vec<Case> {
-    let c = |name, exp, expect| Case {
+/// A run of the case's experiment file, `exp`, refused with `expect`.
+fn file_case(name: &'static str, exp: Exp, expect: &'static [&'static str]) -> Case {
+    Case {
         name,
         exp,
         files: &[],
@@ -298,7 +298,12 @@ fn file_cases() -> Vec<Case> {
         expect,
         prepare: None,
         with_run: false,
-    };
+    }
+}
+
+/// Cases on the experiment file itself.
+fn file_cases() -> Vec<Case> {
+    let c = file_case;
     vec![
         Case {
             name: "missing experiment file",
@@ -1334,6 +1339,293 @@ fn run_cases() -> Vec<Case> {
     ]
 }
 
+/// The eval stage's sampler keys in smoke.toml, to edit.
+const EVAL_SAMPLER: &str = "sampler_steps = 5\nguidance = 2.0\nsamples";
+
+/// Cases on the samplers and training objectives: their ranges, their combinations (checked
+/// where both values are known), sweeps of samplers, and `sample`'s flags for them.
+fn sampler_cases() -> Vec<Case> {
+    let c = file_case;
+    let sample = |name, args, expect| Case {
+        with_run: true,
+        args,
+        ..c(name, Exp::Smoke, expect)
+    };
+    vec![
+        c(
+            "zero terminal SNR with epsilon prediction",
+            Exp::Replace(&[(
+                "timesteps = 1000",
+                "timesteps = 1000\nzero_terminal_snr = true",
+            )]),
+            &[
+                "exp.toml",
+                "key `schedule.zero_terminal_snr`",
+                "prediction = \"v\"",
+            ],
+        ),
+        c(
+            "zero terminal SNR over one timestep",
+            Exp::Replace(&[(
+                "timesteps = 1000",
+                "timesteps = 1\nprediction = \"v\"\nzero_terminal_snr = true",
+            )]),
+            &[
+                "key `schedule.zero_terminal_snr`",
+                "needs at least 2 timesteps",
+            ],
+        ),
+        c(
+            "Karras sigmas on a zero terminal SNR schedule",
+            Exp::Replace(&[
+                (
+                    "timesteps = 1000",
+                    "timesteps = 1000\nprediction = \"v\"\nzero_terminal_snr = true",
+                ),
+                (
+                    "sampler = \"ddim\"\nsampler_steps = 5\nguidance = 2.0\nsamples",
+                    "sampler = \"euler\"\nsigmas = \"karras\"\nsampler_steps = 5\nguidance = 2.0\nsamples",
+                ),
+            ]),
+            &[
+                "key `stages.eval.sigmas`",
+                "zero_terminal_snr makes infinite",
+                "trailing",
+            ],
+        ),
+        c(
+            "Karras sigmas with DDIM",
+            Exp::Replace(&[(
+                EVAL_SAMPLER,
+                "sigmas = \"karras\"\nsampler_steps = 5\nguidance = 2.0\nsamples",
+            )]),
+            &["key `stages.eval.sigmas`", "ddim steps between"],
+        ),
+        c(
+            "eta with a sampler other than DDIM",
+            Exp::Replace(&[(
+                "sampler = \"ddim\"\nsampler_steps = 5\nguidance = 2.0\nsamples",
+                "sampler = \"dpmpp_2m\"\neta = 0.5\nsampler_steps = 5\nguidance = 2.0\nsamples",
+            )]),
+            &[
+                "key `stages.eval.eta`",
+                "applies to ddim only, not dpmpp_2m",
+            ],
+        ),
+        c(
+            "DDPM with a spacing",
+            Exp::Replace(&[(
+                "[stages.sample]\nkind = \"sample\"\nneeds = [\"ldm\"]\nsampler = \"ddim\"",
+                "[stages.sample]\nkind = \"sample\"\nneeds = [\"ldm\"]\nsampler = \"ddpm\"\nspacing = \"trailing\"",
+            )]),
+            &["key `stages.sample.spacing`", "ddpm visits every timestep"],
+        ),
+        c(
+            "unknown spacing",
+            Exp::Replace(&[(
+                EVAL_SAMPLER,
+                "spacing = \"trailng\"\nsampler_steps = 5\nguidance = 2.0\nsamples",
+            )]),
+            &[
+                "key `stages.eval.spacing`",
+                "unknown value `trailng`",
+                "trailing",
+            ],
+        ),
+        c(
+            "guidance rescale above 1",
+            Exp::Replace(&[(
+                EVAL_SAMPLER,
+                "guidance_rescale = 1.5\nsampler_steps = 5\nguidance = 2.0\nsamples",
+            )]),
+            &[
+                "key `stages.eval.guidance_rescale`",
+                "expected 0 <= guidance_rescale <= 1",
+            ],
+        ),
+        c(
+            "negative noise offset",
+            Exp::Replace(&[(
+                "ema_decay = 0.99\n",
+                "ema_decay = 0.99\nnoise_offset = -0.1\n",
+            )]),
+            &[
+                "key `stages.ldm.noise_offset`",
+                "expected 0 <= noise_offset <= 1",
+            ],
+        ),
+        c(
+            "input perturbation of 1",
+            Exp::Replace(&[(
+                "ema_decay = 0.99\n",
+                "ema_decay = 0.99\ninput_perturbation = 1.0\n",
+            )]),
+            &[
+                "key `stages.ldm.input_perturbation`",
+                "expected 0 <= input_perturbation < 1",
+            ],
+        ),
+        c(
+            "noise offset on an eval stage",
+            Exp::Replace(&[(
+                EVAL_SAMPLER,
+                "noise_offset = 0.1\nsampler_steps = 5\nguidance = 2.0\nsamples",
+            )]),
+            &[
+                "key `stages.eval.noise_offset`",
+                "unknown key for `eval` stages",
+                "`diffusion`",
+            ],
+        ),
+        c(
+            "every problem of the samplers at once",
+            Exp::Replace(&[
+                (
+                    "timesteps = 1000",
+                    "timesteps = 1000\nzero_terminal_snr = true",
+                ),
+                (
+                    EVAL_SAMPLER,
+                    "sigmas = \"karras\"\nsampler_steps = 5\nguidance = 2.0\nsamples",
+                ),
+                (
+                    "ema_decay = 0.99\n",
+                    "ema_decay = 0.99\nnoise_offset = 2.0\n",
+                ),
+            ]),
+            &[
+                "key `schedule.zero_terminal_snr`",
+                "key `stages.eval.sigmas`",
+                "key `stages.ldm.noise_offset`",
+            ],
+        ),
+        c(
+            "sampler sweep entry with Karras sigmas and DDIM",
+            Exp::Replace(&[(
+                "guidance_sweep = [1.0]",
+                "guidance_sweep = [1.0]\nsampler_sweep = [{ sampler = \"euler\", sampler_steps = 4 }, { sampler = \"ddim\", sampler_steps = 0, sigmas = \"karras\" }]",
+            )]),
+            &[
+                "file exp.toml",
+                "key `stages.eval.sampler_sweep[1].sampler_steps`",
+                "key `stages.eval.sampler_sweep[1].sigmas`",
+                "ddim steps between",
+            ],
+        ),
+        c(
+            "sampler sweep entry listed twice",
+            Exp::Replace(&[(
+                "guidance_sweep = [1.0]",
+                "guidance_sweep = [1.0]\nsampler_sweep = [{ sampler = \"unipc\", sampler_steps = 4 }, { sampler = \"unipc\", sampler_steps = 4, spacing = \"linspace\" }]",
+            )]),
+            &[
+                "key `stages.eval.sampler_sweep[1]`",
+                "repeats sampler_sweep[0] (unipc_4)",
+            ],
+        ),
+        c(
+            "sampler sweep entry without its steps",
+            Exp::Replace(&[(
+                "guidance_sweep = [1.0]",
+                "guidance_sweep = [1.0]\nsampler_sweep = [{ sampler = \"heun\" }]",
+            )]),
+            &["stages.eval", "sampler_steps"],
+        ),
+        c(
+            "sampler sweep entry with a guidance",
+            Exp::Replace(&[(
+                "guidance_sweep = [1.0]",
+                "guidance_sweep = [1.0]\nsampler_sweep = [{ sampler = \"heun\", sampler_steps = 3, guidance = 4 }]",
+            )]),
+            &["stages.eval", "guidance"],
+        ),
+        Case {
+            args: &[
+                "{exp}",
+                "--runs-dir",
+                "{runs}",
+                "--set",
+                "schedule.zero_terminal_snr=\"yes\"",
+            ],
+            ..c(
+                "zero terminal SNR that is not a boolean",
+                Exp::Smoke,
+                &["--set schedule.zero_terminal_snr", "bool"],
+            )
+        },
+        Case {
+            args: &[
+                "{exp}",
+                "--runs-dir",
+                "{runs}",
+                "--set",
+                "stages.eval.sample_seed=-1",
+            ],
+            ..c(
+                "negative sample seed",
+                Exp::Smoke,
+                &[
+                    "--set stages.eval.sample_seed",
+                    "key `stages.eval.sample_seed`",
+                ],
+            )
+        },
+        sample(
+            "sample with eta for euler",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--sampler",
+                "euler",
+                "--eta",
+                "0.5",
+            ],
+            &[
+                "--eta: applies to ddim only, not euler",
+                "nothing was written",
+            ],
+        ),
+        sample(
+            "sample with Karras sigmas for DDIM",
+            &["sample", "{run}", "--prompts", "one", "--sigmas", "karras"],
+            &["--sigmas: karras needs a sampler"],
+        ),
+        sample(
+            "sample with DDPM and a spacing",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--sampler",
+                "ddpm",
+                "--spacing",
+                "leading",
+            ],
+            &["--spacing: ddpm visits every timestep"],
+        ),
+        sample(
+            "sample with a guidance rescale of 2",
+            &[
+                "sample",
+                "{run}",
+                "--prompts",
+                "one",
+                "--guidance-rescale",
+                "2",
+            ],
+            &["--guidance-rescale: 2 is out of range"],
+        ),
+        sample(
+            "sample with an unknown sampler",
+            &["sample", "{run}", "--prompts", "one", "--sampler", "dpm"],
+            &["invalid value 'dpm'", "dpmpp_2m", "unipc"],
+        ),
+    ]
+}
+
 #[test]
 fn every_bad_input_is_refused_with_its_source_and_writes_nothing() {
     let cases: Vec<Case> = [
@@ -1342,6 +1634,7 @@ fn every_bad_input_is_refused_with_its_source_and_writes_nothing() {
         argument_cases(),
         sweep_cases(),
         run_cases(),
+        sampler_cases(),
     ]
     .into_iter()
     .flatten()

@@ -403,6 +403,120 @@ fn missing_prompt_file_is_named() {
     assert!(err.contains("nope.txt does not exist"), "{err}");
 }
 
+/// Fingerprints of the smoke experiment's stages with `sets` applied.
+fn smoke_prints(sets: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+    let r = resolve(&path, &[], sets).unwrap_or_else(|e| panic!("{sets:?}: {e}"));
+    let order: Vec<String> = ["vae", "ldm", "sample", "clf", "eval"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    ldm_run::plan::fingerprint::fingerprints(&r.experiment, &order)
+}
+
+#[test]
+fn objective_keys_change_training_and_sampler_keys_only_sampling() {
+    let base = smoke_prints(&[]);
+    let off = smoke_prints(&[
+        "schedule.zero_terminal_snr=false",
+        "stages.ldm.noise_offset=0.0",
+        "stages.ldm.input_perturbation=0.0",
+    ]);
+    assert_eq!(base, off, "an option set to off is the option left out");
+    for training in [
+        &["stages.ldm.noise_offset=0.1"][..],
+        &["stages.ldm.input_perturbation=0.1"],
+        &[
+            "schedule.prediction=\"v\"",
+            "schedule.zero_terminal_snr=true",
+        ],
+        &["schedule.prediction=\"x0\""],
+    ] {
+        let p = smoke_prints(training);
+        assert_eq!(p["vae"], base["vae"], "{training:?}");
+        assert_ne!(p["ldm"], base["ldm"], "{training:?} trains other weights");
+        assert_ne!(p["eval"], base["eval"], "{training:?}: downstream");
+    }
+    let sampling = smoke_prints(&[
+        "stages.ldm.sampler=\"dpmpp_2m\"",
+        "stages.ldm.spacing=\"trailing\"",
+        "stages.ldm.sigmas=\"karras\"",
+        "stages.ldm.guidance_rescale=0.7",
+    ]);
+    assert_eq!(sampling["ldm"], base["ldm"], "preview grids only");
+    let eval = smoke_prints(&[
+        "stages.eval.sample_seed=3",
+        "stages.eval.sampler_sweep=[{ sampler = \"unipc\", sampler_steps = 3 }]",
+    ]);
+    for trained in ["vae", "ldm", "clf", "sample"] {
+        assert_eq!(eval[trained], base[trained], "{trained}");
+    }
+    assert_ne!(eval["eval"], base["eval"]);
+}
+
+#[test]
+fn objective_and_sampler_keys_resolve_to_their_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+    let r = resolve(
+        &path,
+        &[("LDM_STAGES__LDM__NOISE_OFFSET", "0.1")],
+        &[
+            "schedule.prediction=\"v\"",
+            "schedule.zero_terminal_snr=true",
+            "stages.ldm.input_perturbation=0.05",
+            "stages.sample.sampler=\"unipc\"",
+            "stages.sample.spacing=\"trailing\"",
+            "stages.sample.guidance_rescale=0.7",
+            "stages.eval.sampler_sweep=[{ sampler = \"dpmpp_2m\", sampler_steps = 4 }, \
+             { sampler = \"ddim\", sampler_steps = 8, spacing = \"leading\", eta = 0.5 }]",
+            "stages.eval.sample_seed=9",
+        ],
+    )
+    .unwrap();
+    let e = &r.experiment;
+    assert!(e.schedule.zero_terminal_snr);
+    assert_eq!(e.schedule.noise_schedule().alphas_cumprod[999], 0.0);
+    match &r.stage("ldm").unwrap().spec {
+        StageSpec::Diffusion(d) => {
+            assert_eq!(
+                (d.noise.noise_offset, d.noise.input_perturbation),
+                (0.1, 0.05)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &r.stage("sample").unwrap().spec {
+        StageSpec::Sample(s) => {
+            let json = serde_json::to_value(&s.sampling).unwrap();
+            assert_eq!(json["sampler"], "unipc");
+            assert_eq!(json["spacing"], "trailing");
+            assert_eq!(json["sigmas"], "schedule");
+            assert_eq!(json["guidance_rescale"], 0.7);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &r.stage("eval").unwrap().spec {
+        StageSpec::Eval(ev) => {
+            let keys: Vec<String> = ev.measure.sampler_sweep.iter().map(|s| s.key()).collect();
+            assert_eq!(keys, ["dpmpp_2m_4", "ddim_8_leading_eta0.5"]);
+            assert_eq!(ev.measure.sample_seed, Some(9));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Off switches stay out of the recorded configuration, as in runs made before they existed.
+    let plain = resolve(&path, &[], &[]).unwrap().experiment_json();
+    assert!(
+        plain["schedule"].get("zero_terminal_snr").is_none(),
+        "{plain}"
+    );
+    assert!(plain["stages"]["ldm"].get("noise_offset").is_none());
+    assert!(plain["stages"]["ldm"].get("input_perturbation").is_none());
+    assert!(plain["stages"]["eval"].get("sample_seed").is_none());
+    let on = r.experiment_json();
+    assert_eq!(on["schedule"]["zero_terminal_snr"], true);
+    assert_eq!(on["stages"]["ldm"]["noise_offset"], 0.1);
+}
+
 #[test]
 fn committed_schema_matches_the_types() {
     let committed = std::fs::read_to_string(
@@ -418,7 +532,15 @@ fn committed_schema_matches_the_types() {
 #[test]
 fn shipped_experiments_resolve() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    for name in ["smoke.toml", "mnist_kl_f4.toml", "mnist_kl_f4_seed.toml"] {
+    for name in [
+        "smoke.toml",
+        "mnist_kl_f4.toml",
+        "mnist_kl_f4_seed.toml",
+        "mnist_kl_f4_samplers.toml",
+        "ablations/input_perturbation.toml",
+        "ablations/offset_noise.toml",
+        "ablations/v_zero_terminal_snr.toml",
+    ] {
         resolve(&dir.join(name), &[], &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }

@@ -54,9 +54,9 @@ fn args<'a>(runs: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-fn spawn(runs: &Path) -> Child {
+fn spawn(runs: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ldm-run"))
-        .args(args(runs, &[]))
+        .args(args(runs, extra))
         .current_dir(repo())
         .env("LDM_DATA_DIR", data_dir())
         .stdout(Stdio::null())
@@ -72,6 +72,33 @@ fn run_dir(runs: &Path) -> PathBuf {
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
+}
+
+/// A new run with `extra` arguments, interrupted (SIGINT) once it has written `checkpoint`:
+/// its folder and the process's output.
+fn interrupted_at(
+    runs: &Path,
+    extra: &[&str],
+    checkpoint: &str,
+) -> (PathBuf, std::process::Output) {
+    let mut child = spawn(runs, extra);
+    let start = Instant::now();
+    while !runs.join("smoke").exists()
+        || std::fs::read_dir(runs.join("smoke"))
+            .unwrap()
+            .next()
+            .is_none()
+    {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = run_dir(runs);
+    wait_for(&run.join(checkpoint), &mut child);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    (run, child.wait_with_output().unwrap())
 }
 
 /// Waits until `path` exists (the run reached that checkpoint).
@@ -143,9 +170,9 @@ fn resume(run: &Path, runs: &Path) -> std::process::Output {
     )
 }
 
-fn reference() -> (Vec<Vec<u8>>, Vec<Curve>) {
+fn reference(extra: &[&str]) -> (Vec<Vec<u8>>, Vec<Curve>) {
     let tmp = tempfile::tempdir().unwrap();
-    let out = ldm_run(&repo(), &args(tmp.path(), &[]));
+    let out = ldm_run(&repo(), &args(tmp.path(), extra));
     assert!(out.status.success(), "{}", text(&out));
     let run = run_dir(tmp.path());
     (final_bytes(&run), held_out_curves(&run))
@@ -153,34 +180,12 @@ fn reference() -> (Vec<Vec<u8>>, Vec<Curve>) {
 
 #[test]
 fn interrupted_runs_resume_to_the_same_bytes() {
-    let (want, want_curves) = reference();
+    let (want, want_curves) = reference(&[]);
 
     // SIGINT during the autoencoder: it finishes the step, checkpoints, exits non-zero.
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path();
-    let mut child = spawn(runs);
-    let run = {
-        let start = Instant::now();
-        while !runs.join("smoke").exists()
-            || std::fs::read_dir(runs.join("smoke"))
-                .unwrap()
-                .next()
-                .is_none()
-        {
-            assert!(start.elapsed() < Duration::from_secs(60));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        run_dir(runs)
-    };
-    wait_for(
-        &run.join("vae/checkpoints/step-00000008.safetensors"),
-        &mut child,
-    );
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (run, out) = interrupted_at(runs, &[], "vae/checkpoints/step-00000008.safetensors");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an interrupted run exits non-zero");
     assert!(
@@ -377,4 +382,41 @@ fn bad_loss_stops_the_stage_and_force_resumes_with_new_settings() {
     );
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(config.contains("lr = 0.001"), "{config}");
+}
+
+#[test]
+fn training_noise_options_resume_to_the_same_bytes() {
+    // Offset noise and input perturbation draw from the checkpointed noise stream; v on a zero
+    // terminal SNR schedule, sampled on trailing timesteps.
+    let options = [
+        "--set",
+        "stages.ldm.noise_offset=0.1",
+        "--set",
+        "stages.ldm.input_perturbation=0.1",
+        "--set",
+        "schedule.prediction=\"v\"",
+        "--set",
+        "schedule.zero_terminal_snr=true",
+        "--set",
+        "stages.sample.spacing=\"trailing\"",
+    ];
+    let (want, _) = reference(&options);
+    assert!(
+        want != reference(&options[4..]).0,
+        "offset noise and input perturbation change the weights"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path();
+    let (run, out) = interrupted_at(runs, &options, "ldm/checkpoints/step-00000008.safetensors");
+    assert!(!out.status.success());
+    let done = status(&run)["stages"]["ldm"]["steps_done"]
+        .as_u64()
+        .unwrap();
+    assert!((8..24).contains(&done), "stopped at step {done}");
+    let out = resume(&run, runs);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        final_bytes(&run) == want,
+        "resumed weights and samples must equal the uninterrupted run's"
+    );
 }

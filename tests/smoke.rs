@@ -15,12 +15,23 @@ fn png_size(path: &Path) -> (u32, u32) {
 }
 
 fn only_run(runs: &Path) -> PathBuf {
+    let mut dirs = runs_of(runs);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.remove(0)
+}
+
+/// The runs of experiment `smoke` under `runs`, oldest first.
+fn runs_of(runs: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs.join("smoke"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs.remove(0)
+    dirs.sort();
+    dirs
+}
+
+fn manifest_of(run: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// The numbers of TensorBoard scalar `tag`: (step, value) pairs.
@@ -213,8 +224,7 @@ fn smoke_experiment_runs_every_stage_and_samples() {
     // The resolved configuration and the manifest.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(config.contains("name = \"smoke\""), "{config}");
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&run);
     assert_eq!(manifest["status"], "finished");
     assert_eq!(manifest["seed"], 0);
     assert_eq!(manifest["ldm_run_version"], env!("CARGO_PKG_VERSION"));
@@ -372,4 +382,137 @@ fn smoke_experiment_runs_every_stage_and_samples() {
         err.contains("stage `ldm`") && err.contains("has not finished"),
         "{err}"
     );
+}
+
+#[test]
+fn eval_sampler_sweep_measures_every_sampler_on_the_same_prompts_and_noise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let sweep = "stages.eval.sampler_sweep=[{ sampler = \"ddim\", sampler_steps = 5 }, \
+                 { sampler = \"dpmpp_2m\", sampler_steps = 4, sigmas = \"karras\" }, \
+                 { sampler = \"heun\", sampler_steps = 3 }, \
+                 { sampler = \"euler_ancestral\", sampler_steps = 4, spacing = \"trailing\" }]";
+    let run_with = |sets: &[&str]| {
+        let mut args = vec![
+            "experiments/smoke.toml",
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--set",
+            sweep,
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = ldm_run(&repo(), &args);
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    let out = run_with(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("eval: dpmpp_2m_4_karras, guidance 2: accuracy"),
+        "each measurement on stderr: {err}"
+    );
+    let run = runs_of(&runs).remove(0);
+    let manifest = manifest_of(&run);
+    assert_eq!(manifest["stages"]["sample"]["metrics"]["nfe"], 5.0);
+    let m = &manifest["stages"]["eval"]["metrics"];
+    let get = |k: &str| {
+        m[k].as_f64()
+            .unwrap_or_else(|| panic!("no eval metric {k}: {m}"))
+    };
+    // The entry with the stage's own settings, on the same prompts and noise, scores the same.
+    assert_eq!(get("sampler_ddim_5/frechet"), get("frechet"));
+    assert_eq!(get("sampler_ddim_5/accuracy"), get("accuracy"));
+    for (key, nfe) in [
+        ("", 5.0),
+        ("sampler_ddim_5/", 5.0),
+        ("sampler_dpmpp_2m_4_karras/", 4.0),
+        ("sampler_heun_3/", 5.0),
+        ("sampler_euler_ancestral_4_trailing/", 4.0),
+    ] {
+        assert_eq!(get(&format!("{key}nfe")), nfe, "{key}");
+        let seconds = get(&format!("{key}seconds_per_1000"));
+        assert!(seconds > 0.0 && seconds.is_finite(), "{key}: {seconds}");
+        let frechet = get(&format!("{key}frechet"));
+        assert!(frechet > 0.0 && frechet.is_finite(), "{key}: {frechet}");
+    }
+    assert_ne!(get("sampler_dpmpp_2m_4_karras/frechet"), get("frechet"));
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["nfe"], 5);
+    assert_eq!(json["settings"]["sample_seed"], 0);
+    assert_eq!(json["settings"]["spacing"], "linspace");
+    let samplers = json["samplers"].as_array().unwrap();
+    assert_eq!(samplers.len(), 4);
+    assert_eq!(samplers[1]["sampler"], "dpmpp_2m");
+    assert_eq!(samplers[1]["sigmas"], "karras");
+    assert_eq!(samplers[2]["nfe"], 5);
+    let tb = read_with_tensorboard(&run);
+    let root = &tb["provider"]["."];
+    assert_eq!(
+        points(root, "eval/sampler_heun_3/nfe"),
+        vec![(get_step(root), 5.0)]
+    );
+    assert_eq!(points(root, "sample/nfe").len(), 1);
+    let table = root["text"]["eval/metrics"][0]["text"].as_str().unwrap();
+    assert!(
+        table.contains("| sampler | steps | spacing | sigmas | eta | NFE |")
+            && table.contains("| heun | 3 | linspace | schedule | 0 | 5 |"),
+        "{table}"
+    );
+
+    // Another sample seed: the trained stages are reused, only the eval runs again, on other
+    // prompts and noise; the experiment's own seed given as the sample seed changes nothing.
+    run_with(&["stages.eval.sample_seed=7"]);
+    run_with(&["stages.eval.sample_seed=0"]);
+    let all = runs_of(&runs);
+    assert_eq!(all.len(), 3);
+    let (seven, zero) = (manifest_of(&all[1]), manifest_of(&all[2]));
+    for stage in ["vae", "ldm", "clf"] {
+        assert!(
+            seven["stages"][stage]["reused_from"].is_string(),
+            "{stage}: {seven}"
+        );
+    }
+    let frechet = |m: &Value, k: &str| m["stages"]["eval"]["metrics"][k].as_f64().unwrap();
+    assert_ne!(frechet(&seven, "frechet"), get("frechet"));
+    for k in ["frechet", "accuracy", "sampler_heun_3/frechet"] {
+        assert_eq!(frechet(&zero, k), get(k), "{k}");
+    }
+
+    // `ldm-run sample` with a sampler of the sweep, on Karras sigmas.
+    let png = tmp.path().join("dpm.png");
+    let out = ldm_run(
+        &repo(),
+        &[
+            "sample",
+            run.to_str().unwrap(),
+            "--prompts",
+            "one 2",
+            "--sampler",
+            "dpmpp_2m",
+            "--sigmas",
+            "karras",
+            "--steps",
+            "4",
+            "--guidance-rescale",
+            "0.7",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dpmpp_2m: 4 network evaluations per sample"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(png_size(&png), (2 + 2 * 34, 2 + 34));
+}
+
+/// The step of the eval stage's scalars (one point each).
+fn get_step(root: &Value) -> u64 {
+    points(root, "eval/frechet")[0].0
 }

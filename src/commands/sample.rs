@@ -9,7 +9,8 @@ use anyhow::bail;
 use crate::conditioning::{ConditioningKind, prompts};
 use crate::config::error::closest;
 use crate::config::{Resolved, StageKind};
-use crate::diffusion::samplers::{SamplerKind, SamplerSettings};
+use crate::diffusion::samplers::{SamplerKind, SamplerSettings, Sigmas, Spacing};
+use crate::diffusion::schedule::ScheduleConfig;
 use crate::log::grid;
 use crate::plan::manifest::{Manifest, Status};
 use crate::plan::run_dir::RunDir;
@@ -30,7 +31,10 @@ pub struct SampleArgs {
     pub sampler: Option<SamplerKind>,
     pub steps: Option<usize>,
     pub eta: Option<f64>,
+    pub spacing: Option<Spacing>,
+    pub sigmas: Option<Sigmas>,
     pub guidance: Option<f64>,
+    pub guidance_rescale: Option<f64>,
     pub seed: u64,
     /// Checkpoint of the diffusion stage.
     pub checkpoint: CheckpointChoice,
@@ -40,27 +44,35 @@ pub struct SampleArgs {
 /// The flag a sampler key is set with here.
 fn flag(key: &str) -> &str {
     match key {
+        "sampler" => "--sampler",
         "sampler_steps" => "--steps",
         "eta" => "--eta",
+        "spacing" => "--spacing",
+        "sigmas" => "--sigmas",
         "guidance" => "--guidance",
+        "guidance_rescale" => "--guidance-rescale",
         other => other,
     }
 }
 
-/// The sampler settings: the stage's, with the flags given on top, checked.
+/// The sampler settings: the stage's, with the flags given on top, checked against the run's
+/// schedule.
 fn settings(
     args: &SampleArgs,
     stage: &SamplerSettings,
-    timesteps: usize,
+    schedule: &ScheduleConfig,
 ) -> anyhow::Result<SamplerSettings> {
     let s = SamplerSettings {
         sampler: args.sampler.unwrap_or(stage.sampler),
         sampler_steps: args.steps.unwrap_or(stage.sampler_steps),
         eta: args.eta.unwrap_or(stage.eta),
+        spacing: args.spacing.unwrap_or(stage.spacing),
+        sigmas: args.sigmas.unwrap_or(stage.sigmas),
         guidance: args.guidance.unwrap_or(stage.guidance),
+        guidance_rescale: args.guidance_rescale.unwrap_or(stage.guidance_rescale),
     };
     let problems: Vec<String> = s
-        .check(timesteps)
+        .check(schedule)
         .into_vec()
         .into_iter()
         .map(|i| format!("  - {}: {}", flag(&i.key), i.message))
@@ -128,11 +140,7 @@ fn out_path(args: &SampleArgs, run: &RunDir, stage: &str) -> anyhow::Result<Path
 pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
     let (run, manifest, resolved) = RunDir::open_existing(&args.run_dir)?;
     let (model, stage_settings) = pick_stage(&resolved, &manifest, args.stage.as_deref(), &run)?;
-    let spec = settings(
-        args,
-        &stage_settings,
-        resolved.experiment.schedule.timesteps,
-    )?;
+    let spec = settings(args, &stage_settings, &resolved.experiment.schedule)?;
     let words = words(args)?;
     let vocab = artifacts::vocabulary(&run, &model.diffusion)?;
     let conditional = resolved.experiment.conditioning.kind != ConditioningKind::None;
@@ -151,12 +159,18 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
         .into_iter()
         .map(|w| conditional.then_some(w))
         .collect();
-    let images = ldm.generate(
+    let generated = ldm.generate(
         &prompts,
         &spec,
         &mut Rng::stream(args.seed, "sample-command"),
         &device,
     )?;
+    eprintln!(
+        "{}: {} network evaluations per sample",
+        spec.sampler.as_str(),
+        generated.nfe
+    );
+    let images = generated.images;
     let (n, c, h, w) = images.dims4()?;
     let cols = resolved.experiment.logging.grid_size.min(n);
     let picture = grid::grid(

@@ -40,10 +40,15 @@ const NOT_TRAINING: &[&str] = &[
     "stages.*.sampler",
     "stages.*.sampler_steps",
     "stages.*.eta",
+    "stages.*.spacing",
+    "stages.*.sigmas",
     "stages.*.guidance",
+    "stages.*.guidance_rescale",
     "stages.*.prompts_file",
     "stages.*.samples",
     "stages.*.guidance_sweep",
+    "stages.*.sampler_sweep",
+    "stages.*.sample_seed",
 ];
 
 fn matches(pattern: &str, key: &str) -> bool {
@@ -130,5 +135,17 @@ mod tests {
         assert!(!is_training_relevant("stages.ldm.guidance"));
         assert!(!is_training_relevant("experiment.device"));
         assert!(!is_training_relevant("stages.vae.keep_checkpoints"));
+        for sampling in [
+            "spacing",
+            "sigmas",
+            "guidance_rescale",
+            "sampler_sweep",
+            "sample_seed",
+        ] {
+            assert!(!is_training_relevant(&format!("stages.ldm.{sampling}")));
+        }
+        assert!(is_training_relevant("stages.ldm.noise_offset"));
+        assert!(is_training_relevant("stages.ldm.input_perturbation"));
+        assert!(is_training_relevant("schedule.zero_terminal_snr"));
     }
 }

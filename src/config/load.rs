@@ -261,6 +261,8 @@ fn problems(figment: &Figment, errors: figment::Error, table: &str) -> Vec<Probl
 
 /// Names the provider that supplied `key`; a key no layer sets has its default value.
 pub(crate) fn source_name(figment: &Figment, key: &str) -> String {
+    // An entry of a list (`a.b[2].c`) comes from where the list was set.
+    let key = key.split('[').next().unwrap_or(key);
     match figment.find_metadata(key) {
         Some(meta) => describe(meta),
         None => "default value".to_string(),

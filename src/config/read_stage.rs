@@ -99,7 +99,8 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
             })
         }
         StageKind::Diffusion => {
-            let (train, held_out, ema, sampling, grid, input) = (
+            let (train, held_out, ema, noise, sampling, grid, input) = (
+                reader.group(),
                 reader.group(),
                 reader.group(),
                 reader.group(),
@@ -111,6 +112,7 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
                 train: train?,
                 held_out: held_out?,
                 ema: ema?,
+                noise: noise?,
                 sampling: sampling?,
                 grid: grid?,
                 input: input?,

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::samplers::{SamplerSettings, check_guidance};
+use crate::diffusion::noise::TrainingNoise;
+use crate::diffusion::samplers::{SamplerSettings, SweepEntry, check_guidance, check_sweep};
+use crate::diffusion::schedule::ScheduleConfig;
 use crate::settings::Checks;
 use crate::train::choice::CheckpointChoice;
 use crate::train::{EmaSettings, HeldOutSettings, TrainSettings};
@@ -177,6 +179,16 @@ pub struct EvalSamples {
     pub samples: usize,
     /// Further guidance scales to measure, each reported apart.
     pub guidance_sweep: Vec<f64>,
+    /// Further samplers to measure at the stage's guidance, with the same prompts and starting
+    /// noise, each reported apart with its network evaluations and seconds per 1000 samples:
+    /// `[{ sampler = "dpmpp_2m", sampler_steps = 10 }, { sampler = "dpmpp_2m", sampler_steps =
+    /// 10, sigmas = "karras" }]`. An entry's `eta`, `spacing` and `sigmas` are their defaults
+    /// when left out.
+    pub sampler_sweep: Vec<SweepEntry>,
+    /// Seed of the prompts and starting noise the stage measures with. Unset: `experiment.seed`.
+    /// Another seed measures the run-to-run spread of the sample numbers without retraining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_seed: Option<u64>,
 }
 
 impl Default for EvalSamples {
@@ -184,12 +196,14 @@ impl Default for EvalSamples {
         Self {
             samples: 1000,
             guidance_sweep: Vec::new(),
+            sampler_sweep: Vec::new(),
+            sample_seed: None,
         }
     }
 }
 
 impl EvalSamples {
-    fn check(&self) -> Checks {
+    fn check(&self, schedule: &ScheduleConfig) -> Checks {
         let mut c = Checks::new();
         if self.samples < 2 {
             c.fail(
@@ -202,6 +216,7 @@ impl EvalSamples {
         for g in &self.guidance_sweep {
             check_guidance(&mut c, "guidance_sweep", *g);
         }
+        check_sweep(&mut c, &self.sampler_sweep, schedule);
         c
     }
 }
@@ -235,6 +250,8 @@ pub struct DiffusionStage {
     pub held_out: HeldOutSettings,
     #[serde(flatten)]
     pub ema: EmaSettings,
+    #[serde(flatten)]
+    pub noise: TrainingNoise,
     #[serde(flatten)]
     pub sampling: SamplerSettings,
     #[serde(flatten)]
@@ -349,15 +366,16 @@ impl StageSpec {
         self.train().map_or(0, |t| t.steps as u64)
     }
 
-    /// The checks of every group that needs only its own values; `timesteps` bounds the
-    /// sampler steps.
-    pub fn check(&self, timesteps: usize) -> Vec<crate::settings::Invalid> {
+    /// The checks of every group: of its own values, and of the sampler keys against the
+    /// `schedule` they sample (its timesteps bound the steps, zero terminal SNR rules out
+    /// Karras sigmas).
+    pub fn check(&self, schedule: &ScheduleConfig) -> Vec<crate::settings::Invalid> {
         let mut out = Vec::new();
         if let Some(t) = self.train() {
             out.extend(t.check().into_vec());
         }
         if let Some(s) = self.sampling() {
-            out.extend(s.check(timesteps).into_vec());
+            out.extend(s.check(schedule).into_vec());
         }
         match self {
             Self::Autoencoder(s) => {
@@ -366,10 +384,11 @@ impl StageSpec {
             }
             Self::Diffusion(s) => {
                 out.extend(s.ema.check().into_vec());
+                out.extend(s.noise.check().into_vec());
                 out.extend(s.held_out.check(DIFFUSION_HELD_OUT).into_vec());
             }
             Self::Classifier(s) => out.extend(s.ema.check().into_vec()),
-            Self::Eval(s) => out.extend(s.measure.check().into_vec()),
+            Self::Eval(s) => out.extend(s.measure.check(schedule).into_vec()),
             Self::Sample(_) => {}
         }
         out

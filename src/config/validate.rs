@@ -26,10 +26,7 @@ pub fn check(e: &Experiment, layered: &Layered) -> Vec<Problem> {
     c.table("conditioning", e.conditioning.check().into_vec());
     c.table("logging", e.logging.check().into_vec());
     for (name, stage) in &e.stages {
-        c.table(
-            &format!("stages.{name}"),
-            stage.spec.check(e.schedule.timesteps),
-        );
+        c.table(&format!("stages.{name}"), stage.spec.check(&e.schedule));
     }
     if c.problems.is_empty() {
         let latent = autoencoder_against_image(&mut c, e);

@@ -2,14 +2,60 @@
 //! crosslabs.org) and input perturbation (Ning et al. 2023, "Input Perturbation Reduces Exposure
 //! Bias in Diffusion Models", arXiv 2301.11706).
 //!
-//! A training step with both reads: `noise = offset_noise(&noise, offset, rng)`, then
-//! `x_t = q_sample(.., &perturbed_input_noise(&noise, gamma, rng))`, `target(.., &noise)`: the
-//! offset noise is the noise the network must find, the perturbation only disturbs its input.
-//! Both draw nothing when their setting is 0, so the default path's random streams are untouched.
+//! A training step reads `(input, noise) = TrainingNoise::apply(&noise, rng)`, that is
+//! `noise = offset_noise(&noise, offset, rng)`, then `x_t = q_sample(.., &perturbed_input_noise(
+//! &noise, gamma, rng))`, `target(.., &noise)`: the offset noise is the noise the network must
+//! find, the perturbation only disturbs its input. Both draw nothing when their setting is 0, so
+//! the default path's random streams are untouched.
 
 use candle_core::{Result, Tensor};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use super::validate;
 use crate::rng::Rng;
+use crate::settings::Checks;
+
+/// The training noise keys of a `diffusion` stage. They change only what the network is
+/// trained on, not the forward process sampling inverts, so they are the stage's (two
+/// diffusion stages over one autoencoder can compare them) and not `[schedule]`'s.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct TrainingNoise {
+    /// Offset noise (Guttenberg 2023): each sample's noise gets one N(0, noise_offset^2) draw
+    /// per channel added at every position, so the network learns to change an image's mean.
+    /// 0 (the default) is off; 0.1 is usual; at most 1.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub noise_offset: f64,
+    /// Input perturbation (Ning et al. 2023): x_t is built from noise + gamma N(0, I) while the
+    /// target keeps the plain noise, against exposure bias. 0 (the default) is off; the paper
+    /// uses 0.1; below 1.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub input_perturbation: f64,
+}
+
+/// Off settings stay out of the serialized stage, so the configurations and fingerprints of
+/// runs made before these keys existed still match.
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+impl TrainingNoise {
+    pub fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        validate::noise_offset(&mut c, self.noise_offset);
+        validate::input_perturbation(&mut c, self.input_perturbation);
+        c
+    }
+
+    /// The noise a training step's x_t is built from and the noise its target is defined by,
+    /// from the step's plain `noise`, drawing from `rng` only what the settings switch on.
+    pub fn apply(&self, noise: &Tensor, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
+        let target = offset_noise(noise, self.noise_offset, rng)?;
+        let input = perturbed_input_noise(&target, self.input_perturbation, rng)?;
+        Ok((input, target))
+    }
+}
 
 /// noise + offset * N(0, 1), one draw per (sample, channel) shared by every position: the
 /// network also learns to move an image's mean, which plain noise barely perturbs at high t.
@@ -101,6 +147,41 @@ mod tests {
             r.normal_vec(b * c);
             r
         });
+    }
+
+    #[test]
+    fn training_noise_offsets_the_target_and_perturbs_only_the_input() {
+        let eps = noise((4, 2, 3, 3), 6);
+        let off = TrainingNoise::default();
+        let mut rng = Rng::new(1);
+        let (input, target) = off.apply(&eps, &mut rng).unwrap();
+        assert_eq!(
+            (values(&input), values(&target)),
+            (values(&eps), values(&eps))
+        );
+        assert_eq!(rng, Rng::new(1));
+        let both = TrainingNoise {
+            noise_offset: 0.1,
+            input_perturbation: 0.2,
+        };
+        let mut rng = Rng::new(1);
+        let (input, target) = both.apply(&eps, &mut rng).unwrap();
+        let mut again = Rng::new(1);
+        let shifted = offset_noise(&eps, 0.1, &mut again).unwrap();
+        let perturbed = perturbed_input_noise(&shifted, 0.2, &mut again).unwrap();
+        assert_eq!(values(&target), values(&shifted));
+        assert_eq!(values(&input), values(&perturbed));
+        assert_ne!(values(&input), values(&target));
+        assert_eq!(
+            rng, again,
+            "offset first, then the perturbation, from one stream"
+        );
+        let bad = TrainingNoise {
+            noise_offset: -1.0,
+            input_perturbation: 1.0,
+        };
+        let keys: Vec<String> = bad.check().into_vec().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["noise_offset", "input_perturbation"]);
     }
 
     #[test]

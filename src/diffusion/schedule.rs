@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::objective::Prediction;
+use super::validate;
 use crate::settings::Checks;
 
 /// `[schedule]`: the forward noising process and what the network predicts.
@@ -18,8 +19,14 @@ pub struct ScheduleConfig {
     pub beta_start: f64,
     /// Last beta (linear and scaled_linear).
     pub beta_end: f64,
-    /// What the UNet predicts: `epsilon` or `v`.
+    /// What the UNet predicts: `epsilon`, `v` or `x0`.
     pub prediction: Prediction,
+    /// Rescale the betas to zero terminal SNR (Lin et al. 2023), so alphas_cumprod[T-1] is
+    /// exactly 0 and training sees the pure noise sampling starts from; for training and
+    /// sampling alike. Needs `prediction = "v"` (or `"x0"`); pair it with `spacing =
+    /// "trailing"` and `guidance_rescale` at sampling. Off (false) unless set.
+    #[serde(skip_serializing_if = "is_false")]
+    pub zero_terminal_snr: bool,
     /// Min-SNR-gamma loss weighting (Hang et al., 2023): each sample's squared error is weighted
     /// by min(SNR_t, gamma) / SNR_t (epsilon) or min(SNR_t, gamma) / (SNR_t + 1) (v), so the
     /// nearly clean timesteps stop dominating the gradient. The paper uses 5. Unset: plain MSE.
@@ -38,6 +45,7 @@ impl Default for ScheduleConfig {
             beta_start: 1e-4,
             beta_end: 0.02,
             prediction: Prediction::Epsilon,
+            zero_terminal_snr: false,
             min_snr_gamma: None,
             scale_factor: None,
         }
@@ -46,6 +54,12 @@ impl Default for ScheduleConfig {
 
 /// Most diffusion steps T.
 pub const MAX_TIMESTEPS: usize = 100_000;
+
+/// Off switches stay out of the serialized settings, so the configurations and fingerprints of
+/// runs made before the switch existed still match.
+fn is_false(on: &bool) -> bool {
+    !on
+}
 
 impl ScheduleConfig {
     pub fn check(&self) -> Checks {
@@ -70,12 +84,23 @@ impl ScheduleConfig {
                 c.positive_number(key, f);
             }
         }
+        validate::schedule(
+            &mut c,
+            self.prediction,
+            self.zero_terminal_snr,
+            self.timesteps,
+        );
         c
     }
 
-    /// The schedule these settings describe.
+    /// The schedule these settings describe, rescaled to zero terminal SNR when asked.
     pub fn noise_schedule(&self) -> NoiseSchedule {
-        NoiseSchedule::new(self.kind, self.timesteps, self.beta_start, self.beta_end)
+        let s = NoiseSchedule::new(self.kind, self.timesteps, self.beta_start, self.beta_end);
+        if self.zero_terminal_snr {
+            s.zero_terminal_snr()
+        } else {
+            s
+        }
     }
 }
 

@@ -1,121 +1,108 @@
-//! Checks of the diffusion settings, alone and in combination, for the configuration to report
-//! as its own errors: each names the key at fault (as the experiment file spells it) and why.
+//! Checks of the diffusion settings, alone and in combination. Each adds every problem it finds
+//! to a [`Checks`] under the key at fault (as the experiment file spells it, relative to the
+//! table that holds it), so the configuration reports them all with their sources, and
+//! `samplers::sample` refuses what a configuration would have refused.
 
 use super::objective::Prediction;
 use super::samplers::{SamplerConfig, SamplerKind, Sigmas, Spacing};
+use crate::settings::Checks;
 
-/// A setting that cannot be used, and why.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("`{key}`: {reason}")]
-pub struct Invalid {
-    /// The key at fault, e.g. `prediction` or `sigmas`.
-    pub key: &'static str,
-    pub reason: String,
-}
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> Result<(), Invalid> {
-    Err(Invalid {
-        key,
-        reason: reason.into(),
-    })
-}
-
-/// The name a sampler has in experiment files.
-fn name(kind: SamplerKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{kind:?}"))
-}
-
-/// The prediction a schedule allows: with zero terminal SNR, a_{T-1} = 0 and x_0 = (x_t -
-/// sqrt(1 - a) epsilon) / sqrt(a) cannot be read from an epsilon prediction there.
-pub fn schedule(prediction: Prediction, zero_terminal_snr: bool) -> Result<(), Invalid> {
-    if zero_terminal_snr && prediction == Prediction::Epsilon {
-        return invalid(
-            "prediction",
-            "zero_terminal_snr makes the last timestep pure noise (alphas_cumprod[T-1] = 0), \
-             where an epsilon prediction says nothing about x_0; use `v` (as Lin et al. 2023 \
-             do) or `x0`",
+/// The prediction a schedule allows, blamed on `zero_terminal_snr` (both keys of `[schedule]`):
+/// with zero terminal SNR, a_{T-1} = 0 and x_0 = (x_t - sqrt(1 - a) epsilon) / sqrt(a) cannot be
+/// read from an epsilon prediction there. The rescaled schedule also needs two timesteps (its
+/// first and last sqrt(a) are mapped to themselves and to 0).
+pub fn schedule(c: &mut Checks, prediction: Prediction, zero_terminal_snr: bool, timesteps: usize) {
+    if !zero_terminal_snr {
+        return;
+    }
+    if prediction == Prediction::Epsilon {
+        c.fail(
+            "zero_terminal_snr",
+            "makes the last timestep pure noise (alphas_cumprod[T-1] = 0), where an epsilon \
+             prediction says nothing about x_0; set prediction = \"v\" (as Lin et al. 2023 do) \
+             or \"x0\", or zero_terminal_snr = false",
         );
     }
-    Ok(())
+    if timesteps < 2 {
+        c.fail(
+            "zero_terminal_snr",
+            format!("needs at least 2 timesteps to rescale, not {timesteps}"),
+        );
+    }
 }
 
-/// Offset noise strength: finite and >= 0 (0 is off; Guttenberg used 0.1).
-pub fn noise_offset(offset: f64) -> Result<(), Invalid> {
-    if !(offset.is_finite() && offset >= 0.0) {
-        return invalid(
+/// Offset noise strength: in [0, 1] (0 is off; Guttenberg used 0.1). Beyond 1 the shared shift
+/// outweighs the noise itself.
+pub fn noise_offset(c: &mut Checks, offset: f64) {
+    if !(0.0..=1.0).contains(&offset) {
+        c.fail(
             "noise_offset",
-            format!("must be a finite number >= 0 (0 is off, 0.1 is usual), not {offset}"),
-        );
-    }
-    Ok(())
-}
-
-/// Input perturbation gamma: in [0, 1) (0 is off; Ning et al. use 0.1).
-pub fn input_perturbation(gamma: f64) -> Result<(), Invalid> {
-    if !(0.0..1.0).contains(&gamma) {
-        return invalid(
-            "input_perturbation",
-            format!("must be in [0, 1) (0 is off, 0.1 is the paper's), not {gamma}"),
-        );
-    }
-    Ok(())
-}
-
-/// Guidance rescale phi: in [0, 1] (0 is off; Lin et al. use 0.7).
-pub fn guidance_rescale(phi: f64) -> Result<(), Invalid> {
-    if !(0.0..=1.0).contains(&phi) {
-        return invalid(
-            "guidance_rescale",
-            format!("must be in [0, 1] (0 is off, 0.7 is the paper's), not {phi}"),
-        );
-    }
-    Ok(())
-}
-
-/// A sampler's settings on a schedule of `timesteps` steps: the prediction the schedule allows,
-/// 1 <= steps <= T (DDPM takes every step and ignores it), eta in [0, 1] and only for DDIM,
-/// spacing and sigmas only where they apply, Karras sigmas only for the samplers that take them
-/// and only with a finite largest sigma (not with zero terminal SNR). The first problem found.
-pub fn sampler(
-    cfg: &SamplerConfig,
-    timesteps: usize,
-    zero_terminal_snr: bool,
-) -> Result<(), Invalid> {
-    schedule(cfg.prediction, zero_terminal_snr)?;
-    let kind = name(cfg.kind);
-    if cfg.kind != SamplerKind::Ddpm && !(1..=timesteps).contains(&cfg.steps) {
-        return invalid(
-            "sampler_steps",
             format!(
-                "{kind} needs between 1 and the schedule's {timesteps} timesteps, not {}",
-                cfg.steps
+                "{offset} is out of range; expected 0 <= noise_offset <= 1 (0 is off, 0.1 is usual)"
             ),
         );
     }
-    if !(0.0..=1.0).contains(&cfg.eta) {
-        return invalid("eta", format!("must be in [0, 1], not {}", cfg.eta));
+}
+
+/// Input perturbation gamma: in [0, 1) (0 is off; Ning et al. use 0.1).
+pub fn input_perturbation(c: &mut Checks, gamma: f64) {
+    if !(0.0..1.0).contains(&gamma) {
+        c.fail(
+            "input_perturbation",
+            format!(
+                "{gamma} is out of range; expected 0 <= input_perturbation < 1 (0 is off, 0.1 is \
+                 the paper's)"
+            ),
+        );
     }
-    if cfg.eta != 0.0 && cfg.kind != SamplerKind::Ddim {
-        return invalid(
+}
+
+/// Guidance rescale phi: in [0, 1] (0 is off; Lin et al. use 0.7).
+pub fn guidance_rescale(c: &mut Checks, phi: f64) {
+    if !(0.0..=1.0).contains(&phi) {
+        c.fail(
+            "guidance_rescale",
+            format!(
+                "{phi} is out of range; expected 0 <= guidance_rescale <= 1 (0 is off, 0.7 is \
+                 the paper's)"
+            ),
+        );
+    }
+}
+
+/// A sampler's own settings on a schedule of `timesteps` steps (its prediction is the
+/// schedule's, checked by [`schedule`]): 1 <= steps <= T (DDPM takes every step and ignores
+/// it), eta in [0, 1] and only for DDIM, a spacing other than `linspace` not for DDPM, Karras
+/// sigmas only for the samplers that take them and only with a finite largest sigma (not with
+/// zero terminal SNR).
+pub fn sampler(c: &mut Checks, cfg: &SamplerConfig, timesteps: usize, zero_terminal_snr: bool) {
+    let kind = cfg.kind.as_str();
+    if cfg.kind != SamplerKind::Ddpm {
+        c.count_in("sampler_steps", cfg.steps, 1, timesteps);
+    }
+    if !(0.0..=1.0).contains(&cfg.eta) {
+        c.fail(
+            "eta",
+            format!("{} is out of range; expected 0 <= eta <= 1", cfg.eta),
+        );
+    } else if cfg.eta != 0.0 && cfg.kind != SamplerKind::Ddim {
+        c.fail(
             "eta",
             format!(
                 "applies to ddim only, not {kind}: euler_ancestral, dpmpp_2m_sde and ddpm always \
-                 add their full noise, the others none"
+                 add their full noise, the others none; set eta = 0"
             ),
         );
     }
     if cfg.kind == SamplerKind::Ddpm && cfg.spacing != Spacing::Linspace {
-        return invalid(
+        c.fail(
             "spacing",
             "ddpm visits every timestep; a spacing applies to the other samplers",
         );
     }
     if cfg.sigmas == Sigmas::Karras {
         if !cfg.kind.takes_sigmas() {
-            return invalid(
+            c.fail(
                 "sigmas",
                 format!(
                     "karras needs a sampler that steps between any two noise levels (euler, \
@@ -123,16 +110,15 @@ pub fn sampler(
                      the schedule's own timesteps"
                 ),
             );
-        }
-        if zero_terminal_snr {
-            return invalid(
+        } else if zero_terminal_snr {
+            c.fail(
                 "sigmas",
-                "karras spans up to the schedule's largest sigma, which zero_terminal_snr makes \
-                 infinite; use the schedule's sigmas with `trailing` spacing",
+                "karras spans up to the schedule's largest sigma, which \
+                 schedule.zero_terminal_snr makes infinite; use the schedule's sigmas with \
+                 spacing = \"trailing\"",
             );
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -150,33 +136,49 @@ mod tests {
         }
     }
 
-    fn key(r: Result<(), Invalid>) -> Option<&'static str> {
-        r.err().map(|e| e.key)
+    fn keys(check: impl FnOnce(&mut Checks)) -> Vec<String> {
+        let mut c = Checks::new();
+        check(&mut c);
+        c.into_vec().into_iter().map(|i| i.key).collect()
     }
 
     #[test]
     fn zero_terminal_snr_refuses_epsilon_only() {
-        assert_eq!(key(schedule(Prediction::Epsilon, true)), Some("prediction"));
-        assert_eq!(key(schedule(Prediction::V, true)), None);
-        assert_eq!(key(schedule(Prediction::X0, true)), None);
-        assert_eq!(key(schedule(Prediction::Epsilon, false)), None);
-        let e = schedule(Prediction::Epsilon, true).unwrap_err().to_string();
-        assert!(e.starts_with("`prediction`: zero_terminal_snr"), "{e}");
+        let ztsnr = |p| keys(|c| schedule(c, p, true, 1000));
+        assert_eq!(ztsnr(Prediction::Epsilon), ["zero_terminal_snr"]);
+        assert!(ztsnr(Prediction::V).is_empty());
+        assert!(ztsnr(Prediction::X0).is_empty());
+        assert!(keys(|c| schedule(c, Prediction::Epsilon, false, 1)).is_empty());
+        assert_eq!(
+            keys(|c| schedule(c, Prediction::Epsilon, true, 1)),
+            ["zero_terminal_snr", "zero_terminal_snr"],
+            "every problem, not the first"
+        );
+        let mut c = Checks::new();
+        schedule(&mut c, Prediction::Epsilon, true, 1000);
+        let message = &c.into_vec()[0].message;
+        assert!(message.contains("prediction = \"v\""), "{message}");
     }
 
     #[test]
     fn ranges_are_checked_with_their_bounds() {
-        assert!(noise_offset(0.0).is_ok() && noise_offset(0.1).is_ok());
-        for bad in [-0.1, f64::NAN, f64::INFINITY] {
-            assert_eq!(key(noise_offset(bad)), Some("noise_offset"), "{bad}");
+        for good in [0.0, 0.1, 1.0] {
+            assert!(keys(|c| noise_offset(c, good)).is_empty(), "{good}");
         }
-        assert!(input_perturbation(0.0).is_ok() && input_perturbation(0.1).is_ok());
+        for bad in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(keys(|c| noise_offset(c, bad)), ["noise_offset"], "{bad}");
+        }
+        for good in [0.0, 0.1, 0.99] {
+            assert!(keys(|c| input_perturbation(c, good)).is_empty(), "{good}");
+        }
         for bad in [-0.1, 1.0, f64::NAN] {
-            assert_eq!(key(input_perturbation(bad)), Some("input_perturbation"));
+            assert_eq!(keys(|c| input_perturbation(c, bad)), ["input_perturbation"]);
         }
-        assert!(guidance_rescale(0.0).is_ok() && guidance_rescale(1.0).is_ok());
+        for good in [0.0, 0.7, 1.0] {
+            assert!(keys(|c| guidance_rescale(c, good)).is_empty(), "{good}");
+        }
         for bad in [-0.01, 1.01, f64::NAN] {
-            assert_eq!(key(guidance_rescale(bad)), Some("guidance_rescale"));
+            assert_eq!(keys(|c| guidance_rescale(c, bad)), ["guidance_rescale"]);
         }
     }
 
@@ -188,27 +190,30 @@ mod tests {
             edit(&mut c);
             c
         };
-        let cases: [(SamplerConfig, bool, Option<&str>); 9] = [
-            (cfg(Ddim), false, None),
-            (with(Heun, |c| c.steps = 1001), false, Some("sampler_steps")),
-            (with(Ddim, |c| c.steps = 0), false, Some("sampler_steps")),
-            (with(Ddpm, |c| c.steps = 5000), false, None),
-            (with(Ddim, |c| c.eta = 0.5), false, None),
-            (with(Ddim, |c| c.eta = 1.5), false, Some("eta")),
-            (with(EulerAncestral, |c| c.eta = 0.5), false, Some("eta")),
+        let cases: [(SamplerConfig, &[&str]); 9] = [
+            (cfg(Ddim), &[]),
+            (with(Heun, |c| c.steps = 1001), &["sampler_steps"]),
+            (with(Ddim, |c| c.steps = 0), &["sampler_steps"]),
+            (with(Ddpm, |c| c.steps = 5000), &[]),
+            (with(Ddim, |c| c.eta = 0.5), &[]),
+            (with(Ddim, |c| c.eta = 1.5), &["eta"]),
+            (with(EulerAncestral, |c| c.eta = 0.5), &["eta"]),
+            (with(Ddpm, |c| c.spacing = Spacing::Trailing), &["spacing"]),
             (
-                with(Ddpm, |c| c.spacing = Spacing::Trailing),
-                false,
-                Some("spacing"),
+                with(Ddim, |c| {
+                    c.steps = 0;
+                    c.eta = 2.0;
+                    c.sigmas = Sigmas::Karras;
+                }),
+                &["sampler_steps", "eta", "sigmas"],
             ),
-            (cfg(Euler), true, Some("prediction")),
         ];
-        for (c, zero_snr, expected) in cases {
-            assert_eq!(key(sampler(&c, 1000, zero_snr)), expected, "{c:?}");
+        for (c, expected) in cases {
+            assert_eq!(keys(|k| sampler(k, &c, 1000, false)), expected, "{c:?}");
         }
         let karras = |kind| with(kind, |c| c.sigmas = Sigmas::Karras);
         for kind in [Ddim, Ddpm] {
-            assert_eq!(key(sampler(&karras(kind), 1000, false)), Some("sigmas"));
+            assert_eq!(keys(|c| sampler(c, &karras(kind), 1000, false)), ["sigmas"]);
         }
         for kind in [
             Euler,
@@ -218,14 +223,16 @@ mod tests {
             DpmSolver2mSde,
             UniPc,
         ] {
-            assert_eq!(key(sampler(&karras(kind), 1000, false)), None, "{kind:?}");
-            let v = SamplerConfig {
-                prediction: Prediction::V,
-                ..karras(kind)
-            };
-            assert_eq!(key(sampler(&v, 1000, true)), Some("sigmas"), "{kind:?}");
+            assert!(keys(|c| sampler(c, &karras(kind), 1000, false)).is_empty());
+            assert_eq!(
+                keys(|c| sampler(c, &karras(kind), 1000, true)),
+                ["sigmas"],
+                "{kind:?}"
+            );
         }
-        let e = sampler(&karras(Ddim), 1000, false).unwrap_err().to_string();
-        assert!(e.contains("ddim steps between"), "{e}");
+        let mut c = Checks::new();
+        sampler(&mut c, &karras(Ddim), 1000, false);
+        let message = &c.into_vec()[0].message;
+        assert!(message.contains("ddim steps between"), "{message}");
     }
 }

@@ -19,6 +19,7 @@ use super::pipeline::{self, Ldm};
 use crate::conditioning::{Conditioner, Vocabulary, prompts};
 use crate::config::stage::{DiffusionStage, PromptGrid};
 use crate::data::{BatchOrder, Split};
+use crate::diffusion::noise::TrainingNoise;
 use crate::diffusion::objective::{min_snr_weights, q_sample, target};
 use crate::diffusion::samplers::SamplerSettings;
 use crate::diffusion::schedule::NoiseSchedule;
@@ -166,6 +167,7 @@ struct DiffusionTrainee<'a> {
     latents: LatentCache,
     scale_factor: f64,
     batch_size: usize,
+    noise: TrainingNoise,
     sampling: SamplerSettings,
     grid: PromptGrid,
     state: State,
@@ -185,6 +187,7 @@ pub fn run(
         train,
         held_out,
         ema,
+        noise,
         sampling,
         grid,
         input,
@@ -246,6 +249,7 @@ pub fn run(
         latents,
         scale_factor,
         batch_size: train.batch_size,
+        noise: noise.clone(),
         sampling: sampling.clone(),
         grid: grid.clone(),
         state,
@@ -325,7 +329,9 @@ impl Trainee for DiffusionTrainee<'_> {
             .map(|_| st.time.below(self.schedule.timesteps()))
             .collect();
         let noise = Tensor::from_vec(st.noise.normal_vec(z0.elem_count()), z0.shape(), dev)?;
-        let x_t = q_sample(&self.schedule, &z0, &t, &noise)?;
+        // Offset noise and input perturbation draw from the noise stream only when switched on.
+        let (input_noise, noise) = self.noise.apply(&noise, &mut st.noise)?;
+        let x_t = q_sample(&self.schedule, &z0, &t, &input_noise)?;
         let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, dev)?;
         let target = target(
             self.ctx.resolved.experiment.schedule.prediction,
@@ -396,12 +402,14 @@ impl Trainee for DiffusionTrainee<'_> {
             grids.insert(0, ("samples", prompts));
         }
         for (name, prompts) in grids {
-            let images = ldm.generate(
-                &prompts,
-                &self.sampling,
-                &mut self.ctx.rng("sample-noise"),
-                self.ctx.device,
-            )?;
+            let images = ldm
+                .generate(
+                    &prompts,
+                    &self.sampling,
+                    &mut self.ctx.rng("sample-noise"),
+                    self.ctx.device,
+                )?
+                .images;
             let (n, c, h, w) = images.dims4()?;
             let picture = grid::grid(
                 &images.flatten_all()?.to_vec1::<f32>()?,

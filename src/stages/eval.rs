@@ -9,11 +9,17 @@
 //!   rest of the test split, and the distance of those real images after an autoencoder round
 //!   trip (what the autoencoder alone costs);
 //! - the autoencoder's reconstruction PSNR and SSIM on `eval_images` test images;
-//! - accuracy and Frechet distance at every scale of `guidance_sweep` (same prompts and noise).
+//! - accuracy and Frechet distance at every scale of `guidance_sweep`, and with every sampler
+//!   of `sampler_sweep` (same prompts and starting noise), with each sampler's network
+//!   evaluations per sample and seconds per 1000 samples.
+//!
+//! The prompts and starting noise come from `sample_seed` (default: the experiment's seed), so
+//! a second seed shows how much the sample numbers move from draw to draw.
 //!
 //! Results go to `<stage>/metrics.json`, the manifest, TensorBoard and stderr.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
@@ -22,12 +28,14 @@ use super::artifacts::{self, TrainedClassifier};
 use super::autoencoder::test_reconstruction;
 use super::classifier::{Judged, judge, judge_tensor};
 use super::context::{Outcome, Outputs, StageContext, images_tensor};
-use super::eval_report::{EvalReport, EvalSettings, ScaleResult, scale_key};
+use super::eval_report::{
+    EvalReport, EvalSettings, Measured, SamplerResult, ScaleResult, sampler_key, scale_key,
+};
 use super::pipeline::Ldm;
 use crate::conditioning::prompts;
 use crate::config::stage::EvalStage;
 use crate::data::{Dataset, Split};
-use crate::diffusion::samplers::SamplerSettings;
+use crate::diffusion::samplers::{SamplerSettings, SweepEntry};
 use crate::log::{Progress, grid};
 use crate::metrics::accuracy::Accuracy;
 use crate::metrics::frechet::{self, Gaussian};
@@ -41,11 +49,15 @@ const GENERATE_BATCH: usize = 100;
 /// File the stage writes into its folder.
 pub const METRICS_FILE: &str = "metrics.json";
 
-/// Samples at one guidance scale, as the classifier sees them.
+/// Samples at one setting, as the classifier sees them.
 struct Generated {
     judged: Judged,
     /// The first images (for the grid), (B, C, H, W) in [-1, 1].
     shown: Option<Tensor>,
+    /// Network evaluations per sample.
+    nfe: usize,
+    /// Wall-clock seconds spent sampling and decoding.
+    seconds: f64,
 }
 
 pub fn run(
@@ -95,7 +107,12 @@ pub fn run(
     let frechet_autoencoder = round_trip_vs_rest(&ldm, &judge_net, &test, &split, ctx.device)?;
 
     let conditional = ldm.conditioner.is_conditional();
-    let words = prompts::random(&ldm.vocab, *samples, &mut ctx.rng("prompts"));
+    let sample_seed = spec.measure.sample_seed.unwrap_or(ctx.seed);
+    let words = prompts::random(
+        &ldm.vocab,
+        *samples,
+        &mut stream(ctx, sample_seed, "prompts"),
+    );
     let labels: Vec<u32> = words
         .iter()
         .map(|w| ldm.vocab.label_of(w))
@@ -116,22 +133,44 @@ pub fn run(
         labels: &labels,
         conditional,
     };
+    let measuring = Measuring {
+        ctx,
+        ldm: &ldm,
+        judge: &judge_set,
+        prompts: &prompts,
+        seed: sample_seed,
+    };
     let shown_count = (ctx.grid_size() * ctx.grid_size()).min(*samples);
-    let Some((main_result, main)) =
-        measure(ctx, &ldm, &judge_set, &prompts, sampling, shown_count)?
-    else {
+    let Some((main_result, main)) = measuring.measure(sampling, shown_count)? else {
         return Ok(interrupted());
     };
-    let mut results = vec![main_result];
+    let mut results = vec![ScaleResult {
+        guidance: sampling.guidance,
+        measured: main_result.clone(),
+    }];
     for scale in extra_scales(sampling.guidance, guidance_sweep, conditional) {
         let spec = SamplerSettings {
             guidance: scale,
             ..sampling.clone()
         };
-        let Some((result, _)) = measure(ctx, &ldm, &judge_set, &prompts, &spec, 0)? else {
+        let Some((measured, _)) = measuring.measure(&spec, 0)? else {
             return Ok(interrupted());
         };
-        results.push(result);
+        results.push(ScaleResult {
+            guidance: scale,
+            measured,
+        });
+    }
+    let mut samplers = Vec::new();
+    for entry in &spec.measure.sampler_sweep {
+        let Some((measured, _)) = measuring.measure(&entry.settings(sampling), 0)? else {
+            return Ok(interrupted());
+        };
+        samplers.push(SamplerResult {
+            key: sampler_key(entry),
+            entry: entry.clone(),
+            measured,
+        });
     }
     let shown = main.shown.context("no samples were generated")?;
 
@@ -148,18 +187,19 @@ pub fn run(
         autoencoder_stage,
         settings: EvalSettings {
             seed: ctx.seed,
-            sampler: sampling.sampler,
-            sampler_steps: sampling.sampler_steps,
-            eta: sampling.eta,
-            guidance: sampling.guidance,
+            sample_seed,
+            sampling: sampling.clone(),
             samples: *samples,
             guidance_sweep: guidance_sweep.clone(),
+            sampler_sweep: spec.measure.sampler_sweep.clone(),
             eval_images: *eval_images,
         },
         conditional,
-        accuracy: results[0].accuracy,
+        accuracy: main_result.accuracy,
         per_class,
-        frechet: results[0].frechet,
+        frechet: main_result.frechet,
+        nfe: main_result.nfe,
+        seconds_per_1000: main_result.seconds_per_1000,
         frechet_real: split.frechet,
         frechet_autoencoder,
         reference_images: test.len(),
@@ -169,6 +209,7 @@ pub fn run(
         ssim: recon.ssim,
         reconstruction_images: recon.images,
         scales: results,
+        samplers,
     };
     let mut outcome = publish(ctx, out, &report, &prompts[..shown_count], &shown)?;
     outcome.notes.insert(
@@ -209,85 +250,120 @@ fn extra_scales(main: f64, sweep: &[f64], conditional: bool) -> Vec<f64> {
     out
 }
 
-/// Samples at `spec`'s settings, judged: accuracy and Frechet distance. `None` when the user
-/// asked to stop.
-fn measure(
-    ctx: &StageContext,
-    ldm: &Ldm,
-    judge: &Judge,
-    prompts: &[Option<String>],
-    spec: &SamplerSettings,
-    shown: usize,
-) -> anyhow::Result<Option<(ScaleResult, Generated)>> {
-    let Some(g) = generate(ctx, ldm, judge.net, prompts, spec, shown)? else {
-        return Ok(None);
-    };
-    let frechet = frechet::distance(
-        &Gaussian::fit(&g.judged.features, FEATURES)?,
-        judge.reference,
-    )?;
-    let accuracy = judge
-        .conditional
-        .then(|| Accuracy::of(&g.judged.predictions, judge.labels, &judge.net.class_names).overall);
-    eprintln!(
-        "{}: guidance {}: accuracy {}, Frechet {frechet:.3}",
-        ctx.stage.name,
-        spec.guidance,
-        accuracy.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a))
-    );
-    let result = ScaleResult {
-        guidance: spec.guidance,
-        accuracy,
-        frechet,
-    };
-    Ok(Some((result, g)))
+/// The stage's stream `name` derived from `seed` instead of the experiment's (the same stream
+/// as `ctx.rng(name)` when `seed` is the experiment's).
+fn stream(ctx: &StageContext, seed: u64, name: &str) -> Rng {
+    StageContext {
+        seed,
+        data_dir: None,
+        ..*ctx
+    }
+    .rng(name)
 }
 
-/// Generates one image per prompt at `spec`'s settings and classifies them, batch by batch,
-/// with the noise of the stage's `noise` stream (the same at every scale). Keeps the first
-/// `shown` images. `None` when the user asked to stop.
-fn generate(
-    ctx: &StageContext,
-    ldm: &Ldm,
-    judge_net: &TrainedClassifier,
-    prompts: &[Option<String>],
-    spec: &SamplerSettings,
-    shown: usize,
-) -> anyhow::Result<Option<Generated>> {
-    let mut noise = ctx.rng("noise");
-    let batches = prompts.len().div_ceil(GENERATE_BATCH) as u64;
-    let label = format!("{} guidance {}", ctx.stage.name, spec.guidance);
-    let mut progress = Progress::new(&label, batches, 0);
-    let mut out = Generated {
-        judged: Judged {
-            predictions: Vec::with_capacity(prompts.len()),
-            features: Vec::with_capacity(prompts.len() * FEATURES),
-        },
-        shown: None,
-    };
-    let mut kept: Vec<Tensor> = Vec::new();
-    let mut kept_count = 0;
-    for (i, chunk) in prompts.chunks(GENERATE_BATCH).enumerate() {
-        if ctx.stop.load(Ordering::SeqCst) {
-            progress.finish();
+/// What every measurement of the stage shares: the model, the judge, the prompts and the seed
+/// of the starting noise.
+struct Measuring<'a> {
+    ctx: &'a StageContext<'a>,
+    ldm: &'a Ldm,
+    judge: &'a Judge<'a>,
+    prompts: &'a [Option<String>],
+    seed: u64,
+}
+
+impl Measuring<'_> {
+    /// Samples at `spec`'s settings, judged: accuracy, Frechet distance, evaluations and time.
+    /// `None` when the user asked to stop.
+    fn measure(
+        &self,
+        spec: &SamplerSettings,
+        shown: usize,
+    ) -> anyhow::Result<Option<(Measured, Generated)>> {
+        let Some(g) = self.generate(spec, shown)? else {
             return Ok(None);
-        }
-        let images = ldm.generate(chunk, spec, &mut noise, ctx.device)?;
-        let judged = judge_tensor(&judge_net.model, &images)?;
-        out.judged.predictions.extend(judged.predictions);
-        out.judged.features.extend(judged.features);
-        if kept_count < shown {
-            let take = (shown - kept_count).min(chunk.len());
-            kept.push(images.narrow(0, 0, take)?);
-            kept_count += take;
-        }
-        progress.update(i as u64 + 1, &[]);
+        };
+        let judge = self.judge;
+        let frechet = frechet::distance(
+            &Gaussian::fit(&g.judged.features, FEATURES)?,
+            judge.reference,
+        )?;
+        let accuracy = judge.conditional.then(|| {
+            Accuracy::of(&g.judged.predictions, judge.labels, &judge.net.class_names).overall
+        });
+        let measured = Measured {
+            accuracy,
+            frechet,
+            nfe: g.nfe,
+            seconds_per_1000: g.seconds * 1000.0 / self.prompts.len() as f64,
+        };
+        eprintln!(
+            "{}: {}: accuracy {}, Frechet {frechet:.3}, {} network evaluations per sample, \
+             {:.1} s per 1000 samples",
+            self.ctx.stage.name,
+            label(spec),
+            accuracy.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a)),
+            measured.nfe,
+            measured.seconds_per_1000
+        );
+        Ok(Some((measured, g)))
     }
-    progress.finish();
-    if !kept.is_empty() {
-        out.shown = Some(Tensor::cat(&kept, 0)?);
+
+    /// Generates one image per prompt at `spec`'s settings and classifies them, batch by
+    /// batch, from the starting noise of the `noise` stream of the seed (the same at every
+    /// setting). Keeps the first `shown` images. `None` when the user asked to stop.
+    fn generate(&self, spec: &SamplerSettings, shown: usize) -> anyhow::Result<Option<Generated>> {
+        let ctx = self.ctx;
+        let mut noise = stream(ctx, self.seed, "noise");
+        let batches = self.prompts.len().div_ceil(GENERATE_BATCH) as u64;
+        let mut progress =
+            Progress::new(&format!("{} {}", ctx.stage.name, label(spec)), batches, 0);
+        let mut out = Generated {
+            judged: Judged {
+                predictions: Vec::with_capacity(self.prompts.len()),
+                features: Vec::with_capacity(self.prompts.len() * FEATURES),
+            },
+            shown: None,
+            nfe: 0,
+            seconds: 0.0,
+        };
+        let mut kept: Vec<Tensor> = Vec::new();
+        let mut kept_count = 0;
+        for (i, chunk) in self.prompts.chunks(GENERATE_BATCH).enumerate() {
+            if ctx.stop.load(Ordering::SeqCst) {
+                progress.finish();
+                return Ok(None);
+            }
+            let start = Instant::now();
+            let generated = self.ldm.generate(chunk, spec, &mut noise, ctx.device)?;
+            ctx.device.synchronize()?;
+            out.seconds += start.elapsed().as_secs_f64();
+            out.nfe = generated.nfe;
+            let images = generated.images;
+            let judged = judge_tensor(&self.judge.net.model, &images)?;
+            out.judged.predictions.extend(judged.predictions);
+            out.judged.features.extend(judged.features);
+            if kept_count < shown {
+                let take = (shown - kept_count).min(chunk.len());
+                kept.push(images.narrow(0, 0, take)?);
+                kept_count += take;
+            }
+            progress.update(i as u64 + 1, &[]);
+        }
+        progress.finish();
+        if !kept.is_empty() {
+            out.shown = Some(Tensor::cat(&kept, 0)?);
+        }
+        Ok(Some(out))
     }
-    Ok(Some(out))
+}
+
+/// A measurement's settings in a few words: `dpmpp_2m_10_karras, guidance 1.5`.
+fn label(spec: &SamplerSettings) -> String {
+    let mut text = format!("{}, guidance {}", SweepEntry::of(spec).key(), spec.guidance);
+    if spec.guidance_rescale != 0.0 {
+        text.push_str(&format!(", rescale {}", spec.guidance_rescale));
+    }
+    text
 }
 
 /// Real test images measured against the rest of the test split.
@@ -413,13 +489,18 @@ fn summary(r: &EvalReport) -> String {
         r.frechet, r.frechet_real, r.frechet_autoencoder
     ));
     parts.push(format!("PSNR {:.2} dB, SSIM {:.4}", r.psnr, r.ssim));
-    for s in r.scales.iter().skip(1) {
+    let results = r
+        .scales
+        .iter()
+        .skip(1)
+        .map(|s| (scale_key(s.guidance), &s.measured))
+        .chain(r.samplers.iter().map(|s| (s.key.clone(), &s.measured)));
+    for (key, m) in results {
         parts.push(format!(
-            "{}: {}Frechet {:.3}",
-            scale_key(s.guidance),
-            s.accuracy
+            "{key}: {}Frechet {:.3}",
+            m.accuracy
                 .map_or(String::new(), |a| format!("accuracy {:.1}%, ", 100.0 * a)),
-            s.frechet
+            m.frechet
         ));
     }
     parts.join("; ")

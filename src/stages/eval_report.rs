@@ -6,31 +6,54 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::diffusion::samplers::SamplerKind;
+use crate::diffusion::samplers::{SamplerSettings, SweepEntry};
 use crate::metrics::accuracy::ClassAccuracy;
 
 /// The settings a measurement was made with.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalSettings {
     pub seed: u64,
-    pub sampler: SamplerKind,
-    pub sampler_steps: usize,
-    pub eta: f64,
-    pub guidance: f64,
+    /// The seed of the prompts and starting noise (`sample_seed`, else `seed`).
+    pub sample_seed: u64,
+    #[serde(flatten)]
+    pub sampling: SamplerSettings,
     pub samples: usize,
     pub guidance_sweep: Vec<f64>,
+    pub sampler_sweep: Vec<SweepEntry>,
     pub eval_images: usize,
+}
+
+/// What one set of samples scored and cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// Fraction of samples the classifier labels as their prompt's class; `None` for an
+    /// unconditional model.
+    pub accuracy: Option<f64>,
+    /// Frechet distance between the samples' and the test split's classifier features.
+    pub frechet: f64,
+    /// Network evaluations per sample (a guided evaluation runs both halves as one batch).
+    pub nfe: usize,
+    /// Wall-clock seconds of sampling and decoding per 1000 samples (not judging them).
+    pub seconds_per_1000: f64,
 }
 
 /// Sample quality at one guidance scale.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScaleResult {
     pub guidance: f64,
-    /// Fraction of samples the classifier labels as their prompt's class; `None` for an
-    /// unconditional model.
-    pub accuracy: Option<f64>,
-    /// Frechet distance between the samples' and the test split's classifier features.
-    pub frechet: f64,
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
+/// Sample quality with one entry of `sampler_sweep`, at the stage's guidance.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplerResult {
+    /// The entry's name in the flat metrics (`sampler_<key>/...`).
+    pub key: String,
+    #[serde(flatten)]
+    pub entry: SweepEntry,
+    #[serde(flatten)]
+    pub measured: Measured,
 }
 
 /// Everything the eval stage reports (written as `metrics.json`).
@@ -48,6 +71,10 @@ pub struct EvalReport {
     pub per_class: Vec<ClassAccuracy>,
     /// At `settings.guidance`, against all `reference_images` test images.
     pub frechet: f64,
+    /// Network evaluations per sample at the stage's sampler settings.
+    pub nfe: usize,
+    /// Seconds of sampling and decoding per 1000 samples at the stage's sampler settings.
+    pub seconds_per_1000: f64,
     /// `real_images` test images against the other `rest_images`: the distance two sets of
     /// real digits of these sizes have, the floor `frechet` can reach.
     pub frechet_real: f64,
@@ -63,11 +90,18 @@ pub struct EvalReport {
     pub reconstruction_images: usize,
     /// Every scale measured: `settings.guidance` first, then `settings.guidance_sweep`.
     pub scales: Vec<ScaleResult>,
+    /// Every entry of `settings.sampler_sweep`, in its order.
+    pub samplers: Vec<SamplerResult>,
 }
 
 /// The key prefix of the results at guidance `scale`: `guidance_3`, `guidance_1.5`.
 pub fn scale_key(scale: f64) -> String {
     format!("guidance_{scale}")
+}
+
+/// The key prefix of the results of a sampler sweep entry: `sampler_dpmpp_2m_10_karras`.
+pub fn sampler_key(entry: &SweepEntry) -> String {
+    format!("sampler_{}", entry.key())
 }
 
 impl EvalReport {
@@ -78,6 +112,8 @@ impl EvalReport {
             ("frechet".to_string(), self.frechet),
             ("frechet_real".to_string(), self.frechet_real),
             ("frechet_autoencoder".to_string(), self.frechet_autoencoder),
+            ("nfe".to_string(), self.nfe as f64),
+            ("seconds_per_1000".to_string(), self.seconds_per_1000),
             ("psnr".to_string(), self.psnr),
             ("ssim".to_string(), self.ssim),
         ]);
@@ -91,10 +127,20 @@ impl EvalReport {
         }
         for s in &self.scales {
             let key = scale_key(s.guidance);
-            if let Some(a) = s.accuracy {
+            if let Some(a) = s.measured.accuracy {
                 m.insert(format!("{key}/accuracy"), a);
             }
-            m.insert(format!("{key}/frechet"), s.frechet);
+            m.insert(format!("{key}/frechet"), s.measured.frechet);
+        }
+        for s in &self.samplers {
+            let key = &s.key;
+            let r = &s.measured;
+            if let Some(a) = r.accuracy {
+                m.insert(format!("{key}/accuracy"), a);
+            }
+            m.insert(format!("{key}/frechet"), r.frechet);
+            m.insert(format!("{key}/nfe"), r.nfe as f64);
+            m.insert(format!("{key}/seconds_per_1000"), r.seconds_per_1000);
         }
         m
     }
@@ -104,15 +150,19 @@ impl EvalReport {
         let s = &self.settings;
         let mut out = String::new();
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a));
+        let main = &s.sampling;
         let _ = writeln!(
             out,
-            "{} samples of `{}` ({} {} steps, eta {}, guidance {}), judged by `{}`\n",
+            "{} samples of `{}` ({} {} steps, {} network evaluations each, eta {}, guidance {}, \
+             seed {}), judged by `{}`\n",
             s.samples,
             self.diffusion_stage,
-            s.sampler.as_str(),
-            s.sampler_steps,
-            s.eta,
-            s.guidance,
+            main.sampler.as_str(),
+            main.sampler_steps,
+            self.nfe,
+            main.eta,
+            main.guidance,
+            s.sample_seed,
             self.classifier_stage
         );
         let _ = writeln!(out, "| metric | value |\n|---|---|");
@@ -164,9 +214,34 @@ impl EvalReport {
                 out,
                 "| {} | {} | {:.3} |",
                 row.guidance,
-                pct(row.accuracy),
-                row.frechet
+                pct(row.measured.accuracy),
+                row.measured.frechet
             );
+        }
+        if !self.samplers.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| sampler | steps | spacing | sigmas | eta | NFE | accuracy | Frechet | s / 1000 samples |\n\
+                 |---|---|---|---|---|---|---|---|---|"
+            );
+            let stage = SweepEntry::of(main);
+            let rows = std::iter::once((&stage, &self.scales[0].measured))
+                .chain(self.samplers.iter().map(|r| (&r.entry, &r.measured)));
+            for (e, r) in rows {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.1} |",
+                    e.sampler.as_str(),
+                    e.sampler_steps,
+                    e.spacing.as_str(),
+                    e.sigmas.as_str(),
+                    e.eta,
+                    r.nfe,
+                    pct(r.accuracy),
+                    r.frechet,
+                    r.seconds_per_1000
+                );
+            }
         }
         out
     }
@@ -175,8 +250,25 @@ impl EvalReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::samplers::{SamplerKind, Sigmas};
+
+    fn measured(accuracy: f64, frechet: f64, nfe: usize) -> Measured {
+        Measured {
+            accuracy: Some(accuracy),
+            frechet,
+            nfe,
+            seconds_per_1000: 2.0 * nfe as f64,
+        }
+    }
 
     fn report() -> EvalReport {
+        let dpm = SweepEntry {
+            sampler: SamplerKind::DpmSolver2m,
+            sampler_steps: 10,
+            eta: 0.0,
+            spacing: Default::default(),
+            sigmas: Sigmas::Karras,
+        };
         EvalReport {
             stage: "eval".into(),
             diffusion_stage: "ldm".into(),
@@ -184,12 +276,14 @@ mod tests {
             autoencoder_stage: "vae".into(),
             settings: EvalSettings {
                 seed: 0,
-                sampler: SamplerKind::Ddim,
-                sampler_steps: 20,
-                eta: 0.0,
-                guidance: 3.0,
+                sample_seed: 7,
+                sampling: SamplerSettings {
+                    sampler_steps: 20,
+                    ..SamplerSettings::default()
+                },
                 samples: 4,
                 guidance_sweep: vec![1.5],
+                sampler_sweep: vec![dpm.clone()],
                 eval_images: 10,
             },
             conditional: true,
@@ -209,6 +303,8 @@ mod tests {
                 },
             ],
             frechet: 12.5,
+            nfe: 20,
+            seconds_per_1000: 40.0,
             frechet_real: 0.5,
             frechet_autoencoder: 2.0,
             reference_images: 10_000,
@@ -220,15 +316,18 @@ mod tests {
             scales: vec![
                 ScaleResult {
                     guidance: 3.0,
-                    accuracy: Some(0.75),
-                    frechet: 12.5,
+                    measured: measured(0.75, 12.5, 20),
                 },
                 ScaleResult {
                     guidance: 1.5,
-                    accuracy: Some(0.5),
-                    frechet: 10.0,
+                    measured: measured(0.5, 10.0, 20),
                 },
             ],
+            samplers: vec![SamplerResult {
+                key: sampler_key(&dpm),
+                entry: dpm,
+                measured: measured(1.0, 11.25, 10),
+            }],
         }
     }
 
@@ -248,14 +347,23 @@ mod tests {
                 "guidance_1.5/frechet",
                 "guidance_3/accuracy",
                 "guidance_3/frechet",
+                "nfe",
                 "psnr",
+                "sampler_dpmpp_2m_10_karras/accuracy",
+                "sampler_dpmpp_2m_10_karras/frechet",
+                "sampler_dpmpp_2m_10_karras/nfe",
+                "sampler_dpmpp_2m_10_karras/seconds_per_1000",
+                "seconds_per_1000",
                 "ssim"
             ]
         );
         assert_eq!(m["guidance_1.5/frechet"], 10.0);
+        assert_eq!(m["sampler_dpmpp_2m_10_karras/nfe"], 10.0);
+        assert_eq!(m["sampler_dpmpp_2m_10_karras/seconds_per_1000"], 20.0);
+        assert_eq!(m["nfe"], 20.0);
         let mut unconditional = report();
         unconditional.accuracy = None;
-        unconditional.scales[0].accuracy = None;
+        unconditional.scales[0].measured.accuracy = None;
         assert!(!unconditional.metrics().contains_key("accuracy"));
     }
 
@@ -271,8 +379,30 @@ mod tests {
             md.contains("(the same 4 after a `vae` round trip vs 9996 real) | 2.000 |"),
             "{md}"
         );
+        assert!(md.contains("20 network evaluations each"), "{md}");
+        assert!(
+            md.contains("| ddim | 20 | linspace | schedule | 0 | 20 | 75.0% | 12.500 | 40.0 |"),
+            "the stage's own sampler heads the sampler table: {md}"
+        );
+        assert!(
+            md.contains("| dpmpp_2m | 10 | linspace | karras | 0 | 10 | 100.0% | 11.250 | 20.0 |"),
+            "{md}"
+        );
         let json = serde_json::to_value(report()).unwrap();
         assert_eq!(json["settings"]["sampler"], "ddim");
+        assert_eq!(json["settings"]["sample_seed"], 7);
+        assert_eq!(json["settings"]["sampler_sweep"][0]["sigmas"], "karras");
         assert_eq!(json["per_class"][1]["accuracy"], serde_json::Value::Null);
+        assert_eq!(json["scales"][1]["nfe"], 20);
+        assert_eq!(json["samplers"][0]["sampler"], "dpmpp_2m");
+        assert_eq!(json["samplers"][0]["frechet"], 11.25);
+        assert_eq!(json["samplers"][0]["key"], "sampler_dpmpp_2m_10_karras");
+    }
+
+    #[test]
+    fn no_sampler_table_without_a_sampler_sweep() {
+        let mut r = report();
+        r.samplers.clear();
+        assert!(!r.markdown().contains("| sampler |"));
     }
 }

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use crate::conditioning::{Conditioner, Vocabulary};
 use crate::config::Experiment;
 use crate::diffusion::guidance::Guided;
-use crate::diffusion::samplers::{self, SamplerConfig, SamplerSettings, Sigmas, Spacing};
+use crate::diffusion::samplers::{self, SamplerSettings};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::unet::UNet;
@@ -25,6 +25,14 @@ pub fn denoiser(
     let unet = UNet::new(&e.unet, e.unet_shape(), vb.pp("unet"))?;
     let cond = Conditioner::new(&e.conditioning, vocab, e.unet.context_dim, vb.pp("cond"))?;
     Ok((unet, cond))
+}
+
+/// Images a sampler made, and what they cost.
+pub struct Generated {
+    /// (B, C, H, W) in [-1, 1].
+    pub images: Tensor,
+    /// Network evaluations per sample (one guided evaluation runs both halves as one batch).
+    pub nfe: usize,
 }
 
 /// A trained latent diffusion model, ready to sample.
@@ -61,14 +69,14 @@ impl Ldm {
         })
     }
 
-    /// Samples one image per prompt (`None`: unconditional), as (B, C, H, W) in [-1, 1].
+    /// Samples one image per prompt (`None`: unconditional).
     pub fn generate(
         &self,
         prompts: &[Option<String>],
         s: &SamplerSettings,
         rng: &mut Rng,
         device: &Device,
-    ) -> anyhow::Result<Tensor> {
+    ) -> anyhow::Result<Generated> {
         let n = prompts.len();
         let latent = self.experiment.latent();
         let (c, side) = (latent.channels, latent.side);
@@ -82,25 +90,25 @@ impl Ldm {
             cond,
             uncond,
             scale: s.guidance,
-            rescale: 0.0,
+            rescale: s.guidance_rescale,
         };
-        let cfg = SamplerConfig {
-            kind: s.sampler,
-            steps: s.sampler_steps,
-            eta: s.eta,
-            spacing: Spacing::Linspace,
-            sigmas: Sigmas::Schedule,
-            prediction: self.experiment.schedule.prediction,
-        };
+        let cfg = s.config(self.experiment.schedule.prediction);
         let x_t = Tensor::from_vec(
             rng.normal_vec(n * c * side * side),
             (n, c, side, side),
             device,
         )?;
-        let z0 = samplers::sample(&guided, &self.schedule, cfg, x_t, rng)?.x;
-        Ok(self
+        // The ancestral and SDE samplers' own noise comes from a stream split off `rng` without
+        // advancing it, so the next call starts from the same noise whichever sampler ran.
+        let mut sampler_noise = rng.clone().children(1).remove(0);
+        let sampled = samplers::sample(&guided, &self.schedule, cfg, x_t, &mut sampler_noise)?;
+        let images = self
             .vae
-            .decode_batched(&(z0 / self.scale_factor)?)?
-            .clamp(-1f32, 1f32)?)
+            .decode_batched(&(sampled.x / self.scale_factor)?)?
+            .clamp(-1f32, 1f32)?;
+        Ok(Generated {
+            images,
+            nfe: sampled.nfe,
+        })
     }
 }

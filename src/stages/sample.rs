@@ -1,5 +1,5 @@
 //! `kind = "sample"`: a prompt grid (and its prompts) from a trained diffusion stage, at the
-//! sampler settings of this stage.
+//! sampler settings of this stage, with the network evaluations each sample took (`nfe`).
 
 use std::collections::BTreeMap;
 
@@ -32,7 +32,9 @@ pub fn run(
     .into_iter()
     .map(|p| ldm.conditioner.is_conditional().then_some(p))
     .collect();
-    let images = ldm.generate(&prompts, sampling, &mut ctx.rng("noise"), ctx.device)?;
+    let generated = ldm.generate(&prompts, sampling, &mut ctx.rng("noise"), ctx.device)?;
+    let images = generated.images;
+    let nfe = generated.nfe as f64;
     let (n, c, h, w) = images.dims4()?;
     let picture = grid::grid(
         &images.flatten_all()?.to_vec1::<f32>()?,
@@ -48,9 +50,13 @@ pub fn run(
     ctx.save_sample_text("final.txt", &text)?;
     let name = &ctx.stage.name;
     out.events.image(&format!("{name}/samples"), &picture, 0)?;
+    out.events.scalars(&[(&format!("{name}/nfe"), nfe)], 0)?;
     out.events
         .text(&format!("{name}/prompts"), &format!("```\n{text}```"), 0)?;
-    eprintln!("{name}: wrote {}", png.display());
+    eprintln!(
+        "{name}: wrote {} ({nfe} network evaluations per sample)",
+        png.display()
+    );
     let notes = BTreeMap::from([
         ("grid".to_string(), png.display().to_string()),
         (
@@ -60,7 +66,7 @@ pub fn run(
     ]);
     Ok(Outcome {
         interrupted: false,
-        metrics: BTreeMap::new(),
+        metrics: BTreeMap::from([("nfe".to_string(), nfe)]),
         notes,
     })
 }

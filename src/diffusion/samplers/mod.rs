@@ -47,7 +47,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use levels::{Level, levels};
-pub use settings::{MAX_GUIDANCE, SamplerSettings, check_guidance};
+pub use settings::{MAX_GUIDANCE, SamplerSettings, SweepEntry, check_guidance, check_sweep};
 pub use sigmas::{KARRAS_RHO, Sigmas, karras_sigmas, timestep_of_sigma};
 pub use spacing::{Spacing, timesteps};
 
@@ -55,6 +55,7 @@ use super::objective::{Prediction, eps_and_x0};
 use super::schedule::NoiseSchedule;
 use super::validate;
 use crate::rng::Rng;
+use crate::settings::Checks;
 
 /// Samplers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +84,17 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
+    pub const ALL: [SamplerKind; 8] = [
+        Self::Ddim,
+        Self::Ddpm,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::Heun,
+        Self::DpmSolver2m,
+        Self::DpmSolver2mSde,
+        Self::UniPc,
+    ];
+
     /// The name experiment files give it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -160,8 +172,8 @@ fn noise_like(x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
     Tensor::from_vec(rng.normal_vec(x.elem_count()), x.shape(), x.device())?.to_dtype(x.dtype())
 }
 
-/// Runs the reverse process from pure noise `x` (B, C, H, W) down to x_0. Refuses settings
-/// `validate::sampler` refuses for this schedule.
+/// Runs the reverse process from pure noise `x` (B, C, H, W) down to x_0. Refuses, naming
+/// every problem, what `validate::schedule` and `validate::sampler` refuse for this schedule.
 pub fn sample(
     denoiser: &dyn Denoiser,
     schedule: &NoiseSchedule,
@@ -169,8 +181,18 @@ pub fn sample(
     x: Tensor,
     rng: &mut Rng,
 ) -> Result<Sampled> {
-    validate::sampler(&cfg, schedule.timesteps(), schedule.has_zero_terminal_snr())
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let (timesteps, zero_snr) = (schedule.timesteps(), schedule.has_zero_terminal_snr());
+    let mut checks = Checks::new();
+    validate::schedule(&mut checks, cfg.prediction, zero_snr, timesteps);
+    validate::sampler(&mut checks, &cfg, timesteps, zero_snr);
+    let problems: Vec<String> = checks
+        .into_vec()
+        .into_iter()
+        .map(|i| format!("`{}`: {}", i.key, i.message))
+        .collect();
+    if !problems.is_empty() {
+        candle_core::bail!("cannot sample: {}", problems.join("; "));
+    }
     let model = Model {
         denoiser,
         prediction: cfg.prediction,

@@ -23,6 +23,18 @@ pub enum Sigmas {
     Karras,
 }
 
+impl Sigmas {
+    pub const ALL: [Sigmas; 2] = [Self::Schedule, Self::Karras];
+
+    /// The name experiment files give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Karras => "karras",
+        }
+    }
+}
+
 /// `n` sigmas from `sigma_max` down to `sigma_min`, evenly spaced in sigma^(1/rho), rho = 7:
 /// sigma_i = (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho. One sigma is `sigma_max`.
 pub fn karras_sigmas(sigma_max: f64, sigma_min: f64, n: usize) -> Vec<f64> {

@@ -21,6 +21,19 @@ pub enum Spacing {
     Trailing,
 }
 
+impl Spacing {
+    pub const ALL: [Spacing; 3] = [Self::Linspace, Self::Leading, Self::Trailing];
+
+    /// The name experiment files give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linspace => "linspace",
+            Self::Leading => "leading",
+            Self::Trailing => "trailing",
+        }
+    }
+}
+
 /// The timesteps visited, descending. `steps` is clamped to [1, T].
 ///
 /// `linspace` rounds halves away from zero, as this project always has; numpy (so diffusers)

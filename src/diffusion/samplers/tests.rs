@@ -333,5 +333,5 @@ fn epsilon_prediction_is_refused_on_zero_terminal_snr() {
     let x = problem.noise(1, 2, &mut Rng::new(9));
     let cfg = config(SamplerKind::Ddim, 10, Prediction::Epsilon);
     let e = sample(&problem, &schedule, cfg, x, &mut Rng::new(9)).unwrap_err();
-    assert!(e.to_string().contains("`prediction`"), "{e}");
+    assert!(e.to_string().contains("`zero_terminal_snr`"), "{e}");
 }
