@@ -48,7 +48,13 @@ pub struct Outcome {
 impl StageContext<'_> {
     /// The stream `name` of this stage, derived from the experiment seed.
     pub fn rng(&self, name: &str) -> Rng {
-        Rng::stream(self.seed, &format!("{}/{name}", self.stage.name))
+        self.rng_of_seed(self.seed, name)
+    }
+
+    /// The stream `name` of this stage derived from `seed` instead of the experiment's (the
+    /// same stream as `rng(name)` when `seed` is the experiment's).
+    pub fn rng_of_seed(&self, seed: u64, name: &str) -> Rng {
+        Rng::stream(seed, &format!("{}/{name}", self.stage.name))
     }
 
     pub fn grid_size(&self) -> usize {

@@ -111,7 +111,7 @@ pub fn run(
     let words = prompts::random(
         &ldm.vocab,
         *samples,
-        &mut stream(ctx, sample_seed, "prompts"),
+        &mut ctx.rng_of_seed(sample_seed, "prompts"),
     );
     let labels: Vec<u32> = words
         .iter()
@@ -250,17 +250,6 @@ fn extra_scales(main: f64, sweep: &[f64], conditional: bool) -> Vec<f64> {
     out
 }
 
-/// The stage's stream `name` derived from `seed` instead of the experiment's (the same stream
-/// as `ctx.rng(name)` when `seed` is the experiment's).
-fn stream(ctx: &StageContext, seed: u64, name: &str) -> Rng {
-    StageContext {
-        seed,
-        data_dir: None,
-        ..*ctx
-    }
-    .rng(name)
-}
-
 /// What every measurement of the stage shares: the model, the judge, the prompts and the seed
 /// of the starting noise.
 struct Measuring<'a> {
@@ -313,7 +302,7 @@ impl Measuring<'_> {
     /// setting). Keeps the first `shown` images. `None` when the user asked to stop.
     fn generate(&self, spec: &SamplerSettings, shown: usize) -> anyhow::Result<Option<Generated>> {
         let ctx = self.ctx;
-        let mut noise = stream(ctx, self.seed, "noise");
+        let mut noise = ctx.rng_of_seed(self.seed, "noise");
         let batches = self.prompts.len().div_ceil(GENERATE_BATCH) as u64;
         let mut progress =
             Progress::new(&format!("{} {}", ctx.stage.name, label(spec)), batches, 0);
