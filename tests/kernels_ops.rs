@@ -772,25 +772,46 @@ fn conv2d_small_map_shapes_against_direct_loops() {
     );
 }
 
-/// The binary runs candle (and so the kernels) on one thread per batch shard, where the kernels
-/// take their single-threaded paths (one work unit, no pool): this suite again in a child
-/// process with CANDLE_NUM_THREADS=1.
-#[test]
-fn the_suite_passes_on_one_thread() {
-    if std::env::var("CANDLE_NUM_THREADS").is_ok_and(|v| v == "1") {
-        return;
-    }
+/// This suite again in a child process with `var` set to `value`, without the tests that
+/// start such children.
+fn run_suite_with(var: &str, value: &str) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("CANDLE_NUM_THREADS", "1")
-        .args(["--skip", "the_suite_passes_on_one_thread"])
+        .env(var, value)
+        .args(["--skip", "the_suite_passes_"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{text}{}",
+        "{var}={value}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("test result: ok"), "{text}");
     assert!(!text.contains("running 0 tests"), "{text}");
+}
+
+/// The binary runs candle (and so the kernels) on one thread per batch shard, where the kernels
+/// take their single-threaded paths (one work unit, no pool): this suite again in a child
+/// process with CANDLE_NUM_THREADS=1.
+#[test]
+fn the_suite_passes_on_one_thread() {
+    run_suite_with("CANDLE_NUM_THREADS", "1");
+}
+
+/// Every kernel has a path per instruction set (AVX-512, AVX2+FMA, the target's baseline),
+/// chosen at run time: this suite ran on the best one the CPU has, and runs again here in a
+/// child process for every lower one (LDM_CPU_ISA). A path the CPU lacks is skipped, and said.
+#[test]
+fn the_suite_passes_on_every_instruction_set_of_this_cpu() {
+    use ldm_run::nn::cpu::{Isa, isa};
+    for i in Isa::ALL {
+        if !i.available() {
+            println!("skipped {}: this CPU lacks it", i.name());
+        } else if i == isa() {
+            println!("{}: this process", i.name());
+        } else {
+            println!("{}: child process", i.name());
+            run_suite_with("LDM_CPU_ISA", i.name());
+        }
+    }
 }
