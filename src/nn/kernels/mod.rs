@@ -25,6 +25,7 @@
 //! dimension. Other ranks, dtypes and devices take the stock path.
 
 mod attention;
+mod channel_sum;
 mod conv;
 mod gelu;
 mod group_norm;
