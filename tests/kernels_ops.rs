@@ -460,6 +460,46 @@ fn group_norm_other_ranks_and_layouts() {
 }
 
 #[test]
+fn layer_norm_matches_reference_and_finite_differences() {
+    // Odd widths (below, at and above the 16 lanes), rank 1 to 3, more rows than one task.
+    for (i, shape) in [&[7][..], &[3, 5, 33], &[2, 130, 17], &[150, 64], &[4, 1]]
+        .iter()
+        .enumerate()
+    {
+        let d = *shape.last().unwrap();
+        // Offset inputs check the variance is taken around the mean accurately.
+        let x = rand(shape, 150 + i as u64).affine(3.0, 5.0).unwrap();
+        let gamma = (rand(&[d], 160 + i as u64) + 1.0).unwrap();
+        let beta = rand(&[d], 170 + i as u64);
+        let name = format!("layer norm {shape:?}");
+        check_against_reference(
+            &name,
+            &[x.clone(), gamma.clone(), beta.clone()],
+            |t| k::layer_norm(&t[0], &t[1], &t[2], 1e-5),
+            |t| k::layer_norm_reference(&t[0], &t[1], &t[2], 1e-5),
+            TOL,
+        );
+        if d > 1 {
+            check_finite_differences(
+                &name,
+                &[x, gamma, beta],
+                |t| k::layer_norm(&t[0], &t[1], &t[2], 1e-5),
+                2e-4,
+            );
+        }
+    }
+    check_against_reference(
+        "layer norm transposed",
+        &[rand(&[9, 6], 1), rand(&[9], 2), rand(&[9], 3)],
+        |t| k::layer_norm(&t[0].t()?, &t[1], &t[2], 1e-5),
+        |t| k::layer_norm_reference(&t[0].t()?, &t[1], &t[2], 1e-5),
+        TOL,
+    );
+    let e = k::layer_norm(&rand(&[3, 5], 4), &rand(&[4], 5), &rand(&[5], 6), 1e-5).unwrap_err();
+    assert!(e.to_string().contains("need 5 elements"), "{e}");
+}
+
+#[test]
 fn upsample_matches_reference_and_accumulates() {
     let x = rand(&[3, 5, 7, 9], 80);
     check_against_reference(
