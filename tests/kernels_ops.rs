@@ -579,6 +579,27 @@ fn attention_matches_reference() {
             1e-4,
         );
     }
+    // A fixed context (keys and values with no graph) gets no gradient; the queries' is exact.
+    let q = Var::from_tensor(&rand(&[3, 5, 12], 140)).unwrap();
+    let ctx = rand(&[3, 9, 12], 141);
+    let r = rand(&[3, 5, 12], 142);
+    let loss = |fast: bool| {
+        let f = if fast {
+            k::attention
+        } else {
+            k::attention_reference
+        };
+        let y = f(q.as_tensor(), &ctx, &ctx, 0.3).unwrap();
+        (&y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+    };
+    let (g, want) = (loss(true), loss(false));
+    assert!(g.get(&ctx).is_none(), "a gradient for the fixed context");
+    assert_close(
+        g.get(q.as_tensor()).unwrap(),
+        want.get(q.as_tensor()).unwrap(),
+        TOL,
+        "attention over a fixed context: dq",
+    );
     // Self-attention with one tensor as q, k and v (accumulated gradient), given transposed.
     let x = rand(&[2, 6, 11], 130);
     check_against_reference(
