@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Side-by-side CPU speed of ldm-run and the PyTorch reference on the same networks.
 
+Prints the CPU model and the instruction sets both use (ldm-run's kernels and its `gemm`,
+PyTorch's CPU capability), so a table made from it says which machine it describes.
+
 For each experiment file, runs ../shared/bench/torch_reference.py (with flags mirroring the
 experiment's [autoencoder], [unet] and [conditioning]) and `ldm-run bench` alternately,
 `--rounds` times each, and prints the median ms/step of every figure and the ratio
@@ -44,15 +47,25 @@ def torch_flags(exp, tokens):
 
 
 def figures(cmd):
+    """The figures a run prints, and its `cpu: ...` line (ldm-run's) if any."""
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr}")
-    found = {}
+    found, cpu = {}, None
     for line in out.stdout.splitlines():
         m = LINE.match(line.strip())
         if m:
             found[m["name"]] = float(m["ms"])
-    return found
+        elif line.startswith("cpu: "):
+            cpu = line[len("cpu: "):]
+    return found, cpu
+
+
+def torch_build():
+    """PyTorch's version and the vector instruction set its CPU kernels chose."""
+    probe = "import torch; print(torch.__version__, torch.backends.cpu.get_cpu_capability())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else f"unknown ({out.stderr.strip()[-200:]})"
 
 
 def main():
@@ -65,6 +78,7 @@ def main():
     p.add_argument("--torch", default=str(ROOT.parent / "shared/bench/torch_reference.py"))
     a = p.parse_args()
     binary = ROOT / "target/release/ldm-run"
+    print(f"PyTorch: {torch_build()}")
     for path in a.experiments:
         exp = tomllib.loads(Path(path).read_text())
         tokens = a.tokens or (77 if exp["experiment"]["name"].endswith("_seed") else None)
@@ -83,10 +97,13 @@ def main():
             torch_cmd += ["--skip", skip[0]]
             ldm_cmd += ["--skip", skip[0]]
         runs = {"torch": [], "ldm-run": []}
+        cpu = None
         for _ in range(a.rounds):
-            runs["torch"].append(figures(torch_cmd))
-            runs["ldm-run"].append(figures(ldm_cmd))
+            runs["torch"].append(figures(torch_cmd)[0])
+            found, cpu = figures(ldm_cmd)
+            runs["ldm-run"].append(found)
         print(f"\n{path}  ({a.rounds} rounds, {a.steps} steps each, {a.threads} threads; medians)")
+        print(f"ldm-run: {cpu or 'no cpu line (an older build?)'}")
         print(f"{'figure':28} {'torch ms':>10} {'ldm-run ms':>11} {'ratio':>7}")
         for name in runs["torch"][0]:
             t = statistics.median(r[name] for r in runs["torch"])

@@ -460,6 +460,46 @@ fn group_norm_other_ranks_and_layouts() {
 }
 
 #[test]
+fn layer_norm_matches_reference_and_finite_differences() {
+    // Odd widths (below, at and above the 16 lanes), rank 1 to 3, more rows than one task.
+    for (i, shape) in [&[7][..], &[3, 5, 33], &[2, 130, 17], &[150, 64], &[4, 1]]
+        .iter()
+        .enumerate()
+    {
+        let d = *shape.last().unwrap();
+        // Offset inputs check the variance is taken around the mean accurately.
+        let x = rand(shape, 150 + i as u64).affine(3.0, 5.0).unwrap();
+        let gamma = (rand(&[d], 160 + i as u64) + 1.0).unwrap();
+        let beta = rand(&[d], 170 + i as u64);
+        let name = format!("layer norm {shape:?}");
+        check_against_reference(
+            &name,
+            &[x.clone(), gamma.clone(), beta.clone()],
+            |t| k::layer_norm(&t[0], &t[1], &t[2], 1e-5),
+            |t| k::layer_norm_reference(&t[0], &t[1], &t[2], 1e-5),
+            TOL,
+        );
+        if d > 1 {
+            check_finite_differences(
+                &name,
+                &[x, gamma, beta],
+                |t| k::layer_norm(&t[0], &t[1], &t[2], 1e-5),
+                2e-4,
+            );
+        }
+    }
+    check_against_reference(
+        "layer norm transposed",
+        &[rand(&[9, 6], 1), rand(&[9], 2), rand(&[9], 3)],
+        |t| k::layer_norm(&t[0].t()?, &t[1], &t[2], 1e-5),
+        |t| k::layer_norm_reference(&t[0].t()?, &t[1], &t[2], 1e-5),
+        TOL,
+    );
+    let e = k::layer_norm(&rand(&[3, 5], 4), &rand(&[4], 5), &rand(&[5], 6), 1e-5).unwrap_err();
+    assert!(e.to_string().contains("need 5 elements"), "{e}");
+}
+
+#[test]
 fn upsample_matches_reference_and_accumulates() {
     let x = rand(&[3, 5, 7, 9], 80);
     check_against_reference(
@@ -539,6 +579,27 @@ fn attention_matches_reference() {
             1e-4,
         );
     }
+    // A fixed context (keys and values with no graph) gets no gradient; the queries' is exact.
+    let q = Var::from_tensor(&rand(&[3, 5, 12], 140)).unwrap();
+    let ctx = rand(&[3, 9, 12], 141);
+    let r = rand(&[3, 5, 12], 142);
+    let loss = |fast: bool| {
+        let f = if fast {
+            k::attention
+        } else {
+            k::attention_reference
+        };
+        let y = f(q.as_tensor(), &ctx, &ctx, 0.3).unwrap();
+        (&y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+    };
+    let (g, want) = (loss(true), loss(false));
+    assert!(g.get(&ctx).is_none(), "a gradient for the fixed context");
+    assert_close(
+        g.get(q.as_tensor()).unwrap(),
+        want.get(q.as_tensor()).unwrap(),
+        TOL,
+        "attention over a fixed context: dq",
+    );
     // Self-attention with one tensor as q, k and v (accumulated gradient), given transposed.
     let x = rand(&[2, 6, 11], 130);
     check_against_reference(
@@ -772,25 +833,46 @@ fn conv2d_small_map_shapes_against_direct_loops() {
     );
 }
 
-/// The binary runs candle (and so the kernels) on one thread per batch shard, where the kernels
-/// take their single-threaded paths (one work unit, no pool): this suite again in a child
-/// process with CANDLE_NUM_THREADS=1.
-#[test]
-fn the_suite_passes_on_one_thread() {
-    if std::env::var("CANDLE_NUM_THREADS").is_ok_and(|v| v == "1") {
-        return;
-    }
+/// This suite again in a child process with `var` set to `value`, without the tests that
+/// start such children.
+fn run_suite_with(var: &str, value: &str) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("CANDLE_NUM_THREADS", "1")
-        .args(["--skip", "the_suite_passes_on_one_thread"])
+        .env(var, value)
+        .args(["--skip", "the_suite_passes_"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{text}{}",
+        "{var}={value}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("test result: ok"), "{text}");
     assert!(!text.contains("running 0 tests"), "{text}");
+}
+
+/// The binary runs candle (and so the kernels) on one thread per batch shard, where the kernels
+/// take their single-threaded paths (one work unit, no pool): this suite again in a child
+/// process with CANDLE_NUM_THREADS=1.
+#[test]
+fn the_suite_passes_on_one_thread() {
+    run_suite_with("CANDLE_NUM_THREADS", "1");
+}
+
+/// Every kernel has a path per instruction set (AVX-512, AVX2+FMA, the target's baseline),
+/// chosen at run time: this suite ran on the best one the CPU has, and runs again here in a
+/// child process for every lower one (LDM_CPU_ISA). A path the CPU lacks is skipped, and said.
+#[test]
+fn the_suite_passes_on_every_instruction_set_of_this_cpu() {
+    use ldm_run::nn::cpu::{Isa, isa};
+    for i in Isa::ALL {
+        if !i.available() {
+            println!("skipped {}: this CPU lacks it", i.name());
+        } else if i == isa() {
+            println!("{}: this process", i.name());
+        } else {
+            println!("{}: child process", i.name());
+            run_suite_with("LDM_CPU_ISA", i.name());
+        }
+    }
 }

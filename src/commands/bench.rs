@@ -89,6 +89,7 @@ pub fn run(resolved: &Resolved, args: &BenchArgs, dev: &Device) -> anyhow::Resul
         "threads: {} (one batch shard each)\n",
         parallel::shard_count()
     ))?;
+    super::print_out(&format!("{}\n", crate::nn::cpu::summary()))?;
     if !args.skip_vae {
         let (c, s) = (e.dataset.channels, e.dataset.image_size);
         let store = ParamStore::seeded(0, dev);

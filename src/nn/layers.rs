@@ -1,7 +1,7 @@
 //! The basic layers (convolution, linear, normalisations, dropout), initialised as PyTorch does
 //! by default and computed through [`super::kernels`].
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::kernels;
@@ -123,6 +123,16 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// The weight, (d_out, d_in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, (d_out), if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// (..., d_in) -> (..., d_out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::linear(x, &self.weight, self.bias.as_ref())
@@ -180,13 +190,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        centered
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.gamma)?
-            .broadcast_add(&self.beta)
+        kernels::layer_norm(x, &self.gamma, &self.beta, self.eps)
     }
 }
 

@@ -274,9 +274,13 @@ impl CustomOp3 for Attention {
         if p.len() != n * t * s {
             candle_core::bail!("attention backward: forward probabilities missing");
         }
-        let mut dq = uninit_vec(n * t * d);
-        let mut dk = uninit_vec(n * s * d);
-        let mut dv = uninit_vec(n * s * d);
+        // Gradients only for the inputs that carry a graph (a cross-attention over a fixed
+        // context needs none for its keys and values).
+        let (need_q, need_k, need_v) = (q.track_op(), k.track_op(), v.track_op());
+        let buf = |need: bool, len: usize| if need { uninit_vec(len) } else { Vec::new() };
+        let mut dq = buf(need_q, n * t * d);
+        let mut dk = buf(need_k, n * s * d);
+        let mut dv = buf(need_v, n * s * d);
         let (par, gt) = split(n);
         let (dqp, dkp, dvp) = (
             SendPtr(dq.as_mut_ptr()),
@@ -297,27 +301,30 @@ impl CustomOp3 for Attention {
                                 &dout[b * t * d..],
                             );
                             with_scratch([t * s, 0, 0], |ds, _, _| {
-                                // SAFETY: item b owns its rows of dq, dk, dv; all matrices lie
-                                // inside their slices with the strides given.
+                                // SAFETY: item b owns its rows of dq, dk, dv (each allocated
+                                // when needed); all matrices lie inside their slices with the
+                                // strides given.
                                 unsafe {
                                     // dV (S x D) = Pᵀ (S x T) · dO (T x D)
-                                    sgemm(
-                                        s,
-                                        d,
-                                        t,
-                                        dvp.get().add(b * s * d),
-                                        d as isize,
-                                        1,
-                                        false,
-                                        pb.as_ptr(),
-                                        1,
-                                        s as isize,
-                                        gb.as_ptr(),
-                                        d as isize,
-                                        1,
-                                        1.0,
-                                        gt,
-                                    );
+                                    if need_v {
+                                        sgemm(
+                                            s,
+                                            d,
+                                            t,
+                                            dvp.get().add(b * s * d),
+                                            d as isize,
+                                            1,
+                                            false,
+                                            pb.as_ptr(),
+                                            1,
+                                            s as isize,
+                                            gb.as_ptr(),
+                                            d as isize,
+                                            1,
+                                            1.0,
+                                            gt,
+                                        );
+                                    }
                                     // dP (T x S) = dO (T x D) · Vᵀ (D x S)
                                     sgemm(
                                         t,
@@ -343,41 +350,45 @@ impl CustomOp3 for Attention {
                                 // SAFETY: as above.
                                 unsafe {
                                     // dQ (T x D) = dS (T x S) · K (S x D)
-                                    sgemm(
-                                        t,
-                                        d,
-                                        s,
-                                        dqp.get().add(b * t * d),
-                                        d as isize,
-                                        1,
-                                        false,
-                                        ds.as_ptr(),
-                                        s as isize,
-                                        1,
-                                        kb.as_ptr(),
-                                        d as isize,
-                                        1,
-                                        1.0,
-                                        gt,
-                                    );
+                                    if need_q {
+                                        sgemm(
+                                            t,
+                                            d,
+                                            s,
+                                            dqp.get().add(b * t * d),
+                                            d as isize,
+                                            1,
+                                            false,
+                                            ds.as_ptr(),
+                                            s as isize,
+                                            1,
+                                            kb.as_ptr(),
+                                            d as isize,
+                                            1,
+                                            1.0,
+                                            gt,
+                                        );
+                                    }
                                     // dK (S x D) = dSᵀ (S x T) · Q (T x D)
-                                    sgemm(
-                                        s,
-                                        d,
-                                        t,
-                                        dkp.get().add(b * s * d),
-                                        d as isize,
-                                        1,
-                                        false,
-                                        ds.as_ptr(),
-                                        1,
-                                        s as isize,
-                                        qb.as_ptr(),
-                                        d as isize,
-                                        1,
-                                        1.0,
-                                        gt,
-                                    );
+                                    if need_k {
+                                        sgemm(
+                                            s,
+                                            d,
+                                            t,
+                                            dkp.get().add(b * s * d),
+                                            d as isize,
+                                            1,
+                                            false,
+                                            ds.as_ptr(),
+                                            1,
+                                            s as isize,
+                                            qb.as_ptr(),
+                                            d as isize,
+                                            1,
+                                            1.0,
+                                            gt,
+                                        );
+                                    }
                                 }
                             });
                         };
@@ -391,10 +402,14 @@ impl CustomOp3 for Attention {
             })
         })????;
         let dev = q.device();
+        let grad = |need: bool, g: Vec<f32>, like: &Tensor| {
+            need.then(|| Tensor::from_vec(g, like.shape(), dev))
+                .transpose()
+        };
         Ok((
-            Some(Tensor::from_vec(dq, q.shape(), dev)?),
-            Some(Tensor::from_vec(dk, k.shape(), dev)?),
-            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+            grad(need_q, dq, q)?,
+            grad(need_k, dk, k)?,
+            grad(need_v, dv, v)?,
         ))
     }
 }

@@ -12,11 +12,12 @@
 //! Three ops, each the adjoint of the others, so gradients of gradients stay on this path:
 //! forward y = F(x, w), input gradient dx = Gx(dy, w), weight gradient dw = Gw(x, dy).
 
+use super::channel_sum::channel_sum;
 use super::util::{
     SendPtr, multiversion, num_threads, par_fold, par_for, sgemm, slice, uninit_vec, with_scratch,
 };
 use super::{small_map, winograd};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Aim for about this many GEMM columns (g·P) per work unit.
 const TARGET_COLS: usize = 512;
@@ -590,31 +591,6 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// Per-channel sums of dy (B, C, P) -> (C), accumulated in f64 per (b, c) row.
-    fn channel_sum_impl(dy: &[f32], b: usize, c: usize, p: usize, out: &mut [f32]) {
-        let mut acc = vec![0f64; c];
-        for bi in 0..b {
-            for (ci, a) in acc.iter_mut().enumerate() {
-                let row = &dy[(bi * c + ci) * p..(bi * c + ci + 1) * p];
-                let mut lanes = [0f32; 16];
-                let mut it = row.chunks_exact(16);
-                for ch in &mut it {
-                    for (l, v) in lanes.iter_mut().zip(ch) {
-                        *l += *v;
-                    }
-                }
-                let mut s: f32 = it.remainder().iter().sum();
-                s += lanes.iter().sum::<f32>();
-                *a += s as f64;
-            }
-        }
-        for (o, a) in out.iter_mut().zip(&acc) {
-            *o = *a as f32;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // candle ops
 
@@ -712,7 +688,7 @@ impl CustomOp3 for ConvFwd {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.grads(x, w, dy)?;
-        let db = dy.contiguous()?.apply_op1(ChannelSum)?;
+        let db = channel_sum(dy)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
@@ -800,28 +776,6 @@ impl CustomOp2 for ConvWeightGrad {
             },
         )?;
         Ok((Some(dx), Some(ddy)))
-    }
-}
-
-/// (B, C, ...) -> (C): the bias gradient.
-struct ChannelSum;
-
-impl CustomOp1 for ChannelSum {
-    fn name(&self) -> &'static str {
-        "kernels-channel-sum"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l.shape().dims();
-        let (b, c) = (dims[0], dims[1]);
-        let p: usize = dims[2..].iter().product();
-        let mut out = vec![0f32; c];
-        channel_sum_impl(slice(s, l, "channel sum")?, b, c, p, &mut out);
-        Ok((CpuStorage::F32(out), Shape::from(c)))
-    }
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, gr: &Tensor) -> Result<Option<Tensor>> {
-        let mut shape = vec![1usize; arg.rank()];
-        shape[1] = arg.dim(1)?;
-        Ok(Some(gr.reshape(shape)?.broadcast_as(arg.shape())?))
     }
 }
 

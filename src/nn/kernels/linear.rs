@@ -4,8 +4,9 @@
 //! both sides, which for a cross-attention's key and value projections of a fixed context
 //! (rows x 768, S·B rows) is a third of their work and a context-sized zero-fill and add.
 //!
-//! The gradients are candle matmuls and a sum, so they stay differentiable.
+//! The gradients are candle matmuls and a per-feature sum, so they stay differentiable.
 
+use super::channel_sum::channel_sum;
 use super::util::{num_threads, sgemm, slice, uninit_vec};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -149,8 +150,8 @@ impl CustomOp3 for Linear {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = grads(x, w, dy)?;
-        let rows = dy.elem_count() / w.dim(0)?.max(1);
-        let db = dy.reshape((rows, ()))?.sum(0)?;
+        let d_out = w.dim(0)?;
+        let db = channel_sum(&dy.reshape((dy.elem_count() / d_out.max(1), d_out))?)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }

@@ -14,20 +14,23 @@
 //! - upsample_nearest2x: the 2x2 block sum, itself differentiable.
 //! - linear: input (only when it carries a graph), weight and bias, as candle matmuls (second
 //!   order works).
-//! - group_norm, attention, softmax_last_dim, gelu, geglu: first order only (their gradients are computed
+//! - group_norm, layer_norm, attention, softmax_last_dim, gelu, geglu: first order only (their gradients are computed
 //!   directly and carry no graph; candle detaches gradients by default anyway).
 //!
 //! On the fast path: conv2d with any stride, padding and kernel size (rank-4 input and
-//! weight, rank-1 bias); group_norm over any (B, C, ...); upsample_nearest2x of rank-4 input;
+//! weight, rank-1 bias); group_norm over any (B, C, ...); layer_norm over the last dimension
+//! of any rank; upsample_nearest2x of rank-4 input;
 //! linear over the last dimension of any rank with a rank-2 weight; gelu of anything; geglu
 //! over the last dimension (of even length); attention over
 //! (..., T, D) x (..., S, D) with equal leading dimensions; softmax over the last
 //! dimension. Other ranks, dtypes and devices take the stock path.
 
 mod attention;
+mod channel_sum;
 mod conv;
 mod gelu;
 mod group_norm;
+mod layer_norm;
 mod linear;
 mod small_map;
 mod transpose;
@@ -203,6 +206,26 @@ pub fn group_norm_reference(
         .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
         .broadcast_add(&beta.reshape(shape.as_slice())?)?;
     if silu { y.silu() } else { Ok(y) }
+}
+
+/// LayerNorm over the last dimension with per-feature affine `gamma`, `beta`.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    if fast_path(&[x, gamma, beta]) && x.rank() >= 1 {
+        let (x, g, b) = (x.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
+        return x.apply_op3(&g, &b, layer_norm::LayerNorm::new(eps));
+    }
+    layer_norm_reference(x, gamma, beta, eps)
+}
+
+/// [`layer_norm`] built from candle's own ops.
+pub fn layer_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    centered
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(gamma)?
+        .broadcast_add(beta)
 }
 
 /// Nearest-neighbour 2x upsampling of (B, C, H, W), with a gradient that accumulates

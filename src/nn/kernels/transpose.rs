@@ -1,12 +1,13 @@
-//! Matrix transpose for weight layouts: 8x8 blocks in AVX registers where the CPU has AVX, a
-//! scalar loop for the edges and elsewhere.
+//! Matrix transpose for weight layouts: 8x8 blocks in AVX registers where the kernels run
+//! AVX2 or above, a scalar loop for the edges and elsewhere.
 
 /// `dst` (cols x rows, row-major) = `src` (rows x cols, row-major) transposed.
 pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX was detected; both slices hold rows x cols values (asserted above).
+    if crate::nn::cpu::isa() >= crate::nn::cpu::Isa::Avx2 {
+        // SAFETY: the CPU has AVX (part of AVX2); both slices hold rows x cols values
+        // (asserted above).
         unsafe { avx::transpose(src, rows, cols, dst) };
         return;
     }

@@ -153,7 +153,7 @@ pub(crate) fn with_scratch<R>(
 }
 
 /// Defines `fn name(args) -> ret` that runs `body` compiled for AVX-512, AVX2+FMA or the
-/// baseline, whichever the CPU has (checked at run time, cached by std).
+/// baseline: the instruction set [`crate::nn::cpu::isa`] chose for this CPU.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
@@ -167,21 +167,15 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn v4($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
+                #[target_feature(enable = "avx2,fma,bmi1,bmi2")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vl")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512dq")
-                    && std::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the features were detected just above.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected just above.
-                    return unsafe { v3($($arg),*) };
+                match $crate::nn::cpu::isa() {
+                    // SAFETY: isa() only returns instruction sets this CPU has.
+                    $crate::nn::cpu::Isa::Avx512 => return unsafe { v4($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::nn::cpu::Isa::Avx2 => return unsafe { v3($($arg),*) },
+                    $crate::nn::cpu::Isa::Baseline => {}
                 }
             }
             inner($($arg),*)

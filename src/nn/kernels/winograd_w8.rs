@@ -9,9 +9,9 @@ use std::arch::x86_64::*;
 use super::conv::Geom;
 use super::winograd::{images, xi_stride};
 
-/// Whether these transforms take a map: 8 wide, on a CPU with AVX2.
+/// Whether these transforms take a map: 8 wide, with the kernels on AVX2 or above.
 pub(crate) fn applies(g: &Geom) -> bool {
-    g.w == 8 && std::is_x86_feature_detected!("avx2")
+    g.w == 8 && crate::nn::cpu::isa() >= crate::nn::cpu::Isa::Avx2
 }
 
 /// Row yy of the plane at `p` (8 floats), or zeros outside 0..h.
