@@ -3,7 +3,7 @@
 
 use crate::config::{Resolved, StageKind};
 use crate::log::HParamValue;
-use crate::plan::Plan;
+use crate::plan::{Plan, Task};
 
 /// The stage settings shown as hyperparameters (where the stage's kind has them).
 const STAGE_KEYS: &[&str] = &[
@@ -85,10 +85,18 @@ pub fn metrics(plan: &Plan) -> Vec<String> {
             StageKind::Autoencoder => &["test/psnr", "loss/rec"],
             StageKind::Diffusion => &["loss/mse"],
             StageKind::Classifier => &["test/accuracy"],
-            StageKind::Eval => &["accuracy", "frechet", "psnr", "ssim"],
+            StageKind::Eval => &["accuracy", "frechet", "kid", "psnr", "ssim"],
             StageKind::Sample => &[],
         };
         out.extend(tags.iter().map(|t| format!("{}/{t}", stage.name)));
+        let held_out = match &stage.task {
+            Task::Autoencoder(s) => s.held_out.enabled(),
+            Task::Diffusion { spec, .. } => spec.held_out.enabled(),
+            _ => false,
+        };
+        if held_out {
+            out.push(format!("{}/held_out/loss", stage.name));
+        }
     }
     out
 }

@@ -39,6 +39,7 @@ use crate::diffusion::samplers::{SamplerSettings, SweepEntry};
 use crate::log::{Progress, grid};
 use crate::metrics::accuracy::Accuracy;
 use crate::metrics::frechet::{self, Gaussian};
+use crate::metrics::kid::{self, Kid};
 use crate::models::classifier::FEATURES;
 use crate::plan::ModelRef;
 use crate::rng::Rng;
@@ -103,8 +104,20 @@ pub fn run(
     let all: Vec<usize> = (0..test.len()).collect();
     let real = judge(&judge_net.model, &test, &all, ctx.device)?;
     let reference = Gaussian::fit(&real.features, FEATURES)?;
-    let split = real_vs_rest(&real.features, *samples, ctx.rng("real-split"))?;
-    let frechet_autoencoder = round_trip_vs_rest(&ldm, &judge_net, &test, &split, ctx.device)?;
+    let split = real_vs_rest(
+        &real.features,
+        *samples,
+        ctx.rng("real-split"),
+        ctx.rng("kid-real"),
+    )?;
+    let (frechet_autoencoder, kid_autoencoder) = round_trip_vs_rest(
+        &ldm,
+        &judge_net,
+        &test,
+        &split,
+        &mut ctx.rng("kid-autoencoder"),
+        ctx.device,
+    )?;
 
     let conditional = ldm.conditioner.is_conditional();
     let sample_seed = spec.measure.sample_seed.unwrap_or(ctx.seed);
@@ -130,6 +143,7 @@ pub fn run(
     let judge_set = Judge {
         net: &judge_net,
         reference: &reference,
+        real: &real.features,
         labels: &labels,
         conditional,
     };
@@ -198,10 +212,14 @@ pub fn run(
         accuracy: main_result.accuracy,
         per_class,
         frechet: main_result.frechet,
+        kid: main_result.kid,
+        kid_std: main_result.kid_std,
         nfe: main_result.nfe,
         seconds_per_1000: main_result.seconds_per_1000,
         frechet_real: split.frechet,
         frechet_autoencoder,
+        kid_real: split.kid,
+        kid_autoencoder,
         reference_images: test.len(),
         real_images: split.picked.len(),
         rest_images: test.len() - split.picked.len(),
@@ -222,8 +240,9 @@ pub fn run(
 /// What samples are judged against.
 struct Judge<'a> {
     net: &'a TrainedClassifier,
-    /// The test split's features.
+    /// The test split's features, as a Gaussian and as they are.
     reference: &'a Gaussian,
+    real: &'a [f32],
     /// The class of each prompt.
     labels: &'a [u32],
     conditional: bool,
@@ -276,21 +295,29 @@ impl Measuring<'_> {
             &Gaussian::fit(&g.judged.features, FEATURES)?,
             judge.reference,
         )?;
+        let kid = kid_of(
+            &g.judged.features,
+            judge.real,
+            &mut stream(self.ctx, self.seed, "kid"),
+        )?;
         let accuracy = judge.conditional.then(|| {
             Accuracy::of(&g.judged.predictions, judge.labels, &judge.net.class_names).overall
         });
         let measured = Measured {
             accuracy,
             frechet,
+            kid: kid.mean,
+            kid_std: kid.std,
             nfe: g.nfe,
             seconds_per_1000: g.seconds * 1000.0 / self.prompts.len() as f64,
         };
         eprintln!(
-            "{}: {}: accuracy {}, Frechet {frechet:.3}, {} network evaluations per sample, \
-             {:.1} s per 1000 samples",
+            "{}: {}: accuracy {}, Frechet {frechet:.3}, KID {:.5}, {} network evaluations per \
+             sample, {:.1} s per 1000 samples",
             self.ctx.stage.name,
             label(spec),
             accuracy.map_or("-".to_string(), |a| format!("{:.1}%", 100.0 * a)),
+            kid.mean,
             measured.nfe,
             measured.seconds_per_1000
         );
@@ -361,13 +388,21 @@ struct RealSplit {
     picked: Vec<usize>,
     /// The other test images' features.
     rest: Gaussian,
-    /// Frechet distance between the picked images and the rest.
+    /// The other test images' features as they are.
+    rest_features: Vec<f32>,
+    /// Frechet distance and KID between the picked images and the rest.
     frechet: f64,
+    kid: f64,
 }
 
 /// Picks `count` test images with `rng` (at most half of the split) and measures their Frechet
 /// distance to the other test images.
-fn real_vs_rest(features: &[f32], count: usize, mut rng: Rng) -> anyhow::Result<RealSplit> {
+fn real_vs_rest(
+    features: &[f32],
+    count: usize,
+    mut rng: Rng,
+    mut kid_rng: Rng,
+) -> anyhow::Result<RealSplit> {
     let n = features.len() / FEATURES;
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
@@ -378,34 +413,49 @@ fn real_vs_rest(features: &[f32], count: usize, mut rng: Rng) -> anyhow::Result<
             .copied()
             .collect()
     };
-    let rest = Gaussian::fit(&gather(&rest_order), FEATURES)?;
-    let frechet = frechet::distance(&Gaussian::fit(&gather(&order), FEATURES)?, &rest)?;
+    let rest_features = gather(&rest_order);
+    let rest = Gaussian::fit(&rest_features, FEATURES)?;
+    let picked = gather(&order);
+    let frechet = frechet::distance(&Gaussian::fit(&picked, FEATURES)?, &rest)?;
+    let kid = kid_of(&picked, &rest_features, &mut kid_rng)?.mean;
     Ok(RealSplit {
         picked: order,
         rest,
+        rest_features,
         frechet,
+        kid,
     })
 }
 
-/// The Frechet distance between the picked test images after an autoencoder round trip
-/// (decoded posterior means) and the rest: what the autoencoder alone costs the samples.
+/// The Frechet distance and KID between the picked test images after an autoencoder round
+/// trip (decoded posterior means) and the rest: what the autoencoder alone costs the samples.
 fn round_trip_vs_rest(
     ldm: &Ldm,
     judge_net: &TrainedClassifier,
     test: &Dataset,
     split: &RealSplit,
+    kid_rng: &mut Rng,
     device: &Device,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let mut features = Vec::with_capacity(split.picked.len() * FEATURES);
     for chunk in split.picked.chunks(GENERATE_BATCH) {
         let x = images_tensor(test, chunk, device)?;
         let x_hat = ldm.vae.reconstruct(&x)?;
         features.extend(judge_tensor(&judge_net.model, &x_hat)?.features);
     }
-    Ok(frechet::distance(
-        &Gaussian::fit(&features, FEATURES)?,
-        &split.rest,
-    )?)
+    let frechet = frechet::distance(&Gaussian::fit(&features, FEATURES)?, &split.rest)?;
+    let kid = kid_of(&features, &split.rest_features, kid_rng)?.mean;
+    Ok((frechet, kid))
+}
+
+/// Subsets KID averages over, and the vectors drawn from each set per subset (capped at the
+/// smaller set): Binkowski et al.'s 100 subsets of 1000.
+const KID_SUBSETS: usize = 100;
+const KID_SUBSET_SIZE: usize = 1000;
+
+/// KID between two sets of classifier features.
+fn kid_of(x: &[f32], y: &[f32], rng: &mut Rng) -> anyhow::Result<Kid> {
+    Ok(kid::kid(x, y, FEATURES, KID_SUBSETS, KID_SUBSET_SIZE, rng)?)
 }
 
 /// Writes `metrics.json`, the grid and its prompts, the TensorBoard scalars, text and image,
@@ -513,14 +563,21 @@ mod tests {
     fn real_vs_rest_is_seeded_and_picks_at_most_half() {
         let mut rng = Rng::new(1);
         let features = rng.normal_vec(40 * FEATURES);
-        let a = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
-        let b = real_vs_rest(&features, 10, Rng::new(7)).unwrap();
-        let c = real_vs_rest(&features, 10, Rng::new(8)).unwrap();
+        let a = real_vs_rest(&features, 10, Rng::new(7), Rng::new(9)).unwrap();
+        let b = real_vs_rest(&features, 10, Rng::new(7), Rng::new(9)).unwrap();
+        let c = real_vs_rest(&features, 10, Rng::new(8), Rng::new(9)).unwrap();
         assert_eq!((a.frechet, a.picked.len()), (b.frechet, 10));
+        assert_eq!(a.kid, b.kid);
+        assert_ne!(a.kid, c.kid);
+        assert!(
+            a.kid.abs() < 0.05,
+            "two halves of one Gaussian: KID near 0, got {}",
+            a.kid
+        );
         assert_eq!(a.picked, b.picked);
         assert_ne!(a.frechet, c.frechet);
         assert!(a.frechet > 0.0);
-        let most = real_vs_rest(&features, 1000, Rng::new(7)).unwrap();
+        let most = real_vs_rest(&features, 1000, Rng::new(7), Rng::new(9)).unwrap();
         assert_eq!(most.picked.len(), 20);
         let mut all = most.picked.clone();
         all.sort_unstable();

@@ -31,6 +31,10 @@ pub struct Measured {
     pub accuracy: Option<f64>,
     /// Frechet distance between the samples' and the test split's classifier features.
     pub frechet: f64,
+    /// Kernel Inception Distance in the same feature space (mean over subsets) and its
+    /// standard deviation over the subsets.
+    pub kid: f64,
+    pub kid_std: f64,
     /// Network evaluations per sample (a guided evaluation runs both halves as one batch).
     pub nfe: usize,
     /// Wall-clock seconds of sampling and decoding per 1000 samples (not judging them).
@@ -71,6 +75,9 @@ pub struct EvalReport {
     pub per_class: Vec<ClassAccuracy>,
     /// At `settings.guidance`, against all `reference_images` test images.
     pub frechet: f64,
+    /// At `settings.guidance`: KID against the test images, and its spread over subsets.
+    pub kid: f64,
+    pub kid_std: f64,
     /// Network evaluations per sample at the stage's sampler settings.
     pub nfe: usize,
     /// Seconds of sampling and decoding per 1000 samples at the stage's sampler settings.
@@ -81,6 +88,9 @@ pub struct EvalReport {
     /// The same `real_images` after an autoencoder round trip (decoded posterior means)
     /// against the other `rest_images`: the floor the autoencoder leaves `frechet`.
     pub frechet_autoencoder: f64,
+    /// KID of the same two comparisons.
+    pub kid_real: f64,
+    pub kid_autoencoder: f64,
     pub reference_images: usize,
     pub real_images: usize,
     pub rest_images: usize,
@@ -112,6 +122,10 @@ impl EvalReport {
             ("frechet".to_string(), self.frechet),
             ("frechet_real".to_string(), self.frechet_real),
             ("frechet_autoencoder".to_string(), self.frechet_autoencoder),
+            ("kid".to_string(), self.kid),
+            ("kid_std".to_string(), self.kid_std),
+            ("kid_real".to_string(), self.kid_real),
+            ("kid_autoencoder".to_string(), self.kid_autoencoder),
             ("nfe".to_string(), self.nfe as f64),
             ("seconds_per_1000".to_string(), self.seconds_per_1000),
             ("psnr".to_string(), self.psnr),
@@ -131,6 +145,7 @@ impl EvalReport {
                 m.insert(format!("{key}/accuracy"), a);
             }
             m.insert(format!("{key}/frechet"), s.measured.frechet);
+            m.insert(format!("{key}/kid"), s.measured.kid);
         }
         for s in &self.samplers {
             let key = &s.key;
@@ -139,6 +154,7 @@ impl EvalReport {
                 m.insert(format!("{key}/accuracy"), a);
             }
             m.insert(format!("{key}/frechet"), r.frechet);
+            m.insert(format!("{key}/kid"), r.kid);
             m.insert(format!("{key}/nfe"), r.nfe as f64);
             m.insert(format!("{key}/seconds_per_1000"), r.seconds_per_1000);
         }
@@ -184,6 +200,11 @@ impl EvalReport {
         );
         let _ = writeln!(
             out,
+            "| KID (samples vs test images; real vs real; round trip vs real) | {:.5} +- {:.5}; {:.5}; {:.5} |",
+            self.kid, self.kid_std, self.kid_real, self.kid_autoencoder
+        );
+        let _ = writeln!(
+            out,
             "| `{}` reconstruction PSNR ({} images) | {:.2} dB |",
             self.autoencoder_stage, self.reconstruction_images, self.psnr
         );
@@ -208,21 +229,25 @@ impl EvalReport {
                 );
             }
         }
-        let _ = writeln!(out, "\n| guidance | accuracy | Frechet |\n|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n| guidance | accuracy | Frechet | KID |\n|---|---|---|---|"
+        );
         for row in &self.scales {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.3} |",
+                "| {} | {} | {:.3} | {:.5} |",
                 row.guidance,
                 pct(row.measured.accuracy),
-                row.measured.frechet
+                row.measured.frechet,
+                row.measured.kid
             );
         }
         if !self.samplers.is_empty() {
             let _ = writeln!(
                 out,
-                "\n| sampler | steps | spacing | sigmas | eta | NFE | accuracy | Frechet | s / 1000 samples |\n\
-                 |---|---|---|---|---|---|---|---|---|"
+                "\n| sampler | steps | spacing | sigmas | eta | NFE | accuracy | Frechet | KID | s / 1000 samples |\n\
+                 |---|---|---|---|---|---|---|---|---|---|"
             );
             let stage = SweepEntry::of(main);
             let rows = std::iter::once((&stage, &self.scales[0].measured))
@@ -230,7 +255,7 @@ impl EvalReport {
             for (e, r) in rows {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.1} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.5} | {:.1} |",
                     e.sampler.as_str(),
                     e.sampler_steps,
                     e.spacing.as_str(),
@@ -239,6 +264,7 @@ impl EvalReport {
                     r.nfe,
                     pct(r.accuracy),
                     r.frechet,
+                    r.kid,
                     r.seconds_per_1000
                 );
             }
@@ -256,6 +282,8 @@ mod tests {
         Measured {
             accuracy: Some(accuracy),
             frechet,
+            kid: frechet / 1000.0,
+            kid_std: 0.001,
             nfe,
             seconds_per_1000: 2.0 * nfe as f64,
         }
@@ -303,10 +331,16 @@ mod tests {
                 },
             ],
             frechet: 12.5,
+            kid: 0.0125,
+            kid_std: 0.001,
             nfe: 20,
             seconds_per_1000: 40.0,
             frechet_real: 0.5,
             frechet_autoencoder: 2.0,
+            kid: 0.0125,
+            kid_std: 0.001,
+            kid_real: 0.0005,
+            kid_autoencoder: 0.002,
             reference_images: 10_000,
             real_images: 4,
             rest_images: 9_996,
@@ -345,12 +379,19 @@ mod tests {
                 "frechet_real",
                 "guidance_1.5/accuracy",
                 "guidance_1.5/frechet",
+                "guidance_1.5/kid",
                 "guidance_3/accuracy",
                 "guidance_3/frechet",
+                "guidance_3/kid",
+                "kid",
+                "kid_autoencoder",
+                "kid_real",
+                "kid_std",
                 "nfe",
                 "psnr",
                 "sampler_dpmpp_2m_10_karras/accuracy",
                 "sampler_dpmpp_2m_10_karras/frechet",
+                "sampler_dpmpp_2m_10_karras/kid",
                 "sampler_dpmpp_2m_10_karras/nfe",
                 "sampler_dpmpp_2m_10_karras/seconds_per_1000",
                 "seconds_per_1000",
@@ -358,6 +399,8 @@ mod tests {
             ]
         );
         assert_eq!(m["guidance_1.5/frechet"], 10.0);
+        assert_eq!(m["guidance_1.5/kid"], 0.01);
+        assert_eq!(m["kid_real"], 0.0005);
         assert_eq!(m["sampler_dpmpp_2m_10_karras/nfe"], 10.0);
         assert_eq!(m["sampler_dpmpp_2m_10_karras/seconds_per_1000"], 20.0);
         assert_eq!(m["nfe"], 20.0);
@@ -373,7 +416,11 @@ mod tests {
         assert!(md.contains("| conditional accuracy | 75.0% |"), "{md}");
         assert!(md.contains("| zero | 4 | 3 | 75.0% |"), "{md}");
         assert!(md.contains("| one | 0 | 0 | - |"), "{md}");
-        assert!(md.contains("| 1.5 | 50.0% | 10.000 |"), "{md}");
+        assert!(md.contains("| 1.5 | 50.0% | 10.000 | 0.01000 |"), "{md}");
+        assert!(
+            md.contains("| 0.01250 +- 0.00100; 0.00050; 0.00200 |"),
+            "{md}"
+        );
         assert!(md.contains("(4 real vs 9996 real) | 0.500 |"), "{md}");
         assert!(
             md.contains("(the same 4 after a `vae` round trip vs 9996 real) | 2.000 |"),
@@ -381,11 +428,15 @@ mod tests {
         );
         assert!(md.contains("20 network evaluations each"), "{md}");
         assert!(
-            md.contains("| ddim | 20 | linspace | schedule | 0 | 20 | 75.0% | 12.500 | 40.0 |"),
+            md.contains(
+                "| ddim | 20 | linspace | schedule | 0 | 20 | 75.0% | 12.500 | 0.01250 | 40.0 |"
+            ),
             "the stage's own sampler heads the sampler table: {md}"
         );
         assert!(
-            md.contains("| dpmpp_2m | 10 | linspace | karras | 0 | 10 | 100.0% | 11.250 | 20.0 |"),
+            md.contains(
+                "| dpmpp_2m | 10 | linspace | karras | 0 | 10 | 100.0% | 11.250 | 0.01125 | 20.0 |"
+            ),
             "{md}"
         );
         let json = serde_json::to_value(report()).unwrap();
