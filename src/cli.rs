@@ -236,15 +236,31 @@ impl From<SamplerArg> for SamplerKind {
     }
 }
 
-/// Parses the command line and runs the command; errors leave through `main`.
+/// Parses the command line and runs the command; errors leave through `main`. Running
+/// experiments joins the MPI job a launcher started (see [`crate::dist`]).
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Some(Command::Bench { threads, .. }) => *threads,
         _ => None,
     };
+    let asked = crate::parallel::Threads::asked(threads);
     // SAFETY: nothing has started a thread or touched candle yet (argument parsing only).
-    unsafe { crate::parallel::configure(threads) };
+    unsafe { crate::parallel::single_threaded_candle() };
+    let session = match cli.command {
+        None => Some(crate::dist::Session::join()?),
+        Some(_) => None,
+    };
+    let per_rank = crate::dist::min(asked.per_process(crate::dist::world().local_size));
+    crate::parallel::start_pool(per_rank);
+    let result = dispatch(cli);
+    match session {
+        Some(session) => session.end(result),
+        None => result,
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let ok = |b: bool| {
         if b {
             ExitCode::SUCCESS

@@ -257,7 +257,7 @@ fn generate(
     let mut kept: Vec<Tensor> = Vec::new();
     let mut kept_count = 0;
     for (i, chunk) in prompts.chunks(GENERATE_BATCH).enumerate() {
-        if ctx.stop.load(Ordering::SeqCst) {
+        if crate::dist::any(ctx.stop.load(Ordering::SeqCst)) {
             progress.finish();
             return Ok(None);
         }
@@ -342,9 +342,8 @@ fn publish(
     shown: &Tensor,
 ) -> anyhow::Result<Outcome> {
     let name = &ctx.stage.name;
-    let metrics_path = ctx.run.stage(name).join(METRICS_FILE);
-    crate::atomic_file::write(
-        &metrics_path,
+    let metrics_path = ctx.save_file(
+        METRICS_FILE,
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
     let (n, c, h, w) = shown.dims4()?;

@@ -1,8 +1,13 @@
 //! The training loop every training stage shares: resume from the newest valid checkpoint, step,
 //! log scalars, draw samples, checkpoint and rotate, stop cleanly on a signal or a bad loss.
 //! A stage only says how to take one step, what to draw, and what its state is.
+//!
+//! In a job of several ranks ([`crate::dist`]) rank 0 reads the checkpoint and sends its state
+//! to the others before the first step (so every rank starts from rank 0's weights, fresh or
+//! resumed), the ranks agree at every step whether any of them was asked to stop, and rank 0
+//! alone writes checkpoints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -11,6 +16,7 @@ use candle_core::Device;
 use super::checkpoint::{self, Checkpoint};
 use super::lr::lr_at;
 use super::settings::TrainSettings;
+use crate::dist;
 use crate::log::{Progress, StageEvents};
 
 /// What a training stage provides to the shared loop.
@@ -75,23 +81,28 @@ pub fn run(
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<LoopEnd> {
     let total = s.train.steps as u64;
-    let (found, skipped) = checkpoint::latest_valid(&s.checkpoint_dir, s.device);
-    for bad in skipped {
-        eprintln!("warning: {bad}; using an older checkpoint");
-    }
     let mut step = 0;
-    if let Some(ckpt) = found {
-        trainee.restore(&ckpt).with_context(|| {
-            format!(
-                "cannot resume stage `{}` from its step-{} checkpoint",
-                s.stage, ckpt.step
-            )
-        })?;
-        step = ckpt.step;
-        // Points after the checkpoint were logged by the interrupted process and are logged
-        // again from here: TensorBoard drops the old ones.
-        events.resume_after(step)?;
-        eprintln!("{}: resuming at step {step} of {total}", s.stage);
+    if dist::writes() {
+        let (found, skipped) = checkpoint::latest_valid(&s.checkpoint_dir, s.device);
+        for bad in skipped {
+            eprintln!("warning: {bad}; using an older checkpoint");
+        }
+        if let Some(ckpt) = found {
+            trainee.restore(&ckpt).with_context(|| {
+                format!(
+                    "cannot resume stage `{}` from its step-{} checkpoint",
+                    s.stage, ckpt.step
+                )
+            })?;
+            step = ckpt.step;
+            // Points after the checkpoint were logged by the interrupted process and are
+            // logged again from here: TensorBoard drops the old ones.
+            events.resume_after(step)?;
+            eprintln!("{}: resuming at step {step} of {total}", s.stage);
+        }
+    }
+    if dist::world().size > 1 {
+        step = share_state(trainee, step, s.device)?;
     }
     let mut progress = Progress::new(s.stage, total, step);
     let prefix = |k: &str| format!("{}/{k}", s.stage);
@@ -99,7 +110,7 @@ pub fn run(
     let mut since_step = step;
     let mut last = Vec::new();
     while step < total {
-        if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if dist::any(s.stop.load(std::sync::atomic::Ordering::SeqCst)) {
             save(trainee, s, step, events, on_checkpoint)?;
             progress.stop("interrupted; checkpoint written");
             return Ok(LoopEnd {
@@ -154,6 +165,23 @@ pub fn run(
     })
 }
 
+/// Rank 0's state (weights, optimizer, streams, data position) and step, on every rank.
+fn share_state(trainee: &mut dyn Trainee, step: u64, device: &Device) -> anyhow::Result<u64> {
+    let bytes = if dist::writes() {
+        checkpoint::to_bytes(&trainee.checkpoint(step)?)?
+    } else {
+        Vec::new()
+    };
+    let bytes = dist::broadcast(bytes)?;
+    if dist::writes() {
+        return Ok(step);
+    }
+    let ckpt = checkpoint::from_bytes(&bytes, Path::new("(rank 0's state)"), device)?;
+    trainee.restore(&ckpt)?;
+    Ok(ckpt.step)
+}
+
+/// Writes a checkpoint (rank 0; the other ranks write nothing) and records the step.
 fn save(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
@@ -161,6 +189,9 @@ fn save(
     events: &mut StageEvents,
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<()> {
+    if !dist::writes() {
+        return Ok(());
+    }
     let ckpt = trainee.checkpoint(step)?;
     events.flush()?;
     checkpoint::save(&s.checkpoint_dir, &ckpt)?;
