@@ -255,6 +255,7 @@ pub fn resume(
             status: Status::Finished,
         });
     }
+    runner::check_splittable(&plan)?;
     let device = runner::open_device(&plan)?;
     let layout = crate::parallel::layout(&device);
     let relaid = checked_layout(manifest.layout, layout, req.force, &run.root)?;

@@ -79,12 +79,14 @@ impl Layout {
 
 impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: usize, many: &'static str| if n == 1 { "" } else { many };
         write!(
             f,
-            "{} shards ({} process{} x {})",
+            "{} shard{} ({} process{} x {})",
             self.total(),
+            plural(self.total(), "s"),
             self.world_size,
-            if self.world_size == 1 { "" } else { "es" },
+            plural(self.world_size, "es"),
             self.shards_per_rank
         )
     }

@@ -22,7 +22,7 @@ use crate::plan::lock::RunLock;
 use crate::plan::manifest::{Manifest, StageRecord, Status, now};
 use crate::plan::reuse::{self, StageLock};
 use crate::plan::run_dir::RunDir;
-use crate::plan::{Plan, PlannedStage, RunAction, RunIndex};
+use crate::plan::{Plan, PlannedStage, RunAction, RunIndex, Task};
 use crate::stages::{self, Outputs, StageContext};
 
 /// Where runs go and where data is found.
@@ -79,6 +79,32 @@ fn fresh_manifest(plan: &Plan, device: &candle_core::Device) -> Manifest {
     }
 }
 
+/// Refuses, before anything is written, a stage that cannot be split over the ranks of a job:
+/// an autoencoder with a patch discriminator, whose adaptive weight needs the whole batch's
+/// gradients of both losses in one process.
+pub fn check_splittable(plan: &Plan) -> anyhow::Result<()> {
+    let ranks = dist::world().size;
+    if ranks == 1 {
+        return Ok(());
+    }
+    for stage in plan.stages.iter().filter(|s| s.action.works()) {
+        if let Task::Autoencoder(spec) = &stage.task
+            && spec.loss.disc_weight > 0.0
+        {
+            anyhow::bail!(
+                "stage `{}` trains a patch discriminator (stages.{}.disc_weight = {}), whose \
+                 adaptive weight needs the whole batch in one process; it cannot be split over \
+                 {ranks} processes: train it with one process (ldm-run without mpirun), then \
+                 resume the run (or let a new one reuse the stage) with several; nothing was run",
+                stage.name,
+                stage.name,
+                spec.loss.disc_weight
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Saves the manifest of `run` (on rank 0; the other ranks write nothing).
 pub fn record(manifest: &Manifest, run: &RunDir) -> anyhow::Result<()> {
     if dist::writes() {
@@ -113,6 +139,7 @@ pub fn run_new(plan: &Plan, opts: &RunOptions, stop: &AtomicBool) -> anyhow::Res
             status: Status::Finished,
         });
     }
+    check_splittable(plan)?;
     let device = open_device(plan)?;
     let mut manifest = fresh_manifest(plan, &device);
     let (run, _lock) = if dist::writes() {
