@@ -170,6 +170,10 @@ pub enum Command {
         /// CPUs per task (also the tasks' thread count).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         cpus_per_task: Option<u32>,
+        /// MPI ranks per array task on its node (a build with `--features mpi`): each task
+        /// then runs `srun --mpi=pmix ldm-run ...`, one data-parallel run over the ranks.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        ntasks_per_node: Option<u32>,
         /// Print the job script and submit nothing (writes nothing).
         #[arg(long)]
         dry_run: bool,
@@ -334,6 +338,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             time,
             gpus,
             cpus_per_task,
+            ntasks_per_node,
             dry_run,
             no_reuse,
             overrides,
@@ -351,6 +356,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         time,
                         gpus,
                         cpus_per_task,
+                        ntasks_per_node,
                     },
                     dry_run,
                 },

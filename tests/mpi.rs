@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{data_dir, ldm_run, repo, text};
+use common::{data_dir, ldm_run, repo, text, wait_for};
 
 /// Short stages with checkpoints every 4 steps, the same for every run of this file.
 const SETTINGS: &[&str] = &[
@@ -154,21 +154,18 @@ fn wait_for_run(runs: &Path, child: &mut Child) -> PathBuf {
     }
 }
 
-fn wait_for(path: &Path, child: &mut Child) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before {}",
-            path.display()
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "{}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Starts a job of two ranks into `runs` and waits for its run folder and for the step-4
+/// checkpoint of `stage`.
+fn two_ranks_until(runs: &Path, stage: &str) -> (Child, PathBuf) {
+    let mut job = mpirun(1, &two_ranks(runs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = wait_for_run(runs, &mut job);
+    let checkpoint = format!("{stage}/checkpoints/step-00000004.safetensors");
+    wait_for(&run.join(checkpoint), &mut job);
+    (job, run)
 }
 
 /// The pid of rank `rank` among the processes `mpirun` (pid `launcher`) started.
@@ -294,17 +291,7 @@ fn two_ranks_give_one_process_bytes_write_once_and_resume_after_kills() {
     // SIGKILL on rank 0 in the diffusion stage: MPI ends the job; the newest checkpoint
     // stays valid and the resumed job ends with the same bytes.
     let tmp = tempfile::tempdir().unwrap();
-    let runs = tmp.path().join("runs");
-    let mut job = mpirun(1, &two_ranks(&runs))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = wait_for_run(&runs, &mut job);
-    wait_for(
-        &run.join("ldm/checkpoints/step-00000004.safetensors"),
-        &mut job,
-    );
+    let (job, run) = two_ranks_until(&tmp.path().join("runs"), "ldm");
     signal(rank_pid(job.id(), 0), "-KILL");
     let out = job.wait_with_output().unwrap();
     assert!(!out.status.success(), "a killed job fails");
@@ -322,17 +309,7 @@ fn two_ranks_give_one_process_bytes_write_once_and_resume_after_kills() {
     // SIGTERM on rank 1 alone in the autoencoder stage: both ranks stop at one step, rank 0
     // checkpoints it, the job fails, and the resume ends with the same bytes.
     let tmp = tempfile::tempdir().unwrap();
-    let runs = tmp.path().join("runs");
-    let mut job = mpirun(1, &two_ranks(&runs))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = wait_for_run(&runs, &mut job);
-    wait_for(
-        &run.join("vae/checkpoints/step-00000004.safetensors"),
-        &mut job,
-    );
+    let (job, run) = two_ranks_until(&tmp.path().join("runs"), "vae");
     signal(rank_pid(job.id(), 1), "-TERM");
     let out = job.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{data_dir, ldm_run, repo, text};
+use common::{data_dir, ldm_run, repo, text, wait_for};
 
 /// Short stages with frequent checkpoints, the same for every run of this file.
 const SETTINGS: &[&str] = &[
@@ -57,24 +57,6 @@ fn run_dir(runs: &Path) -> PathBuf {
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
-}
-
-/// Waits until `path` exists (the run reached that checkpoint).
-fn wait_for(path: &Path, child: &mut Child) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before {}",
-            path.display()
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn final_bytes(run: &Path) -> Vec<Vec<u8>> {
