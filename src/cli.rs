@@ -174,6 +174,10 @@ pub enum Command {
         /// CPUs per task (also the tasks' thread count).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         cpus_per_task: Option<u32>,
+        /// MPI ranks per array task on its node (a build with `--features mpi`): each task
+        /// then runs `srun --mpi=pmix ldm-run ...`, one data-parallel run over the ranks.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        ntasks_per_node: Option<u32>,
         /// Print the job script and submit nothing (writes nothing).
         #[arg(long)]
         dry_run: bool,
@@ -256,15 +260,31 @@ macro_rules! value_enum {
 
 value_enum!(SamplerKind, Spacing, Sigmas);
 
-/// Parses the command line and runs the command; errors leave through `main`.
+/// Parses the command line and runs the command; errors leave through `main`. Running
+/// experiments joins the MPI job a launcher started (see [`crate::dist`]).
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Some(Command::Bench { threads, .. }) => *threads,
         _ => None,
     };
+    let asked = crate::parallel::Threads::asked(threads);
     // SAFETY: nothing has started a thread or touched candle yet (argument parsing only).
-    unsafe { crate::parallel::configure(threads) };
+    unsafe { crate::parallel::single_threaded_candle() };
+    let session = match cli.command {
+        None => Some(crate::dist::Session::join()?),
+        Some(_) => None,
+    };
+    let per_rank = crate::dist::min(asked.per_process(crate::dist::world().local_size));
+    crate::parallel::start_pool(per_rank);
+    let result = dispatch(cli);
+    match session {
+        Some(session) => session.end(result),
+        None => result,
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let ok = |b: bool| {
         if b {
             ExitCode::SUCCESS
@@ -335,6 +355,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             time,
             gpus,
             cpus_per_task,
+            ntasks_per_node,
             dry_run,
             no_reuse,
             overrides,
@@ -352,6 +373,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
                         time,
                         gpus,
                         cpus_per_task,
+                        ntasks_per_node,
                     },
                     dry_run,
                 },

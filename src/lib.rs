@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod diffusion;
+pub mod dist;
 pub mod environment;
 pub mod log;
 pub mod metrics;

@@ -1,39 +1,81 @@
-//! Data parallelism over the CPU cores: one shard of every batch per core.
+//! Data parallelism over the CPU cores, and over the ranks of an MPI job: one shard of every
+//! batch per core of every rank.
 //!
 //! The networks of this tool are small (8x8 latents, a few million weights), so splitting each
 //! operation over the cores, as candle does, leaves them waiting on each other: every op ends
 //! in a barrier, and candle's autograd bookkeeping between the ops runs on one core. The binary
-//! therefore runs candle single-threaded ([`configure`]) and splits batches instead: each shard
-//! runs its own forward (and backward) on its own core, and the shards' gradients are summed.
+//! therefore runs candle single-threaded ([`single_threaded_candle`]) and splits batches
+//! instead: each shard runs its own forward (and backward) on its own core, and the shards'
+//! gradients are summed.
+//!
+//! In a job of several ranks ([`crate::dist`]) a batch is split into ranks x shards-per-rank
+//! shards; global shard `i` belongs to rank `i / shards_per_rank`. Every rank computes its own
+//! shards; [`batched`] gathers the outputs on every rank, [`grads`] sums the gradients.
 //!
 //! Per-sample outputs do not depend on the split. A training step sums its gradient over the
-//! shards in shard order, so its numbers depend on the shard count (the thread count), never
-//! on scheduling. Without [`configure`] (the library and its tests) there is one shard and
-//! candle keeps its own threads; an explicit split runs its shards one after the other.
+//! shards in one fixed pairwise order ([`crate::dist::order`]), so its numbers depend on the
+//! total shard count, never on scheduling or on how the shards are placed on ranks (for a
+//! power-of-two count per rank). Without a pool (the library and its tests) there is one shard
+//! per rank and candle keeps its own threads; an explicit split runs its shards one after the
+//! other.
 
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+use crate::dist::{self, Layout, order};
 
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
 
-/// Sets the number of shards (default: candle's thread count, one per physical core, or
-/// RAYON_NUM_THREADS) and makes candle itself single-threaded. Returns the shard count.
+/// The threads a process is asked for, read before [`single_threaded_candle`] hides them.
+#[derive(Debug, Clone, Copy)]
+pub struct Threads {
+    /// `--threads` or RAYON_NUM_THREADS.
+    explicit: Option<usize>,
+    /// candle's default: the physical cores.
+    cores: usize,
+}
+
+impl Threads {
+    pub fn asked(threads: Option<usize>) -> Self {
+        let explicit = threads.or_else(|| {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n: &usize| n > 0)
+        });
+        Self {
+            explicit,
+            cores: candle_core::utils::get_num_threads(),
+        }
+    }
+
+    /// The threads of one of `processes_here` ranks on this machine: the explicit count, else
+    /// the cores divided among the ranks.
+    pub fn per_process(&self, processes_here: usize) -> usize {
+        self.explicit
+            .unwrap_or(self.cores / processes_here.max(1))
+            .max(1)
+    }
+}
+
+/// Makes candle itself single-threaded: the shards are the parallelism.
 ///
 /// # Safety
 /// It sets environment variables (candle reads its thread settings from them, once): call it
 /// at start-up, before any other thread exists and before candle's first operation.
-pub unsafe fn configure(threads: Option<usize>) -> usize {
-    let n = threads
-        .unwrap_or_else(candle_core::utils::get_num_threads)
-        .max(1);
+pub unsafe fn single_threaded_candle() {
     // SAFETY: the caller guarantees that no other thread exists yet.
     unsafe {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
+}
+
+/// Starts the pool of `n` shard threads (none for one). Returns the shard count.
+pub fn start_pool(n: usize) -> usize {
     if n > 1
         && let Ok(pool) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -45,7 +87,7 @@ pub unsafe fn configure(threads: Option<usize>) -> usize {
     shard_count()
 }
 
-/// The configured number of shards (1 without [`configure`]).
+/// The configured number of shards per rank (1 without [`start_pool`]).
 pub fn shard_count() -> usize {
     POOL.get().map_or(1, rayon::ThreadPool::current_num_threads)
 }
@@ -86,15 +128,37 @@ pub fn split_by_size(sizes: &[usize], shards: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// The shards of a batch of `n` on `device` (see [`shard_count_on`]).
-pub fn shards(n: usize, device: &Device) -> Vec<Range<usize>> {
-    split(n, shard_count_on(device))
+/// How batches on `device` are split over the job.
+pub fn layout(device: &Device) -> Layout {
+    Layout {
+        world_size: dist::world().size,
+        shards_per_rank: shard_count_on(device),
+    }
 }
 
-/// The shard count for work on `device`: [`shard_count`] on the CPU, one elsewhere (a GPU
-/// parallelises inside its ops).
+/// The shards of a batch of `n` on `device`, of every rank (see [`layout`]).
+pub fn shards(n: usize, device: &Device) -> Vec<Range<usize>> {
+    split(n, layout(device).total())
+}
+
+/// The shard count per rank for work on `device`: [`shard_count`] on the CPU, one elsewhere (a
+/// GPU parallelises inside its ops).
 pub fn shard_count_on(device: &Device) -> usize {
     if device.is_cpu() { shard_count() } else { 1 }
+}
+
+/// The indices of this rank's shards among `count` global shards, `per_rank` to a rank (all of
+/// them on a world of one, whatever split the caller chose).
+fn own(count: usize, per_rank: usize) -> Range<usize> {
+    let w = dist::world();
+    if w.size == 1 {
+        return 0..count;
+    }
+    (w.rank * per_rank).min(count)..((w.rank + 1) * per_rank).min(count)
+}
+
+fn dist_error(e: anyhow::Error) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{e:#}"))
 }
 
 /// `f(i, range)` of every range, in order, each on its own pool thread (one after the other
@@ -138,64 +202,168 @@ pub fn map_balanced<T: Sync, R: Send>(
     Ok(parts.into_iter().flatten().collect())
 }
 
-/// `f` over the shards of a batch of `n`, its outputs joined along the first dimension.
+/// `f` over the shards of a batch of `n`, its outputs joined along the first dimension (as
+/// f32), on every rank: each rank runs its own shards and the ranks' rows are gathered.
 pub fn batched<E: Send + From<candle_core::Error>>(
     n: usize,
     device: &Device,
     f: impl Fn(Range<usize>) -> std::result::Result<Tensor, E> + Sync,
 ) -> std::result::Result<Tensor, E> {
-    let parts = map(&shards(n, device), |_, r| f(r))?;
-    Ok(match parts.as_slice() {
-        [one] => one.clone(),
-        _ => Tensor::cat(&parts, 0)?,
-    })
+    let all = shards(n, device);
+    let per_rank = shard_count_on(device);
+    let parts = map(&all[own(all.len(), per_rank)], |_, r| f(r))?;
+    let local = match parts.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => Some(Tensor::cat(&parts, 0)?),
+    };
+    if dist::world().size == 1 {
+        return local.ok_or_else(|| candle_core::Error::Msg("an empty batch".into()).into());
+    }
+    // Rank 0 has shard 0; the others know a row's shape from their own rows, unless the batch
+    // is too small to give every rank one.
+    let every_rank_has_rows = all.len() > (dist::world().size - 1) * per_rank;
+    Ok(gather_rows(local, every_rank_has_rows, device)?)
 }
 
-/// Gradients of a loss summed over shards. `f(i, range)` (shard i) returns the shard's scalar terms, the
-/// first being its part of the loss (its sum over the shard divided by the whole batch, so
-/// the parts add up to the batch loss); the rest are only summed for logging. Returns the
-/// gradients of `vars` and every term summed over the shards.
+/// Every rank's rows, in rank order, as one f32 tensor on `device`.
+fn gather_rows(local: Option<Tensor>, has_shape: bool, device: &Device) -> Result<Tensor> {
+    let (values, mut shape) = match &local {
+        Some(t) => (
+            t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            t.dims()[1..].to_vec(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    if !has_shape {
+        let bytes: Vec<u8> = shape
+            .iter()
+            .flat_map(|&d| (d as u64).to_le_bytes())
+            .collect();
+        shape = dist::broadcast(bytes)
+            .map_err(dist_error)?
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+            .collect();
+    }
+    let all: Vec<f32> = dist::gather_f32(&values)
+        .map_err(dist_error)?
+        .into_iter()
+        .flatten()
+        .collect();
+    let row: usize = shape.iter().product();
+    let mut dims = vec![all.len() / row.max(1)];
+    dims.extend(shape);
+    Tensor::from_vec(all, dims, device)
+}
+
+/// One shard's (or several shards' summed) gradients and logged terms.
+type Part = (GradStore, Vec<f64>);
+
+/// `a + b` for the gradients of `vars` (a gradient missing from one side is the other's) and
+/// the terms.
+fn add_parts(vars: &[(String, Var)], (mut ga, ta): Part, (gb, tb): Part) -> Result<Part> {
+    for (_, var) in vars {
+        let Some(g) = gb.get(var.as_tensor()) else {
+            continue;
+        };
+        let sum = match ga.get(var.as_tensor()) {
+            Some(acc) => (acc + g)?,
+            None => g.clone(),
+        };
+        ga.insert(var.as_tensor(), sum);
+    }
+    Ok((ga, order::add_into(ta, tb)))
+}
+
+/// Gradients of a loss summed over shards. `f(i, range)` (global shard i) returns the shard's
+/// scalar terms, the first being its part of the loss (its sum over the shard divided by the
+/// whole batch, so the parts add up to the batch loss); the rest are only summed for logging.
+/// This rank computes its own shards; the sum over all shards, in the order of
+/// [`order::pairwise`], ends on every rank. Returns the gradients of `vars` and every term
+/// summed over the shards.
 pub fn grads<E: Send + From<candle_core::Error>>(
     vars: &[(String, Var)],
     ranges: &[Range<usize>],
     f: impl Fn(usize, Range<usize>) -> std::result::Result<Vec<Tensor>, E> + Sync,
 ) -> std::result::Result<(GradStore, Vec<f64>), E> {
-    let parts = map(ranges, |i, r| -> std::result::Result<_, E> {
-        let terms = f(i, r)?;
+    let device = vars
+        .first()
+        .map_or(Device::Cpu, |(_, v)| v.device().clone());
+    let mine = own(ranges.len(), shard_count_on(&device));
+    let first = mine.start;
+    let parts = map(&ranges[mine], |i, r| -> std::result::Result<_, E> {
+        let terms = f(first + i, r)?;
         let Some(loss) = terms.first() else {
             return Err(candle_core::Error::Msg("a shard returned no loss".into()).into());
         };
         let grads = loss.backward()?;
         let values = terms
             .iter()
-            .map(|t| {
-                Ok(f64::from(
-                    t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?,
-                ))
-            })
+            .map(|t| Ok(f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?)))
             .collect::<Result<Vec<f64>>>()?;
         Ok((grads, values))
     })?;
-    let mut parts = parts.into_iter();
-    let Some((mut summed, mut totals)) = parts.next() else {
-        return Err(candle_core::Error::Msg("an empty batch has no gradient".into()).into());
-    };
-    for (grads, values) in parts {
-        for (_, var) in vars {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let next = match summed.get(var.as_tensor()) {
-                Some(acc) => (acc + g)?,
-                None => g.clone(),
-            };
-            summed.insert(var.as_tensor(), next);
-        }
-        for (t, v) in totals.iter_mut().zip(values) {
-            *t += v;
-        }
+    let local = order::pairwise(parts, |a, b| add_parts(vars, a, b))?;
+    if dist::world().size > 1 {
+        return Ok(sum_over_ranks(vars, local)?);
     }
-    Ok((summed, totals))
+    local.ok_or_else(|| candle_core::Error::Msg("an empty batch has no gradient".into()).into())
+}
+
+/// The sum over ranks of every rank's summed shards (`None`: the batch gave this rank none).
+fn sum_over_ranks(vars: &[(String, Var)], local: Option<Part>) -> Result<Part> {
+    let mut parts = order::Segments {
+        values: Vec::new(),
+        sizes: Vec::with_capacity(vars.len()),
+        present: Vec::with_capacity(vars.len()),
+    };
+    for (_, var) in vars {
+        let size = var.elem_count();
+        match local.as_ref().and_then(|(g, _)| g.get(var.as_tensor())) {
+            Some(g) => parts
+                .values
+                .extend(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => parts.values.extend(std::iter::repeat_n(0f32, size)),
+        }
+        parts.sizes.push(size);
+        parts.present.push(
+            local
+                .as_ref()
+                .is_some_and(|(g, _)| g.get(var.as_tensor()).is_some()),
+        );
+    }
+    let summed = dist::sum_segments(parts).map_err(dist_error)?;
+    let (mut store, terms) = match local {
+        Some(part) => part,
+        // A store to fill: the gradients of a constant hold nothing for `vars`.
+        None => (
+            Tensor::zeros((), DType::F32, &Device::Cpu)?.backward()?,
+            Vec::new(),
+        ),
+    };
+    let mut at = 0;
+    for ((_, var), (&size, &present)) in vars.iter().zip(summed.sizes.iter().zip(&summed.present)) {
+        if present {
+            let g = Tensor::from_slice(&summed.values[at..at + size], var.shape(), var.device())?
+                .to_dtype(var.dtype())?;
+            store.insert(var.as_tensor(), g);
+        } else {
+            store.remove(var.as_tensor());
+        }
+        at += size;
+    }
+    let every = dist::gather_f64(&terms).map_err(dist_error)?;
+    let items: Vec<Option<Vec<f64>>> = every
+        .into_iter()
+        .map(|t| (!t.is_empty()).then_some(t))
+        .collect();
+    let terms = order::pairwise(items, |a, b| {
+        Ok::<_, candle_core::Error>(order::add_present(a, b, order::add_into))
+    })?
+    .flatten()
+    .unwrap_or_default();
+    Ok((store, terms))
 }
 
 #[cfg(test)]

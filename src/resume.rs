@@ -1,7 +1,9 @@
 //! Continuing an interrupted run: finished stages are skipped, the running one continues from
 //! its newest valid checkpoint. A resume whose training settings differ from the run's is
 //! refused with the differing keys unless forced (and then recorded in the manifest); so is a
-//! `config.toml` edited by hand since the run recorded its configuration.
+//! `config.toml` edited by hand since the run recorded its configuration. So is a resume that
+//! would split the batches into another number of shards (processes x threads) than the run.
+//! In a job of several ranks, rank 0 finds the run and writes; every rank reads it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -10,6 +12,7 @@ use anyhow::bail;
 
 use crate::config::diff::{KeyDiff, diff, diff_values, is_training_relevant};
 use crate::config::{self, Resolved};
+use crate::dist::{self, Layout};
 use crate::environment::Environment;
 use crate::plan::checks::MemoryCheck;
 use crate::plan::lock::RunLock;
@@ -195,14 +198,23 @@ pub fn resume(
     stop: &AtomicBool,
 ) -> anyhow::Result<RunReport> {
     let index = RunIndex::scan(&opts.runs_dir);
-    let dir = target_dir(req, env, &index)?;
+    let dir = if dist::writes() {
+        target_dir(req, env, &index)?
+    } else {
+        PathBuf::new()
+    };
+    let dir = runner::same_path(&dir)?;
     if !dir.join("manifest.json").is_file() {
         bail!(
             "{} is not an ldm-run run folder (it has no manifest.json)",
             dir.display()
         );
     }
-    let _lock = RunLock::acquire(&dir)?;
+    let mut lock = if dist::writes() {
+        Some(RunLock::acquire(&dir)?)
+    } else {
+        None
+    };
     let planning = Planning {
         index: &index,
         reuse: opts.reuse,
@@ -224,22 +236,59 @@ pub fn resume(
             status: Status::Finished,
         });
     }
+    runner::check_splittable(&plan)?;
     let device = runner::open_device(&plan)?;
-    if !changes.is_empty() {
+    let layout = crate::parallel::layout(&device);
+    let relaid = checked_layout(manifest.layout, layout, req.force, &run.root)?;
+    if let Some(lock) = lock.as_mut() {
+        lock.claim()?;
+    }
+    // Every rank has read the run before rank 0 changes it.
+    dist::barrier();
+    if !changes.is_empty() && dist::writes() {
         run.write("config.toml", &plan.resolved.to_toml())?;
     }
-    let forced = req.force && changes.iter().any(|d| is_training_relevant(&d.key));
+    let forced = req.force
+        && (changes.iter().any(|d| is_training_relevant(&d.key))
+            || relaid
+                .as_ref()
+                .is_some_and(|(was, _)| was.total() != layout.total()));
+    let mut changed: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    changed.extend(relaid.map(|(was, now)| format!("layout: {was} -> {now}")));
     manifest.resumes.push(ResumeRecord {
         at: now(),
         from_status: manifest.status,
         forced,
-        changed: changes.iter().map(ToString::to_string).collect(),
+        changed,
     });
     manifest.status = Status::Running;
     manifest.finished = None;
     manifest.config = Some(plan.resolved.experiment_json());
-    manifest.save(&run.root)?;
+    manifest.layout = Some(layout);
+    runner::record(&manifest, &run)?;
     eprintln!("resuming {}", run.root.display());
     runner::announce(&plan);
     runner::execute(&plan, &run, &mut manifest, opts, &device, stop)
+}
+
+/// The run's layout and this resume's when they differ. Another total shard count changes the
+/// numbers of every step from here on: refused unless `force`.
+pub fn checked_layout(
+    recorded: Option<Layout>,
+    now: Layout,
+    force: bool,
+    run_dir: &Path,
+) -> anyhow::Result<Option<(Layout, Layout)>> {
+    let Some(was) = recorded.filter(|was| *was != now) else {
+        return Ok(None);
+    };
+    if was.total() != now.total() && !force {
+        bail!(
+            "refusing to resume {}: the run split each batch into {was}, this resume would split              it into {now}, which changes the numbers of every step from here on; resume with              {} process(es) of {} thread(s) each (mpirun -np N, RAYON_NUM_THREADS), start a new              run, or pass --force to continue anyway (recorded in the manifest)",
+            run_dir.display(),
+            was.world_size,
+            was.shards_per_rank
+        );
+    }
+    Ok(Some((was, now)))
 }

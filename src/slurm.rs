@@ -14,6 +14,16 @@ pub struct Resources {
     pub time: Option<String>,
     pub gpus: Option<u32>,
     pub cpus_per_task: Option<u32>,
+    /// Processes (MPI ranks) of each array task on its node: with more than one, the task runs
+    /// `srun --mpi=pmix ldm-run ...`, one data-parallel run over that many ranks.
+    pub ntasks_per_node: Option<u32>,
+}
+
+impl Resources {
+    /// Whether each array task is one run over several ranks.
+    pub fn several_ranks(&self) -> bool {
+        self.ntasks_per_node.is_some_and(|n| n > 1)
+    }
 }
 
 /// One array task: the experiment file (as given, relative to the job's working folder or
@@ -190,6 +200,9 @@ impl ArrayJob {
         if let Some(c) = r.cpus_per_task {
             directive("cpus-per-task", &c.to_string());
         }
+        if let Some(n) = r.ntasks_per_node {
+            directive("ntasks-per-node", &n.to_string());
+        }
         s.push_str(
             "# Written by `ldm-run submit --slurm`: array task i runs experiment i below. The tasks\n\
              # share one runs folder, so a stage several of them need is trained once and reused.\n",
@@ -216,9 +229,14 @@ impl ArrayJob {
             "echo \"array task $SLURM_ARRAY_TASK_ID of job ${SLURM_ARRAY_JOB_ID:-?} on $(hostname): $3\"\n",
         );
         let shared: Vec<String> = self.shared_args().iter().map(|a| shell_quote(a)).collect();
+        let launcher = if r.several_ranks() {
+            "srun --mpi=pmix "
+        } else {
+            ""
+        };
         writeln!(
             s,
-            "exec {} \"$@\" {}",
+            "exec {launcher}{} \"$@\" {}",
             shell_quote(&self.exe),
             shared.join(" ")
         )
@@ -278,6 +296,25 @@ exec /opt/ldm/bin/ldm-run "$@" --runs-dir /scratch/runs --set stages.vae.steps=5
     }
 
     #[test]
+    fn ranks_per_node_run_under_srun() {
+        let mut job = sweep_job();
+        job.resources.ntasks_per_node = Some(2);
+        let s = job.script().unwrap();
+        assert!(s.contains("\n#SBATCH --ntasks-per-node=2\n"), "{s}");
+        assert!(
+            s.ends_with(
+                "\nexec srun --mpi=pmix /opt/ldm/bin/ldm-run \"$@\" --runs-dir /scratch/runs \
+                 --set stages.vae.steps=5\n"
+            ),
+            "{s}"
+        );
+        job.resources.ntasks_per_node = Some(1);
+        let s = job.script().unwrap();
+        assert!(s.contains("\n#SBATCH --ntasks-per-node=1\n"), "{s}");
+        assert!(s.contains("\nexec /opt/ldm/bin/ldm-run \"$@\""), "{s}");
+    }
+
+    #[test]
     fn resources_devices_and_no_reuse() {
         let mut job = sweep_job();
         job.resources = Resources {
@@ -285,6 +322,7 @@ exec /opt/ldm/bin/ldm-run "$@" --runs-dir /scratch/runs --set stages.vae.steps=5
             time: Some("1-02:00:00".into()),
             gpus: Some(2),
             cpus_per_task: Some(8),
+            ntasks_per_node: None,
         };
         job.device = Some("cuda".into());
         job.no_reuse = true;

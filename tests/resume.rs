@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{data_dir, ldm_run, repo, text};
+use common::{data_dir, ldm_run, repo, text, wait_for};
 
 /// Short stages with frequent checkpoints, the same for every run of this file.
 const SETTINGS: &[&str] = &[
@@ -99,24 +99,6 @@ fn interrupted_at(
         .status()
         .unwrap();
     (run, child.wait_with_output().unwrap())
-}
-
-/// Waits until `path` exists (the run reached that checkpoint).
-fn wait_for(path: &Path, child: &mut Child) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before {}",
-            path.display()
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The final checkpoints, the kept best one, and the grid sampled from it.

@@ -5,7 +5,9 @@
 #     if it can take it, else into a virtual environment under target/test-python, which the
 #     tests look for;
 #   - Fashion-MNIST, Debian's `dataset-fashion-mnist` (the data tests load it);
-#   - Slurm and munge, `slurm-wlm munge` (tests/slurm.rs brings up a one-node cluster).
+#   - Slurm and munge, `slurm-wlm munge` (tests/slurm.rs brings up a one-node cluster);
+#   - Open MPI and what the `mpi` feature builds with, `openmpi-bin libopenmpi-dev
+#     libclang-dev`, and `strace` (tests/mpi.rs runs jobs under mpirun and traces rank 1).
 # MNIST is not installed here: the tests find it the way ldm-run does ($LDM_DATA_DIR, else
 # data/) and download it there, MD5-checked, when it is missing.
 set -euo pipefail
@@ -20,6 +22,10 @@ if ! { command -v sbatch >/dev/null && [ -x /usr/sbin/slurmctld ] && [ -x /usr/s
   packages+=(slurm-wlm)
 fi
 [ -x /usr/sbin/munged ] || packages+=(munge)
+command -v mpirun >/dev/null || packages+=(openmpi-bin)
+dpkg -s libopenmpi-dev >/dev/null 2>&1 || packages+=(libopenmpi-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
+command -v strace >/dev/null || packages+=(strace)
 command -v python3 >/dev/null || packages+=(python3)
 
 has_tensorboard() { "$1" -c "import tensorboard" >/dev/null 2>&1; }

@@ -1,8 +1,10 @@
 //! Against a real Slurm: tests/slurm/start.sh brings up munged, slurmctld and slurmd on
 //! localhost (unless that cluster is already up), `ldm-run submit --slurm` sends a two-member
 //! sweep as one array job, and the runs must show both members finished with the autoencoder
-//! they share trained once. The daemons this test started are stopped at the end, also when it
-//! fails. Needs `apt-get install slurm-wlm munge` (.ci/run installs them); fails without.
+//! they share trained once; with `--features mpi`, `submit --slurm --ntasks-per-node 2` runs
+//! one experiment as a job of two MPI ranks that ends with one process's bytes. The daemons a
+//! test started are stopped at the end, also when it fails. Needs `apt-get install slurm-wlm
+//! munge` (and openmpi-bin for the MPI job; tests/setup.sh installs them); fails without.
 
 mod common;
 
@@ -147,6 +149,53 @@ fn only_run(runs: &Path, experiment: &str) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
+/// `ldm-run submit --slurm <args>` run in `dir` against `cluster`; returns the job id it
+/// printed (and the cluster cancels that job if the test fails).
+fn submit(cluster: &mut Cluster, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ldm-run"))
+        .args(["submit", "--slurm"])
+        .args(args)
+        .current_dir(dir)
+        .env("SLURM_CONF", cluster.conf())
+        .env("LDM_DATA_DIR", data_dir())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the ldm-run binary runs");
+    assert!(out.status.success(), "submit failed: {}", text(&out));
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !job.is_empty() && job.chars().all(|c| c.is_ascii_digit()),
+        "submit prints the job id: {}",
+        text(&out)
+    );
+    cluster.job = Some(job.clone());
+    job
+}
+
+/// Waits for every task of `job` to leave the queue (15 minutes at most).
+fn wait_for_job(cluster: &Cluster, job: &str, slurm_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let q = cluster.run("squeue", &["-h", "-j", job, "-o", "%i %T %R"]);
+        assert!(
+            q.status.success(),
+            "squeue failed: {}\n{}",
+            text(&q),
+            context(cluster, slurm_dir)
+        );
+        let queued = String::from_utf8_lossy(&q.stdout).trim().to_string();
+        if queued.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} still queued after 15 minutes:\n{queued}\n{}",
+            context(cluster, slurm_dir)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 #[test]
 fn sweep_runs_as_a_slurm_array_job_sharing_the_autoencoder() {
     let t0 = Instant::now();
@@ -179,10 +228,10 @@ fn sweep_runs_as_a_slurm_array_job_sharing_the_autoencoder() {
     let slurm_dir = runs.join("slurm");
 
     // Relative paths on purpose: the tasks must run in the submitting folder.
-    let out = Command::new(env!("CARGO_BIN_EXE_ldm-run"))
-        .args([
-            "submit",
-            "--slurm",
+    let job = submit(
+        &mut cluster,
+        tmp.path(),
+        &[
             "sweep.toml",
             "--runs-dir",
             "runs",
@@ -190,21 +239,8 @@ fn sweep_runs_as_a_slurm_array_job_sharing_the_autoencoder() {
             "1",
             "--time",
             "20",
-        ])
-        .current_dir(tmp.path())
-        .env("SLURM_CONF", cluster.conf())
-        .env("LDM_DATA_DIR", data_dir())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the ldm-run binary runs");
-    assert!(out.status.success(), "submit failed: {}", text(&out));
-    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        !job.is_empty() && job.chars().all(|c| c.is_ascii_digit()),
-        "submit prints the job id: {}",
-        text(&out)
+        ],
     );
-    cluster.job = Some(job.clone());
     let scripts: Vec<PathBuf> = std::fs::read_dir(&slurm_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -217,27 +253,7 @@ fn sweep_runs_as_a_slurm_array_job_sharing_the_autoencoder() {
         .to_string_lossy()
         .to_string();
 
-    // Wait for both array tasks to leave the queue.
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let q = cluster.run("squeue", &["-h", "-j", &job, "-o", "%i %T %R"]);
-        assert!(
-            q.status.success(),
-            "squeue failed: {}\n{}",
-            text(&q),
-            context(&cluster, &slurm_dir)
-        );
-        let queued = String::from_utf8_lossy(&q.stdout).trim().to_string();
-        if queued.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job} still queued after 15 minutes:\n{queued}\n{}",
-            context(&cluster, &slurm_dir)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_for_job(&cluster, &job, &slurm_dir);
     eprintln!(
         "slurm: job {job} done after {:.1}s",
         t0.elapsed().as_secs_f64()
@@ -339,4 +355,91 @@ fn sweep_runs_as_a_slurm_array_job_sharing_the_autoencoder() {
         );
     }
     eprintln!("slurm: test took {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// `submit --slurm --ntasks-per-node 2`: one job of two tasks, the two MPI ranks of one run
+/// (`srun --mpi=pmix`), which ends with the bytes of one process of two threads.
+#[cfg(feature = "mpi")]
+#[test]
+fn two_task_mpi_job_gives_the_bytes_of_one_process() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::up();
+    let tmp = tempfile::tempdir().unwrap();
+    let smoke = repo().join("experiments/smoke.toml");
+    let smoke = smoke.to_str().unwrap();
+    let sets = [
+        "--set",
+        "stages.vae.steps=6",
+        "--set",
+        "stages.ldm.steps=6",
+        "--set",
+        "stages.clf.steps=2",
+        "--set",
+        "stages.eval.samples=16",
+    ];
+    let files = [
+        "vae/checkpoints/step-00000006.safetensors",
+        "ldm/checkpoints/step-00000006.safetensors",
+        "sample/samples/final.png",
+        "eval/metrics.json",
+    ];
+
+    let one = tmp.path().join("one");
+    let out = Command::new(env!("CARGO_BIN_EXE_ldm-run"))
+        .args([smoke, "--runs-dir", one.to_str().unwrap()])
+        .args(sets)
+        .current_dir(tmp.path())
+        .env("LDM_DATA_DIR", data_dir())
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let one = only_run(&one, "smoke");
+
+    let mut args = vec![
+        smoke,
+        "--runs-dir",
+        "runs",
+        "--ntasks-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+    ];
+    args.extend(sets);
+    let job = submit(&mut cluster, tmp.path(), &args);
+    let slurm_dir = tmp.path().join("runs/slurm");
+    wait_for_job(&cluster, &job, &slurm_dir);
+    eprintln!(
+        "slurm: MPI job {job} done after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let show = cluster.run("scontrol", &["show", "job", &job]);
+    let show_text = String::from_utf8_lossy(&show.stdout).to_string();
+    assert!(
+        show_text.contains("JobState=COMPLETED") && show_text.contains(" ExitCode=0:0"),
+        "{show_text}\n{}",
+        context(&cluster, &slurm_dir)
+    );
+    assert!(show_text.contains("NumTasks=2"), "{show_text}");
+
+    let run = only_run(&tmp.path().join("runs"), "smoke");
+    let m = read_json(&run.join("manifest.json"));
+    assert_eq!(m["status"], "finished", "{m:#}");
+    assert_eq!(
+        m["layout"],
+        serde_json::json!({"world_size": 2, "shards_per_rank": 1})
+    );
+    for file in files {
+        let got = std::fs::read(run.join(file)).unwrap();
+        let want = std::fs::read(one.join(file)).unwrap();
+        assert!(got == want, "{file} differs from one process's");
+    }
+    let log = context(&cluster, &slurm_dir);
+    assert_eq!(
+        log.matches("run folder: ").count(),
+        1,
+        "rank 0 alone: {log}"
+    );
 }

@@ -281,6 +281,7 @@ mod tests {
             stages,
             order: vec!["vae".into()],
             resumes: Vec::new(),
+            layout: None,
             config: None,
         };
         let row = RunRow::of(Path::new("runs/exp/2026-01-01T00-00-00"), &m);

@@ -89,6 +89,10 @@ pub struct Manifest {
     /// `config.toml` edited by hand from the one the run wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
+    /// How the run splits its batches (processes x shards per process); a resume must split
+    /// them the same way (absent in runs of ldm-run versions that did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::dist::Layout>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +197,7 @@ mod tests {
             stages,
             order: vec!["vae".into()],
             resumes: Vec::new(),
+            layout: None,
             config: None,
         };
         m.save(dir.path()).unwrap();

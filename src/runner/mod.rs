@@ -1,23 +1,28 @@
 //! Carrying out a plan: a new run folder (or the one being continued), then every stage in
 //! order as the plan says (train, resume, reuse a finished twin, or skip a finished one),
 //! recording each in the manifest and the run's TensorBoard events.
+//!
+//! In a job of several ranks ([`crate::dist`]) every rank carries out the same plan, and rank 0
+//! alone creates the folder (its path is broadcast), takes the locks, decides reuse (and says
+//! so) and writes the manifest and events.
 
 mod hparams;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
 use crate::device::DeviceSpec;
+use crate::dist;
 use crate::log::{EventWriter, SessionStatus, StageEvents};
 use crate::plan::action::{self, Action, Shown};
 use crate::plan::lock::RunLock;
 use crate::plan::manifest::{Manifest, StageRecord, Status, now};
 use crate::plan::reuse::{self, StageLock};
 use crate::plan::run_dir::RunDir;
-use crate::plan::{Plan, PlannedStage, RunAction, RunIndex};
+use crate::plan::{Plan, PlannedStage, RunAction, RunIndex, Task};
 use crate::stages::{self, Outputs, StageContext};
 
 /// Where runs go and where data is found.
@@ -37,8 +42,8 @@ pub struct RunReport {
     pub status: Status,
 }
 
-/// A manifest for a new run of `plan`: every stage pending, with its fingerprint.
-fn fresh_manifest(plan: &Plan) -> Manifest {
+/// A manifest for a new run of `plan` on `device`: every stage pending, with its fingerprint.
+fn fresh_manifest(plan: &Plan, device: &candle_core::Device) -> Manifest {
     let stages = plan
         .stages
         .iter()
@@ -70,7 +75,49 @@ fn fresh_manifest(plan: &Plan) -> Manifest {
         order: plan.stages.iter().map(|s| s.name.clone()).collect(),
         resumes: Vec::new(),
         config: Some(plan.resolved.experiment_json()),
+        layout: Some(crate::parallel::layout(device)),
     }
+}
+
+/// Refuses, before anything is written, a stage that cannot be split over the ranks of a job:
+/// an autoencoder with a patch discriminator, whose adaptive weight needs the whole batch's
+/// gradients of both losses in one process.
+pub fn check_splittable(plan: &Plan) -> anyhow::Result<()> {
+    let ranks = dist::world().size;
+    if ranks == 1 {
+        return Ok(());
+    }
+    for stage in plan.stages.iter().filter(|s| s.action.works()) {
+        if let Task::Autoencoder(spec) = &stage.task
+            && spec.loss.disc_weight > 0.0
+        {
+            anyhow::bail!(
+                "stage `{}` trains a patch discriminator (stages.{}.disc_weight = {}), whose \
+                 adaptive weight needs the whole batch in one process; it cannot be split over \
+                 {ranks} processes: train it with one process (ldm-run without mpirun), then \
+                 resume the run (or let a new one reuse the stage) with several; nothing was run",
+                stage.name,
+                stage.name,
+                spec.loss.disc_weight
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Saves the manifest of `run` (on rank 0; the other ranks write nothing).
+pub fn record(manifest: &Manifest, run: &RunDir) -> anyhow::Result<()> {
+    if dist::writes() {
+        manifest.save(&run.root)?;
+    }
+    Ok(())
+}
+
+/// Rank 0's `path` on every rank.
+pub fn same_path(path: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = dist::broadcast(path.as_os_str().as_bytes().to_vec())?;
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
 /// The device of the plan's experiment, opened.
@@ -92,15 +139,26 @@ pub fn run_new(plan: &Plan, opts: &RunOptions, stop: &AtomicBool) -> anyhow::Res
             status: Status::Finished,
         });
     }
+    check_splittable(plan)?;
     let device = open_device(plan)?;
-    crate::data::dataset::preflight(&plan.resolved.experiment.dataset, opts.data_dir.as_deref())
+    let mut manifest = fresh_manifest(plan, &device);
+    let (run, _lock) = if dist::writes() {
+        crate::data::dataset::preflight(
+            &plan.resolved.experiment.dataset,
+            opts.data_dir.as_deref(),
+        )
         .context("the data set is not ready; nothing was written")?;
-    let run = RunDir::create(&opts.runs_dir, plan.name(), chrono::Utc::now())?;
-    let _lock = RunLock::acquire(&run.root)?;
-    run.write("config.toml", &plan.resolved.to_toml())?;
-    let mut manifest = fresh_manifest(plan);
-    manifest.save(&run.root)?;
-    eprintln!("run folder: {}", run.root.display());
+        let run = RunDir::create(&opts.runs_dir, plan.name(), chrono::Utc::now())?;
+        let mut lock = RunLock::acquire(&run.root)?;
+        lock.claim()?;
+        run.write("config.toml", &plan.resolved.to_toml())?;
+        manifest.save(&run.root)?;
+        eprintln!("run folder: {}", run.root.display());
+        (run, Some(lock))
+    } else {
+        (RunDir::open(Path::new("")), None)
+    };
+    let run = RunDir::open(&same_path(&run.root)?);
     execute(plan, &run, &mut manifest, opts, &device, stop)
 }
 
@@ -128,11 +186,16 @@ pub fn execute(
     stop: &AtomicBool,
 ) -> anyhow::Result<RunReport> {
     let resolved = &plan.resolved;
-    let mut events = EventWriter::create(&run.root)?;
-    events.text("config", &format!("```toml\n{}```", resolved.to_toml()), 0)?;
-    let metric_tags = hparams::metrics(plan);
-    let metric_refs: Vec<&str> = metric_tags.iter().map(String::as_str).collect();
-    events.hparams(&hparams::values(resolved), &metric_refs)?;
+    let mut events = if dist::writes() {
+        let mut events = EventWriter::create(&run.root)?;
+        events.text("config", &format!("```toml\n{}```", resolved.to_toml()), 0)?;
+        let metric_tags = hparams::metrics(plan);
+        let metric_refs: Vec<&str> = metric_tags.iter().map(String::as_str).collect();
+        events.hparams(&hparams::values(resolved), &metric_refs)?;
+        Some(events)
+    } else {
+        None
+    };
     let mut status = Status::Finished;
     let mut offset = 0;
     for stage in &plan.stages {
@@ -142,23 +205,32 @@ pub fn execute(
             eprintln!("{}: done (finished in this run), skipped", stage.name);
             continue;
         }
-        let _hold = StageLock::acquire(&opts.runs_dir, &stage.fingerprint, || {
-            eprintln!(
-                "{}: another run is producing the same stage; waiting for it",
-                stage.name
-            )
-        })
-        .with_context(|| {
-            format!(
-                "cannot lock stage `{}` under {}",
-                stage.name,
-                opts.runs_dir.display()
-            )
-        })?;
-        let action = decide_now(stage, run, manifest, opts);
-        let mut stage_events = StageEvents::new(&mut events, stage_offset);
-        if let Action::Reuse { from } = &action {
-            reuse_stage(run, manifest, &stage.name, from, &mut stage_events)?;
+        let (_hold, action) = if dist::writes() {
+            let hold = StageLock::acquire(&opts.runs_dir, &stage.fingerprint, || {
+                eprintln!(
+                    "{}: another run is producing the same stage; waiting for it",
+                    stage.name
+                )
+            })
+            .with_context(|| {
+                format!(
+                    "cannot lock stage `{}` under {}",
+                    stage.name,
+                    opts.runs_dir.display()
+                )
+            })?;
+            (Some(hold), decide_now(stage, run, manifest, opts))
+        } else {
+            (None, Action::Train)
+        };
+        // Rank 0's decision, on every rank (the others say no); also the point where every
+        // rank has finished the stages before, and rank 0 has written them.
+        let reuse = dist::any(matches!(action, Action::Reuse { .. }));
+        let mut stage_events = StageEvents::new(events.as_mut(), stage_offset);
+        if reuse {
+            if let Action::Reuse { from } = &action {
+                reuse_stage(run, manifest, &stage.name, from, &mut stage_events)?;
+            }
             continue;
         }
         eprintln!(
@@ -186,9 +258,11 @@ pub fn execute(
             }
             Err(e) => {
                 manifest.status = Status::Failed;
-                manifest.save(&run.root)?;
-                events.session_end(SessionStatus::Failure)?;
-                events.flush()?;
+                record(manifest, run)?;
+                if let Some(events) = events.as_mut() {
+                    events.session_end(SessionStatus::Failure)?;
+                    events.flush()?;
+                }
                 return Err(e.context(format!(
                     "stage `{}` failed (run folder {})",
                     stage.name,
@@ -200,12 +274,14 @@ pub fn execute(
     manifest.status = status;
     if status == Status::Finished {
         manifest.finished = Some(now());
-        events.session_end(SessionStatus::Success)?;
     }
-    manifest
-        .save(&run.root)
-        .context("cannot record the end of the run")?;
-    events.flush()?;
+    record(manifest, run).context("cannot record the end of the run")?;
+    if let Some(events) = events.as_mut() {
+        if status == Status::Finished {
+            events.session_end(SessionStatus::Success)?;
+        }
+        events.flush()?;
+    }
     Ok(RunReport {
         dir: run.root.clone(),
         status,
@@ -248,7 +324,7 @@ fn run_stage(
         r.started.get_or_insert_with(now);
         r.error = None;
     });
-    manifest.save(&ctx.run.root)?;
+    record(manifest, ctx.run)?;
     let mut out = Outputs {
         events,
         manifest: &mut *manifest,
@@ -278,7 +354,7 @@ fn run_stage(
             return Err(e);
         }
     };
-    manifest.save(&ctx.run.root)?;
+    record(manifest, ctx.run)?;
     events.flush()?;
     Ok(finished)
 }

@@ -70,27 +70,20 @@ pub fn judge(
     Ok(out)
 }
 
-/// Runs `model` over one (B, C, H, W) batch.
+/// Runs `model` over one (B, C, H, W) batch, split over the shards of every rank.
 pub fn judge_tensor(model: &Classifier, x: &Tensor) -> anyhow::Result<Judged> {
-    let parts = parallel::map(
-        &parallel::shards(x.dim(0)?, x.device()),
-        |_, r| -> anyhow::Result<Judged> {
-            let out = model.forward(&x.narrow(0, r.start, r.len())?)?;
-            Ok(Judged {
-                predictions: classifier::predictions(&out.logits)?,
-                features: out.features.flatten_all()?.to_vec1()?,
-            })
-        },
-    )?;
-    let mut all = Judged {
-        predictions: Vec::new(),
-        features: Vec::new(),
-    };
-    for part in parts {
-        all.predictions.extend(part.predictions);
-        all.features.extend(part.features);
-    }
-    Ok(all)
+    let both = parallel::batched(x.dim(0)?, x.device(), |r| {
+        let out = model.forward(&x.narrow(0, r.start, r.len())?)?;
+        Tensor::cat(&[&out.features, &out.logits], 1)
+    })?;
+    let classes = both.dim(1)? - classifier::FEATURES;
+    Ok(Judged {
+        predictions: classifier::predictions(&both.narrow(1, classifier::FEATURES, classes)?)?,
+        features: both
+            .narrow(1, 0, classifier::FEATURES)?
+            .flatten_all()?
+            .to_vec1()?,
+    })
 }
 
 /// Accuracy of `model` on the first `count` images of `data` (all when `count` is 0).

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::Resolved;
 use crate::data::{self, Dataset, Split};
+use crate::dist;
 use crate::log::{GridImage, StageEvents, grid};
 use crate::plan::PlannedStage;
 use crate::plan::manifest::Manifest;
@@ -73,18 +74,27 @@ impl StageContext<'_> {
         })
     }
 
-    /// Writes a PNG into the stage's `samples/` folder.
+    /// Writes a PNG into the stage's `samples/` folder (rank 0 of a job alone writes).
     pub fn save_sample(&self, file: &str, image: &GridImage) -> anyhow::Result<PathBuf> {
         let path = self.run.samples(&self.stage.name).join(file);
-        grid::save_png(image, &path)?;
+        if dist::writes() {
+            grid::save_png(image, &path)?;
+        }
+        Ok(path)
+    }
+
+    /// Writes a file into the stage's folder, e.g. `samples/final.txt` (rank 0 alone writes).
+    pub fn save_file(&self, file: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+        let path = self.run.stage(&self.stage.name).join(file);
+        if dist::writes() {
+            crate::atomic_file::write(&path, bytes)?;
+        }
         Ok(path)
     }
 
     /// Writes a text file into the stage's `samples/` folder.
     pub fn save_sample_text(&self, file: &str, text: &str) -> anyhow::Result<PathBuf> {
-        let path = self.run.samples(&self.stage.name).join(file);
-        crate::atomic_file::write(&path, text.as_bytes())?;
-        Ok(path)
+        self.save_file(&format!("samples/{file}"), text.as_bytes())
     }
 
     /// Runs the shared training loop for `trainee` (measuring `held_out` when the stage has
@@ -108,14 +118,12 @@ impl StageContext<'_> {
             stop: self.stop,
         };
         let Outputs { events, manifest } = out;
-        let root = self.run.root.clone();
         let name = self.stage.name.clone();
         let mut record = |steps: u64| -> anyhow::Result<()> {
             if let Some(r) = manifest.stage_mut(&name) {
                 r.steps_done = steps;
             }
-            manifest.save(&root)?;
-            Ok(())
+            crate::runner::record(manifest, self.run)
         };
         trainer::run(trainee, &settings, events, &mut record)
     }

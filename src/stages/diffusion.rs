@@ -206,10 +206,7 @@ pub fn run(
     );
     let latents = LatentCache::build(&vae, ctx)?;
     let vocab = Vocabulary::for_classes(&latents.class_names, e.conditioning.max_tokens);
-    crate::atomic_file::write(
-        &ctx.run.stage(&ctx.stage.name).join(VOCAB_FILE),
-        serde_json::to_string_pretty(&vocab)?.as_bytes(),
-    )?;
+    ctx.save_file(VOCAB_FILE, serde_json::to_string_pretty(&vocab)?.as_bytes())?;
 
     let store = ParamStore::seeded(ctx.seed, ctx.device);
     let (unet, conditioner) = pipeline::denoiser(e, &vocab, &store)?;

@@ -298,7 +298,7 @@ impl Measuring<'_> {
         let kid = kid_of(
             &g.judged.features,
             judge.real,
-            &mut stream(self.ctx, self.seed, "kid"),
+            &mut self.ctx.rng_of_seed(self.seed, "kid"),
         )?;
         let accuracy = judge.conditional.then(|| {
             Accuracy::of(&g.judged.predictions, judge.labels, &judge.net.class_names).overall
@@ -345,7 +345,7 @@ impl Measuring<'_> {
         let mut kept: Vec<Tensor> = Vec::new();
         let mut kept_count = 0;
         for (i, chunk) in self.prompts.chunks(GENERATE_BATCH).enumerate() {
-            if ctx.stop.load(Ordering::SeqCst) {
+            if crate::dist::any(ctx.stop.load(Ordering::SeqCst)) {
                 progress.finish();
                 return Ok(None);
             }
@@ -468,9 +468,8 @@ fn publish(
     shown: &Tensor,
 ) -> anyhow::Result<Outcome> {
     let name = &ctx.stage.name;
-    let metrics_path = ctx.run.stage(name).join(METRICS_FILE);
-    crate::atomic_file::write(
-        &metrics_path,
+    let metrics_path = ctx.save_file(
+        METRICS_FILE,
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
     let (n, c, h, w) = shown.dims4()?;

@@ -337,8 +337,6 @@ mod tests {
             seconds_per_1000: 40.0,
             frechet_real: 0.5,
             frechet_autoencoder: 2.0,
-            kid: 0.0125,
-            kid_std: 0.001,
             kid_real: 0.0005,
             kid_autoencoder: 0.002,
             reference_images: 10_000,

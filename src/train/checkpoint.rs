@@ -140,6 +140,13 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf, CheckpointError> {
         source,
     };
     fs::create_dir_all(dir).map_err(werr)?;
+    let bytes = to_bytes(ckpt)?;
+    crate::atomic_file::write(&path, &bytes).map_err(|e| werr(e.source))?;
+    Ok(path)
+}
+
+/// The bytes of the checkpoint file of `ckpt`.
+pub fn to_bytes(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
     let tensors: Vec<(String, Tensor)> = ckpt
         .tensors
         .iter()
@@ -168,11 +175,8 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf, CheckpointError> {
         "sha256": digest(ckpt.step, &state, &parts),
     });
     let metadata = HashMap::from([(META_KEY.to_string(), header.to_string())]);
-    let bytes =
-        safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
-            .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
-    crate::atomic_file::write(&path, &bytes).map_err(|e| werr(e.source))?;
-    Ok(path)
+    safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
+        .map_err(|e| candle_core::Error::Msg(format!("cannot serialize: {e}")).into())
 }
 
 /// Reads and verifies a checkpoint.
@@ -181,11 +185,20 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError>
         path: path.to_path_buf(),
         source,
     })?;
+    from_bytes(&bytes, path, device)
+}
+
+/// Verifies and opens the checkpoint file `bytes` (read from `path`, named in errors).
+pub fn from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<Checkpoint, CheckpointError> {
     let corrupt = |why: String| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         why,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| corrupt(format!("unreadable header ({e})")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     let header: serde_json::Value = meta
@@ -212,7 +225,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError>
         .ok_or_else(|| corrupt("bad step".into()))?;
     let state = field("state")?.clone();
     let state_text = state.to_string();
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| corrupt(format!("truncated or damaged ({e})")))?;
     let mut views = st.tensors();
     views.sort_by(|a, b| a.0.cmp(&b.0));

@@ -2,8 +2,13 @@
 //! log scalars, measure the held-out set, draw samples, checkpoint and rotate (keeping the best
 //! checkpoint apart), stop cleanly on a signal or a bad loss. A stage only says how to take one
 //! step, what to measure and draw, and what its state is.
+//!
+//! In a job of several ranks ([`crate::dist`]) rank 0 reads the checkpoint and sends its state
+//! to the others before the first step (so every rank starts from rank 0's weights, fresh or
+//! resumed), the ranks agree at every step whether any of them was asked to stop, and rank 0
+//! alone writes checkpoints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -13,6 +18,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::held_out::{Best, HeldOutSettings};
 use super::lr::lr_at;
 use super::settings::TrainSettings;
+use crate::dist;
 use crate::log::{Progress, StageEvents};
 
 /// What a training stage provides to the shared loop.
@@ -96,25 +102,30 @@ pub fn run(
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<LoopEnd> {
     let total = s.train.steps as u64;
-    let (found, skipped) = checkpoint::latest_valid(&s.checkpoint_dir, s.device);
-    for bad in skipped {
-        eprintln!("warning: {bad}; using an older checkpoint");
-    }
     let mut step = 0;
     let mut best = None;
-    if let Some(ckpt) = found {
-        best = serde_json::from_value(ckpt.state["best"].clone()).unwrap_or(None);
-        trainee.restore(&ckpt).with_context(|| {
-            format!(
-                "cannot resume stage `{}` from its step-{} checkpoint",
-                s.stage, ckpt.step
-            )
-        })?;
-        step = ckpt.step;
-        // Points after the checkpoint were logged by the interrupted process and are logged
-        // again from here: TensorBoard drops the old ones.
-        events.resume_after(step)?;
-        eprintln!("{}: resuming at step {step} of {total}", s.stage);
+    if dist::writes() {
+        let (found, skipped) = checkpoint::latest_valid(&s.checkpoint_dir, s.device);
+        for bad in skipped {
+            eprintln!("warning: {bad}; using an older checkpoint");
+        }
+        if let Some(ckpt) = found {
+            best = best_of(&ckpt);
+            trainee.restore(&ckpt).with_context(|| {
+                format!(
+                    "cannot resume stage `{}` from its step-{} checkpoint",
+                    s.stage, ckpt.step
+                )
+            })?;
+            step = ckpt.step;
+            // Points after the checkpoint were logged by the interrupted process and are
+            // logged again from here: TensorBoard drops the old ones.
+            events.resume_after(step)?;
+            eprintln!("{}: resuming at step {step} of {total}", s.stage);
+        }
+    }
+    if dist::world().size > 1 {
+        (step, best) = share_state(trainee, step, best, s.device)?;
     }
     let mut progress = Progress::new(s.stage, total, step);
     let prefix = |k: &str| format!("{}/{k}", s.stage);
@@ -123,7 +134,7 @@ pub fn run(
     let mut last = Vec::new();
     let mut held_out = Vec::new();
     while step < total {
-        if s.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if dist::any(s.stop.load(std::sync::atomic::Ordering::SeqCst)) {
             save(trainee, s, step, best, events, on_checkpoint)?;
             progress.stop("interrupted; checkpoint written");
             return Ok(LoopEnd {
@@ -211,6 +222,11 @@ pub fn run(
     })
 }
 
+/// The best value so far that a checkpoint saved.
+fn best_of(ckpt: &Checkpoint) -> Option<Best> {
+    serde_json::from_value(ckpt.state["best"].clone()).unwrap_or(None)
+}
+
 /// The stage's checkpoint at `step` with the loop's own state (the best so far) beside it.
 fn checkpoint_at(
     trainee: &mut dyn Trainee,
@@ -223,13 +239,16 @@ fn checkpoint_at(
 }
 
 /// Writes the checkpoint of a new best into `best/` beside the rotated ones, then deletes the
-/// one it replaces.
+/// one it replaces (rank 0; the other ranks write nothing).
 fn save_best(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
     step: u64,
     best: Option<Best>,
 ) -> anyhow::Result<()> {
+    if !dist::writes() {
+        return Ok(());
+    }
     let dir = checkpoint::best_dir(&s.checkpoint_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     checkpoint::save(&dir, &checkpoint_at(trainee, step, best)?)?;
@@ -237,6 +256,29 @@ fn save_best(
     Ok(())
 }
 
+/// Rank 0's state (weights, optimizer, streams, data position, best so far) and step, on
+/// every rank.
+fn share_state(
+    trainee: &mut dyn Trainee,
+    step: u64,
+    best: Option<Best>,
+    device: &Device,
+) -> anyhow::Result<(u64, Option<Best>)> {
+    let bytes = if dist::writes() {
+        checkpoint::to_bytes(&checkpoint_at(trainee, step, best)?)?
+    } else {
+        Vec::new()
+    };
+    let bytes = dist::broadcast(bytes)?;
+    if dist::writes() {
+        return Ok((step, best));
+    }
+    let ckpt = checkpoint::from_bytes(&bytes, Path::new("(rank 0's state)"), device)?;
+    trainee.restore(&ckpt)?;
+    Ok((ckpt.step, best_of(&ckpt)))
+}
+
+/// Writes a checkpoint (rank 0; the other ranks write nothing) and records the step.
 fn save(
     trainee: &mut dyn Trainee,
     s: &LoopSettings,
@@ -245,6 +287,9 @@ fn save(
     events: &mut StageEvents,
     on_checkpoint: &mut OnCheckpoint,
 ) -> anyhow::Result<()> {
+    if !dist::writes() {
+        return Ok(());
+    }
     let ckpt = checkpoint_at(trainee, step, best)?;
     events.flush()?;
     checkpoint::save(&s.checkpoint_dir, &ckpt)?;
@@ -332,7 +377,7 @@ mod tests {
                 ..settings
             };
             let mut writer = EventWriter::create(&tmp.path().join("events")).unwrap();
-            let mut events = StageEvents::new(&mut writer, 0);
+            let mut events = StageEvents::new(Some(&mut writer), 0);
             let mut trainee = Scripted {
                 curve: curve.clone(),
                 step: 0,

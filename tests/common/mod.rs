@@ -3,8 +3,9 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use ldm_run::data::{DatasetConfig, DatasetName, files};
 use serde_json::Value;
@@ -129,4 +130,22 @@ pub fn read_with_tensorboard(logdir: &Path) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Waits until `path` exists (the run reached that checkpoint).
+pub fn wait_for(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {}",
+            path.display()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
