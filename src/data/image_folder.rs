@@ -10,15 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use image::ImageFormat;
 use rayon::prelude::*;
 
 use super::dataset::{Dataset, Split};
 use super::error::DataError;
-use super::resize;
+use super::{decode, resize};
 use crate::config::schema::DatasetConfig;
-
-const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 
 const LAYOUT_HINT: &str =
     "an image_folder data set holds train/<class>/*.png and test/<class>/*.png";
@@ -149,39 +146,16 @@ fn class_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Reads a PNG, converts it to `channels`, resizes to `size` and scales to [-1, 1].
 fn decode(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io("read", path, e))?;
-    if !bytes.starts_with(&PNG_SIGNATURE) {
-        return Err(DataError::NotPng {
+    let img =
+        decode::decode(&bytes, decode::PNG, channels).map_err(|reason| DataError::NotPng {
             path: path.to_path_buf(),
-            reason: "it does not start with the PNG signature".into(),
-        });
-    }
-    let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| {
-        DataError::NotPng {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(DataError::NotPng {
-            path: path.to_path_buf(),
-            reason: "it has no pixels".into(),
-        });
-    }
-    let px = rgb.as_raw();
-    let planar: Vec<u8> = if channels == 1 {
-        px.chunks_exact(3)
-            .map(|p| {
-                // PIL's convert("L"): fixed point ITU-R 601-2 luma, rounded.
-                let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
-                ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
-            })
-            .collect()
-    } else {
-        (0..3)
-            .flat_map(|c| px.iter().skip(c).step_by(3).copied())
-            .collect()
-    };
-    Ok(resize::prepare_u8(&planar, channels, h, w, size))
+            reason,
+        })?;
+    Ok(resize::prepare_u8(
+        &img.pixels,
+        channels,
+        img.height,
+        img.width,
+        size,
+    ))
 }

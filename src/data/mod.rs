@@ -6,9 +6,11 @@
 
 pub mod batches;
 pub mod dataset;
+pub mod decode;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod fit;
 pub mod idx;
 pub mod image_folder;
 pub mod resize;
