@@ -139,6 +139,67 @@ pub enum DataError {
         .path.display()
     )]
     NotPng { path: PathBuf, reason: String },
+
+    /// A row of a captioned folder's metadata is malformed.
+    #[error("{}, line {line}: {message}", .path.display())]
+    MetadataRow {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error("{} holds both metadata.jsonl and metadata.csv; keep one of them", .dir.display())]
+    TwoMetadataFiles { dir: PathBuf },
+
+    #[error("{} has no rows; give each image a row with file_name and its caption", .path.display())]
+    EmptyMetadata { path: PathBuf },
+
+    #[error(
+        "{} has no metadata.jsonl or metadata.csv, but {} has: a captioned folder needs one in \
+         each split folder",
+        .dir.display(),
+        .train.display()
+    )]
+    MissingMetadata { dir: PathBuf, train: PathBuf },
+
+    #[error(
+        "{}, line {line}: {} does not exist (file_name {file_name:?} is relative to the \
+         metadata's folder)",
+        .metadata.display(),
+        .path.display()
+    )]
+    MissingImage {
+        metadata: PathBuf,
+        line: usize,
+        file_name: String,
+        path: PathBuf,
+    },
+
+    #[error(
+        "{}, line {line}: {} is not a readable PNG or JPEG image ({reason})",
+        .metadata.display(),
+        .path.display()
+    )]
+    UnreadableImage {
+        metadata: PathBuf,
+        line: usize,
+        path: PathBuf,
+        reason: String,
+    },
+
+    /// A row's class is not one of the training split's.
+    #[error(
+        "{}, line {line}: {what} is not among the training classes ({})",
+        .metadata.display(),
+        .classes.join(", ")
+    )]
+    UnknownLabel {
+        metadata: PathBuf,
+        line: usize,
+        /// What names the class: the label column's value or the file's folder.
+        what: String,
+        classes: Vec<String>,
+    },
 }
 
 impl DataError {

@@ -1,4 +1,6 @@
-//! `image_folder` data sets: PNG files under `<root>/train/<class>/` and `<root>/test/<class>/`.
+//! `image_folder` data sets: PNG files under `<root>/train/<class>/` and `<root>/test/<class>/`,
+//! or, when `train/` holds a `metadata.jsonl` or `metadata.csv`, a captioned folder
+//! ([`super::captioned`]). What follows is about class folders.
 //!
 //! Classes are the sub-folders of `train/`, sorted by name; a label is a class's index there,
 //! for both splits (a test class folder must also exist under `train/`). Images are converted to
@@ -14,14 +16,21 @@ use rayon::prelude::*;
 
 use super::dataset::{Dataset, Split};
 use super::error::DataError;
-use super::{decode, resize};
+use super::metadata::Columns;
+use super::{captioned, decode, resize};
 use crate::config::schema::DatasetConfig;
 
 const LAYOUT_HINT: &str =
     "an image_folder data set holds train/<class>/*.png and test/<class>/*.png";
 
-/// Loads one split of an image folder. `limit`: keep only the first N images.
-pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<Dataset, DataError> {
+/// Loads one split of an image folder: a captioned folder ([`captioned`]) when `train/` holds
+/// a metadata file, else class folders. `limit`: keep only the first N images.
+pub fn load(
+    cfg: &DatasetConfig,
+    columns: &Columns,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<Dataset, DataError> {
     if cfg.channels != 1 && cfg.channels != 3 {
         return Err(DataError::Config {
             key: "channels",
@@ -37,6 +46,9 @@ pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<D
             path: root.to_path_buf(),
             hint: format!("set dataset.root to an existing folder; {LAYOUT_HINT}"),
         });
+    }
+    if captioned::train_metadata(root)?.is_some() {
+        return captioned::load(root, columns, split, (cfg.channels, cfg.image_size), limit);
     }
     let classes = class_names(root)?;
     let split_dir = root.join(split.as_str());
@@ -91,6 +103,7 @@ pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<D
         channels,
         size,
         class_names: classes,
+        captions: None,
     })
 }
 
@@ -103,11 +116,16 @@ pub fn class_names(root: &Path) -> Result<Vec<String>, DataError> {
             hint: format!("the classes are its sub-folders; {LAYOUT_HINT}"),
         });
     }
-    let names: Vec<String> = sub_folders(&train)?.iter().map(|d| file_name(d)).collect();
+    let names = sub_folder_names(&train)?;
     if names.is_empty() {
         return Err(DataError::NoClasses { path: train });
     }
     Ok(names)
+}
+
+/// The names of the sub-folders of `dir` (hidden ones left out), sorted.
+pub(crate) fn sub_folder_names(dir: &Path) -> Result<Vec<String>, DataError> {
+    Ok(sub_folders(dir)?.iter().map(|d| file_name(d)).collect())
 }
 
 fn file_name(p: &Path) -> String {

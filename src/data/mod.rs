@@ -1,10 +1,12 @@
-//! Data sets: IDX (MNIST, Fashion-MNIST) and image folders, download with checksums, batching.
+//! Data sets: IDX (MNIST, Fashion-MNIST) and image folders (class folders or captioned),
+//! download with checksums, batching.
 //!
 //! [`load`] gives one split of the data set an experiment's `[dataset]` table describes, as
 //! f32 images in [-1, 1] resized to `image_size`; [`BatchOrder`] draws seeded batches from it
 //! with a position a checkpoint can save.
 
 pub mod batches;
+pub mod captioned;
 pub mod dataset;
 pub mod decode;
 pub mod download;
@@ -13,9 +15,11 @@ pub mod files;
 pub mod fit;
 pub mod idx;
 pub mod image_folder;
+pub mod metadata;
 pub mod resize;
 
 pub use batches::BatchOrder;
-pub use dataset::{Dataset, Split, load};
+pub use dataset::{Dataset, Split, load, load_with, preflight_with};
 pub use error::{Attempt, DataError};
 pub use files::DATA_DIR_ENV;
+pub use metadata::Columns;
