@@ -1,6 +1,8 @@
 //! Prompt conditioning: turns prompts into the cross-attention context of the UNet, with the
 //! null context classifier-free guidance needs.
 
+pub mod captions;
+pub mod tokenizer;
 pub mod vocab;
 
 use candle_core::{Device, Tensor};
@@ -9,6 +11,8 @@ use candle_nn::{Init, VarBuilder};
 use crate::config::schema::{ConditioningConfig, ConditioningKind};
 use crate::models::clip_text::ClipText;
 use crate::models::text_encoder::{TextEncoder, TextEncoderConfig};
+pub use captions::{CaptionModel, CaptionTokenizer, Encoded};
+pub use tokenizer::{PromptTokenizer, TokenizerError, TokenizerKind};
 pub use vocab::{PromptError, Vocabulary};
 
 /// What a prompt becomes in the UNet.
