@@ -69,7 +69,8 @@ fn hf(e: tokenizers::Error) -> CaptionTokenizerError {
 /// does both itself, so it can count what it cut.
 #[derive(Clone)]
 pub struct CaptionTokenizer {
-    tokenizer: Tokenizer,
+    /// Boxed: a tokenizer is large, and prompt tokenizers are moved about.
+    tokenizer: Box<Tokenizer>,
     model: CaptionModel,
     max_tokens: usize,
 }
@@ -151,7 +152,7 @@ impl CaptionTokenizer {
             .train(&mut trainer, captions.iter().map(|c| c.as_ref()))
             .map_err(hf)?;
         Ok(Self {
-            tokenizer,
+            tokenizer: Box::new(tokenizer),
             model,
             max_tokens,
         })
@@ -222,7 +223,7 @@ impl CaptionTokenizer {
 
     /// The `tokenizer.json` text: the tokenizer with truncation and padding at `max_tokens`.
     pub fn to_json(&self) -> Result<String, CaptionTokenizerError> {
-        let mut t = self.tokenizer.clone();
+        let mut t = (*self.tokenizer).clone();
         t.with_truncation(Some(TruncationParams {
             max_length: self.max_tokens,
             strategy: TruncationStrategy::LongestFirst,
@@ -261,7 +262,7 @@ impl CaptionTokenizer {
         tokenizer.with_truncation(None).map_err(hf)?;
         tokenizer.with_padding(None);
         Ok(Self {
-            tokenizer,
+            tokenizer: Box::new(tokenizer),
             model,
             max_tokens,
         })
