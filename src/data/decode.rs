@@ -45,6 +45,12 @@ fn names(formats: &[ImageFormat]) -> String {
     names.join(" or ")
 }
 
+/// PIL's `convert("L")`: fixed point ITU-R 601-2 luma, rounded.
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    let (r, g, b) = (u32::from(r), u32::from(g), u32::from(b));
+    ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+}
+
 /// Decodes `bytes`, one of `formats`, to `channels` (1 or 3) planes. The error is the reason
 /// the bytes are not such an image; callers add the file (and row) it came from.
 pub fn decode(bytes: &[u8], formats: &[ImageFormat], channels: usize) -> Result<Planar, String> {
@@ -60,13 +66,7 @@ pub fn decode(bytes: &[u8], formats: &[ImageFormat], channels: usize) -> Result<
     }
     let px = rgb.as_raw();
     let pixels: Vec<u8> = if channels == 1 {
-        px.chunks_exact(3)
-            .map(|p| {
-                // PIL's convert("L"): fixed point ITU-R 601-2 luma, rounded.
-                let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
-                ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
-            })
-            .collect()
+        px.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect()
     } else {
         (0..3)
             .flat_map(|c| px.iter().skip(c).step_by(3).copied())

@@ -1,12 +1,14 @@
-//! Data sets: IDX (MNIST, Fashion-MNIST) and image folders (class folders or captioned),
-//! download with checksums, batching.
+//! Data sets: IDX (MNIST, Fashion-MNIST), CIFAR-10 and image folders (class folders or
+//! captioned), download with checksums, batching, flips.
 //!
 //! [`load`] gives one split of the data set an experiment's `[dataset]` table describes, as
 //! f32 images in [-1, 1] resized to `image_size`; [`BatchOrder`] draws seeded batches from it
 //! with a position a checkpoint can save.
 
+pub mod archive;
 pub mod batches;
 pub mod captioned;
+pub mod cifar10;
 pub mod dataset;
 pub mod decode;
 pub mod download;
