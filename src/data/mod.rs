@@ -12,6 +12,7 @@ pub mod cifar10;
 pub mod dataset;
 pub mod decode;
 pub mod download;
+pub mod emoji;
 pub mod error;
 pub mod files;
 pub mod fit;
