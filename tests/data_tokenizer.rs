@@ -108,6 +108,13 @@ fn bpe_round_trips_and_splits_unknown_words() {
     for p in ["grinning apple", "zebra", &long] {
         assert_eq!(back.encode(p).unwrap(), t.encode(p).unwrap(), "{p}");
     }
+    // Unset, the vocabulary is at most the default 1,000 (here the merges run out first).
+    let default = PromptTokenizer::build(TokenizerKind::Bpe, &[], Some(&caps), None, 16).unwrap();
+    assert!(
+        (300..=1000).contains(&default.vocab_size()),
+        "{}",
+        default.vocab_size()
+    );
     // Too small a vocabulary for the 256 bytes.
     let err = PromptTokenizer::build(TokenizerKind::Bpe, &[], Some(&caps), Some(100), 16);
     assert!(err.unwrap_err().to_string().contains("at least 258"));

@@ -35,6 +35,10 @@ const PAD_TOKEN: &str = "<pad>";
 const UNK_TOKEN: &str = "<unk>";
 /// Byte-level BPE needs room for the special tokens and the 256 bytes.
 pub const MIN_BPE_VOCAB: usize = 2 + 256;
+/// The BPE vocabulary when none is asked for: the bytes and some 740 merges. Measured on the
+/// emoji data set (1,238 training captions, about 1,300 distinct words): no caption of either
+/// split is longer than 11 tokens.
+pub const DEFAULT_BPE_VOCAB: usize = 1000;
 /// How many known words an unknown-word error names.
 const NEAREST: usize = 8;
 
@@ -93,8 +97,8 @@ pub struct Encoded {
 }
 
 impl CaptionTokenizer {
-    /// Learns a `model` tokenizer of at most `vocab_size` tokens (word-level: `None` keeps
-    /// every word; BPE: required) from `captions`. Deterministic: the same captions in any
+    /// Learns a `model` tokenizer of at most `vocab_size` tokens (`None`: word-level keeps
+    /// every word, BPE has [`DEFAULT_BPE_VOCAB`]) from `captions`. Deterministic: the same captions in any
     /// order give the same tokenizer.
     pub fn train<S: AsRef<str> + Sync>(
         model: CaptionModel,
@@ -114,7 +118,7 @@ impl CaptionTokenizer {
         ];
         let (mut tokenizer, mut trainer): (Tokenizer, TrainerWrapper) = match model {
             CaptionModel::Bpe => {
-                let size = vocab_size.unwrap_or(MIN_BPE_VOCAB);
+                let size = vocab_size.unwrap_or(DEFAULT_BPE_VOCAB);
                 if size < MIN_BPE_VOCAB {
                     return Err(CaptionTokenizerError::VocabTooSmall(size));
                 }

@@ -71,8 +71,9 @@ pub enum PromptTokenizer {
 
 impl PromptTokenizer {
     /// The tokenizer of `kind` for a data set: its `class_names` for [`TokenizerKind::Classes`],
-    /// its `captions` for the others. `vocab_size`: the BPE vocabulary (required for BPE), the
-    /// most words a word-level one keeps (`None`: all).
+    /// its `captions` for the others. `vocab_size`: the BPE vocabulary (`None`:
+    /// [`super::captions::DEFAULT_BPE_VOCAB`]), the most words a word-level one keeps (`None`:
+    /// all).
     pub fn build(
         kind: TokenizerKind,
         class_names: &[String],
