@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use image::RgbaImage;
 use serde_json::json;
 
-use crate::data::Split;
 use crate::data::metadata::JSONL;
+use crate::data::{DataError, Split};
 use crate::rng::Rng;
 use catalog::Entry;
 
@@ -63,13 +63,9 @@ pub struct Summary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmojiError {
-    #[error("could not {action} {}: {source}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
     #[error("{}, line {line}: {message}", .path.display())]
     Catalog {
         path: PathBuf,
@@ -85,11 +81,7 @@ pub enum EmojiError {
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EmojiError + 'a {
-    move |source| EmojiError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| DataError::io(action, path, source).into()
 }
 
 /// One picture of the data set.
@@ -215,11 +207,7 @@ pub fn write(
         image::RgbImage::from_raw(size as u32, size as u32, rgb)
             .ok_or_else(|| EmojiError::Options(format!("size {size} is too large")))?
             .save_with_format(&path, image::ImageFormat::Png)
-            .map_err(|e| EmojiError::Io {
-                action: "write",
-                path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            .map_err(|e| DataError::io("write", &path, std::io::Error::other(e.to_string())))?;
         let row = json!({
             "file_name": file_name,
             "text": e.entry.name,
