@@ -14,8 +14,6 @@
 //! The saved file is a Hugging Face `tokenizer.json` whose truncation and padding settings
 //! hold `max_tokens`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use tokenizers::models::bpe::{BPE, BpeTrainer};
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
@@ -270,15 +268,6 @@ impl CaptionTokenizer {
             model,
             max_tokens,
         })
-    }
-
-    /// Token strings by id, for inspection and tests.
-    pub fn tokens(&self) -> BTreeMap<u32, String> {
-        self.tokenizer
-            .get_vocab(true)
-            .into_iter()
-            .map(|(w, id)| (id, w))
-            .collect()
     }
 }
 

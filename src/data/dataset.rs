@@ -51,7 +51,8 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 pub struct Dataset {
     /// N x C x H x W values in [-1, 1].
     pub images: Vec<f32>,
-    /// Class index of each image, into `class_names`.
+    /// Class index of each image, into `class_names` (0 for every image when `class_names`
+    /// is empty: a captioned folder without classes).
     pub labels: Vec<u32>,
     pub channels: usize,
     /// Side of the square images.
