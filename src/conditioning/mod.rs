@@ -1,8 +1,10 @@
 //! Prompt conditioning: turns prompts into the cross-attention context of the UNet, with the
 //! null context classifier-free guidance needs.
 
+pub mod captions;
 pub mod prompts;
 pub mod settings;
+pub mod tokenizer;
 pub mod vocab;
 
 use candle_core::{Device, Tensor};
@@ -10,7 +12,9 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::models::clip_text::ClipText;
 use crate::models::text_encoder::{TextEncoder, TextEncoderConfig};
+pub use captions::{CaptionModel, CaptionTokenizer, Encoded};
 pub use settings::{ConditioningConfig, ConditioningKind};
+pub use tokenizer::{PromptTokenizer, TokenizerError, TokenizerKind};
 pub use vocab::{PromptError, Vocabulary};
 
 /// What a prompt becomes in the UNet.

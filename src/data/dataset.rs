@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::download::ensure_files;
 use super::error::DataError;
 use super::files::{self, KnownFile};
+use super::metadata::Columns;
 use super::settings::{DatasetConfig, DatasetName};
-use super::{idx, image_folder, resize};
+use super::{captioned, idx, image_folder, resize};
 
 /// Which part of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,12 +51,15 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 pub struct Dataset {
     /// N x C x H x W values in [-1, 1].
     pub images: Vec<f32>,
-    /// Class index of each image, into `class_names`.
+    /// Class index of each image, into `class_names` (0 for every image when `class_names`
+    /// is empty: a captioned folder without classes).
     pub labels: Vec<u32>,
     pub channels: usize,
     /// Side of the square images.
     pub size: usize,
     pub class_names: Vec<String>,
+    /// Caption of each image, for captioned image folders.
+    pub captions: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -82,6 +86,11 @@ impl Dataset {
         &self.images[i * l..(i + 1) * l]
     }
 
+    /// The caption of image `i`, when the data set has captions.
+    pub fn caption(&self, i: usize) -> Option<&str> {
+        self.captions.as_ref()?.get(i).map(String::as_str)
+    }
+
     /// The images (concatenated, B x C x H x W) and labels at `indices`, in that order.
     /// Panics if an index is out of range.
     pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<u32>) {
@@ -98,8 +107,19 @@ impl Dataset {
 /// Loads one split of the data set `cfg` describes, resized to `cfg.image_size` and scaled to
 /// [-1, 1]; for the train split, only the first `cfg.train_limit` images (0: all).
 /// `env_data_dir` is the value of `LDM_DATA_DIR` (passed in, so tests need not set it).
+/// Captioned folders are read with the default columns ([`load_with`] names others).
 pub fn load(
     cfg: &DatasetConfig,
+    split: Split,
+    env_data_dir: Option<&str>,
+) -> Result<Dataset, DataError> {
+    load_with(cfg, &Columns::default(), split, env_data_dir)
+}
+
+/// [`load`], reading a captioned folder's caption (and class) from `columns`.
+pub fn load_with(
+    cfg: &DatasetConfig,
+    columns: &Columns,
     split: Split,
     env_data_dir: Option<&str>,
 ) -> Result<Dataset, DataError> {
@@ -118,7 +138,7 @@ pub fn load(
         DatasetName::FashionMnist => {
             load_idx(cfg, split, env_data_dir, &FASHION_MNIST_CLASSES, limit)
         }
-        DatasetName::ImageFolder => image_folder::load(cfg, split, limit),
+        DatasetName::ImageFolder => image_folder::load(cfg, columns, split, limit),
     }
 }
 
@@ -161,8 +181,18 @@ pub fn counts(cfg: &DatasetConfig) -> Result<DatasetCounts, DataError> {
 }
 
 /// Checks, before a run starts, that every file of the data set is there (downloading the
-/// missing ones if allowed) and intact, so a run never begins without its data.
+/// missing ones if allowed) and intact, so a run never begins without its data. Captioned
+/// folders are checked with the default columns ([`preflight_with`] names others).
 pub fn preflight(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Result<(), DataError> {
+    preflight_with(cfg, &Columns::default(), env_data_dir)
+}
+
+/// [`preflight`], reading a captioned folder's caption (and class) from `columns`.
+pub fn preflight_with(
+    cfg: &DatasetConfig,
+    columns: &Columns,
+    env_data_dir: Option<&str>,
+) -> Result<(), DataError> {
     match files::known_files(cfg.name) {
         Some(set) => {
             let wanted = set.all();
@@ -174,7 +204,11 @@ pub fn preflight(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Result<(), 
         }
         None => {
             let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
-            image_folder::class_names(root).map(|_| ())
+            if captioned::train_metadata(root)?.is_some() {
+                captioned::preflight(root, columns)
+            } else {
+                image_folder::class_names(root).map(|_| ())
+            }
         }
     }
 }
@@ -225,6 +259,7 @@ fn load_idx(
         channels: 1,
         size,
         class_names: classes.iter().map(|c| c.to_string()).collect(),
+        captions: None,
     })
 }
 
@@ -243,6 +278,7 @@ mod tests {
             channels: 2,
             size: 2,
             class_names: vec![],
+            captions: Some(vec!["a".into(), "b".into(), "c".into()]),
         }
     }
 
@@ -262,6 +298,7 @@ mod tests {
         assert_eq!(x[0], 16.0);
         assert_eq!(x[8], 0.0);
         assert_eq!(x[23], 23.0);
+        assert_eq!((d.caption(1), d.caption(3)), (Some("b"), None));
     }
 
     #[test]

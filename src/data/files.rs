@@ -134,12 +134,17 @@ pub fn mirrors(cfg: &DatasetConfig) -> Vec<String> {
 /// `$LDM_DATA_DIR/<name>` (`env_data_dir` is that variable's value, passed in so tests need not
 /// touch the process environment), else `data/<name>` under the working folder.
 pub fn data_dir(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> PathBuf {
-    if let Some(root) = &cfg.root {
-        return root.clone();
+    data_dir_of(cfg.root.as_deref(), cfg.name.as_str(), env_data_dir)
+}
+
+/// [`data_dir`] of the data set called `name` (its sub-folder), with `root` for `dataset.root`.
+pub fn data_dir_of(root: Option<&Path>, name: &str, env_data_dir: Option<&str>) -> PathBuf {
+    if let Some(root) = root {
+        return root.to_path_buf();
     }
     match env_data_dir {
-        Some(env) if !env.trim().is_empty() => Path::new(env).join(cfg.name.as_str()),
-        _ => Path::new("data").join(cfg.name.as_str()),
+        Some(env) if !env.trim().is_empty() => Path::new(env).join(name),
+        _ => Path::new("data").join(name),
     }
 }
 
@@ -174,6 +179,25 @@ pub fn md5_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Lowercase hex MD5 of the file at `path`, read in pieces.
+pub fn md5_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Checks decompressed content against a known file's MD5. `path` names it in the error.
