@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use ldm_run::data::{Columns, DataError, Split, load, load_with, preflight_with};
+use ldm_run::data::{DataError, Split, load, preflight};
 use ldm_run::data::{DatasetConfig, DatasetName};
 
 fn cfg(root: &Path, channels: usize, image_size: usize) -> DatasetConfig {
@@ -100,17 +100,18 @@ fn build() -> tempfile::TempDir {
     dir
 }
 
-fn group() -> Columns {
-    Columns {
-        label: Some("group".into()),
-        ..Columns::default()
+/// `c` with classes from the `group` column.
+fn grouped(c: &DatasetConfig) -> DatasetConfig {
+    DatasetConfig {
+        label_column: Some("group".into()),
+        ..c.clone()
     }
 }
 
 #[test]
 fn crops_the_centred_square_of_odd_sizes() {
     let dir = build();
-    let d = load_with(&cfg(dir.path(), 3, 23), &group(), Split::Train, None).unwrap();
+    let d = load(&grouped(&cfg(dir.path(), 3, 23)), Split::Train, None).unwrap();
     assert_eq!((d.len(), d.channels, d.size), (4, 3, 23));
     for i in [0, 1] {
         // 23 -> 23: the square itself, pixel for pixel; nothing red or blue survives.
@@ -136,7 +137,7 @@ fn crops_the_centred_square_of_odd_sizes() {
 fn shrinks_by_area_and_reads_jpeg() {
     let dir = build();
     // 23 -> 1: the mean of the whole square.
-    let d = load_with(&cfg(dir.path(), 3, 1), &group(), Split::Train, None).unwrap();
+    let d = load(&grouped(&cfg(dir.path(), 3, 1)), Split::Train, None).unwrap();
     // 265 pixels of even x + y, two of them the black and green corners; 264 of odd.
     let (white, grey) = (263, 264);
     let mean = |corner: f32| (white as f32 * 255.0 + grey as f32 * 128.0 + corner) / 529.0;
@@ -173,7 +174,7 @@ fn captions_and_labels() {
         "{err}"
     );
 
-    let d = load_with(&cfg(dir.path(), 1, 8), &group(), Split::Train, None).unwrap();
+    let d = load(&grouped(&cfg(dir.path(), 1, 8)), Split::Train, None).unwrap();
     assert_eq!(d.class_names, ["flat", "pattern"]);
     assert_eq!(d.labels, [1, 1, 0, 0]);
     assert_eq!(
@@ -183,17 +184,17 @@ fn captions_and_labels() {
     assert_eq!((d.channels, d.image_len()), (1, 64));
     assert!(d.image(3).iter().all(|&v| (v - unit(77)).abs() < 1e-5));
 
-    let t = load_with(&cfg(dir.path(), 3, 8), &group(), Split::Test, None).unwrap();
+    let t = load(&grouped(&cfg(dir.path(), 3, 8)), Split::Test, None).unwrap();
     assert_eq!((t.len(), t.labels.as_slice()), (1, &[0][..]));
     assert_eq!(t.caption(0), Some("blue"));
     assert_eq!(t.class_names, ["flat", "pattern"]);
 
     // Another caption column, and the limit.
-    let alt = Columns {
-        caption: "alt".into(),
-        label: None,
+    let alt = DatasetConfig {
+        caption_column: "alt".into(),
+        ..cfg(dir.path(), 1, 8)
     };
-    let err = load_with(&cfg(dir.path(), 1, 8), &alt, Split::Train, None).unwrap_err();
+    let err = load(&alt, Split::Train, None).unwrap_err();
     assert!(
         err.to_string()
             .contains("line 1: the row of wide.png has no caption (column `alt`)"),
@@ -203,7 +204,7 @@ fn captions_and_labels() {
         train_limit: 2,
         ..cfg(dir.path(), 3, 8)
     };
-    let d = load_with(&c, &group(), Split::Train, None).unwrap();
+    let d = load(&grouped(&c), Split::Train, None).unwrap();
     assert_eq!((d.len(), d.images.len()), (2, 2 * 3 * 64));
     assert_eq!(d.captions.unwrap().len(), 2);
 }
@@ -248,7 +249,7 @@ fn class_sub_folders_with_captions_and_no_classes() {
     let d = load(&cfg(flat.path(), 3, 2), Split::Train, None).unwrap();
     assert!(d.class_names.is_empty());
     assert_eq!((d.labels.as_slice(), d.caption(0)), (&[0][..], Some("red")));
-    preflight_with(&cfg(flat.path(), 3, 2), &Columns::default(), None).unwrap();
+    preflight(&cfg(flat.path(), 3, 2), None).unwrap();
     // A captioned train split needs a captioned test split.
     std::fs::create_dir_all(flat.path().join("test")).unwrap();
     let err = load(&cfg(flat.path(), 3, 2), Split::Test, None).unwrap_err();
@@ -268,7 +269,7 @@ fn every_error_names_the_file_and_row() {
     let good = std::fs::read_to_string(&meta).unwrap();
     let error = |text: &str| {
         std::fs::write(&meta, text).unwrap();
-        load_with(&c, &group(), Split::Train, None).unwrap_err()
+        load(&grouped(&c), Split::Train, None).unwrap_err()
     };
 
     // A row whose file is missing: named, with the row's line.
@@ -283,7 +284,7 @@ fn every_error_names_the_file_and_row() {
         "{err}"
     );
     // Preflight finds it too, before any decoding.
-    let pre = preflight_with(&c, &group(), None).unwrap_err();
+    let pre = preflight(&grouped(&c), None).unwrap_err();
     assert!(
         matches!(pre, DataError::MissingImage { line: 2, .. }),
         "{pre}"
@@ -312,7 +313,7 @@ fn every_error_names_the_file_and_row() {
     std::fs::write(&meta, &good).unwrap();
     let bad = root.join("train/photos/flat.jpg");
     std::fs::write(&bad, b"not a jpeg at all").unwrap();
-    let err = load_with(&c, &group(), Split::Train, None).unwrap_err();
+    let err = load(&grouped(&c), Split::Train, None).unwrap_err();
     assert!(
         matches!(&err, DataError::UnreadableImage { line: 4, path, .. } if *path == bad),
         "{err}"
@@ -331,7 +332,7 @@ fn every_error_names_the_file_and_row() {
         )
         .unwrap();
     std::fs::write(&bad, &jpeg[..jpeg.len() / 3]).unwrap();
-    let err = load_with(&c, &group(), Split::Train, None).unwrap_err();
+    let err = load(&grouped(&c), Split::Train, None).unwrap_err();
     assert!(
         matches!(&err, DataError::UnreadableImage { line: 4, .. }),
         "{err}"
@@ -344,7 +345,7 @@ fn every_error_names_the_file_and_row() {
         "{\"file_name\": \"one.png\", \"text\": \"x\", \"group\": \"owl\"}\n",
     )
     .unwrap();
-    let err = load_with(&c, &group(), Split::Test, None).unwrap_err();
+    let err = load(&grouped(&c), Split::Test, None).unwrap_err();
     assert!(
         err.to_string()
             .contains("line 1: group `owl` is not among the training classes (flat, pattern)"),
@@ -353,7 +354,7 @@ fn every_error_names_the_file_and_row() {
 
     // Both metadata kinds at once.
     write(root, "train/metadata.csv", "file_name,text\n");
-    let err = load_with(&c, &group(), Split::Train, None).unwrap_err();
+    let err = load(&grouped(&c), Split::Train, None).unwrap_err();
     assert!(matches!(err, DataError::TwoMetadataFiles { .. }), "{err}");
     std::fs::remove_file(&meta).unwrap();
 
@@ -363,13 +364,13 @@ fn every_error_names_the_file_and_row() {
         "train/metadata.csv",
         "file_name,text,group\nwide.png,w,pattern\ntall.png,t,pattern,extra\n",
     );
-    let err = load_with(&c, &group(), Split::Train, None).unwrap_err();
+    let err = load(&grouped(&c), Split::Train, None).unwrap_err();
     assert!(
         err.to_string()
             .contains("metadata.csv, line 3: bad CSV row: 4 fields where the header has 3"),
         "{err}"
     );
     write(root, "train/metadata.csv", "file_name,text,group\n");
-    let err = load_with(&c, &group(), Split::Train, None).unwrap_err();
+    let err = load(&grouped(&c), Split::Train, None).unwrap_err();
     assert!(matches!(err, DataError::EmptyMetadata { .. }), "{err}");
 }

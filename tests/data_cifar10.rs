@@ -259,8 +259,11 @@ fn downloads_the_archive_checked() {
 
 #[test]
 fn the_real_source_looks_where_mnist_is_looked_for() {
-    use ldm_run::data::DatasetConfig;
-    let cfg = DatasetConfig::default();
+    use ldm_run::data::{DatasetConfig, DatasetName};
+    let cfg = DatasetConfig {
+        name: DatasetName::Cifar10,
+        ..DatasetConfig::default()
+    };
     let s = Source::new(&cfg, Some("/srv/data"));
     assert_eq!(s.dirs, [PathBuf::from("/srv/data/cifar10")]);
     assert_eq!(s.archive_md5, "c32a1d4ab5d03f1284b67883e8d87530");

@@ -6,8 +6,8 @@ use std::path::Path;
 use image::{Rgba, RgbaImage};
 use ldm_run::data::emoji::catalog::Entry;
 use ldm_run::data::emoji::{self, Emoji, EmojiError, Sources};
-use ldm_run::data::{Columns, Split, load_with};
 use ldm_run::data::{DatasetConfig, DatasetName};
+use ldm_run::data::{Split, load};
 
 fn synthetic() -> Vec<Emoji> {
     let groups = [
@@ -52,10 +52,11 @@ fn cfg(root: &Path, size: usize) -> DatasetConfig {
     }
 }
 
-fn group() -> Columns {
-    Columns {
-        label: Some("group".into()),
-        ..Columns::default()
+/// `c` with classes from the `group` column.
+fn grouped(c: &DatasetConfig) -> DatasetConfig {
+    DatasetConfig {
+        label_column: Some("group".into()),
+        ..c.clone()
     }
 }
 
@@ -87,8 +88,8 @@ fn writes_a_stratified_captioned_folder_deterministically() {
     assert_eq!((summary.train, summary.test), (5, 2));
     assert_eq!(summary.groups["Food & Drink"], 4);
 
-    let train = load_with(&cfg(&out, 8), &group(), Split::Train, None).unwrap();
-    let test = load_with(&cfg(&out, 8), &group(), Split::Test, None).unwrap();
+    let train = load(&grouped(&cfg(&out, 8)), Split::Train, None).unwrap();
+    let test = load(&grouped(&cfg(&out, 8)), Split::Test, None).unwrap();
     assert_eq!(train.class_names, ["Flags", "Food & Drink", "Symbols"]);
     let count =
         |d: &ldm_run::data::Dataset, label: u32| d.labels.iter().filter(|&&l| l == label).count();
@@ -189,7 +190,7 @@ fn builds_from_the_real_font() {
     } else {
         Split::Test
     };
-    let d = load_with(&cfg(&out, 16), &group(), split, None).unwrap();
+    let d = load(&grouped(&cfg(&out, 16)), split, None).unwrap();
     let i = d
         .captions
         .as_ref()

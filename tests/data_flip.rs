@@ -3,8 +3,9 @@
 
 mod common;
 
-use ldm_run::data::{BatchOrder, FlipStream, Split, check_flip, flip_horizontal, load};
+use ldm_run::data::{BatchOrder, FlipStream, Split, check_flip, flip, flip_horizontal, load};
 use ldm_run::data::{DatasetConfig, DatasetName};
+use ldm_run::rng::Rng;
 
 const SHAPE: (usize, usize, usize) = (1, 32, 32);
 
@@ -37,13 +38,18 @@ fn fashion_like() -> ldm_run::data::Dataset {
     load(&cfg, Split::Test, None).unwrap()
 }
 
+/// The flip decisions of a stage `vae` seeded with `seed`, as a stage draws them.
+fn stream(seed: u64) -> FlipStream {
+    FlipStream::new(Rng::stream(seed, &format!("vae/{}", flip::STREAM)))
+}
+
 #[test]
 fn same_seed_same_flips_and_seeds_differ() {
-    let a = FlipStream::new(7).next(64);
-    assert_eq!(a, FlipStream::new(7).next(64));
-    assert_ne!(a, FlipStream::new(8).next(64));
+    let a = stream(7).next(64);
+    assert_eq!(a, stream(7).next(64));
+    assert_ne!(a, stream(8).next(64));
     // Its own stream: not the data order's nor any other stream of the same seed.
-    let mut other = ldm_run::rng::Rng::stream(7, "data-order-0");
+    let mut other = Rng::stream(7, "data-order-0");
     let from_other: Vec<bool> = (0..64).map(|_| other.uniform() < 0.5).collect();
     assert_ne!(a, from_other);
 }
@@ -52,10 +58,10 @@ fn same_seed_same_flips_and_seeds_differ() {
 fn resume_gives_byte_identical_batches() {
     let data = fashion_like();
     let seed = 42;
-    let mut straight = (BatchOrder::new(seed, data.len()), FlipStream::new(seed));
+    let mut straight = (BatchOrder::new(seed, data.len()), stream(seed));
     let all = batches(&data, &mut straight.0, &mut straight.1, 10);
 
-    let mut first = (BatchOrder::new(seed, data.len()), FlipStream::new(seed));
+    let mut first = (BatchOrder::new(seed, data.len()), stream(seed));
     let head = batches(&data, &mut first.0, &mut first.1, 4);
     // The checkpoint: both positions as JSON; the run stops here.
     let saved = serde_json::to_string(&(&first.0, &first.1)).unwrap();

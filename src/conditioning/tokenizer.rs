@@ -9,13 +9,15 @@
 
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::captions::{CaptionModel, CaptionTokenizer, CaptionTokenizerError, Encoded};
+use super::settings::{ConditioningConfig, ConditioningKind};
 use super::vocab::{PromptError, Vocabulary};
 
 /// Which tokenizer a run builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenizerKind {
     /// Class names and digits (every data set with classes).
@@ -40,9 +42,17 @@ impl TokenizerKind {
 /// Why a tokenizer could not be built, saved or read.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("the {kind} tokenizer learns from captions, and the data set has none")]
+    #[error(
+        "the {kind} tokenizer learns from captions, and the data set has none; use a captioned \
+         image_folder (metadata.jsonl or metadata.csv with a caption column), or \
+         conditioning.tokenizer = \"classes\""
+    )]
     NoCaptions { kind: &'static str },
-    #[error("the classes tokenizer needs class names, and the data set has none")]
+    #[error(
+        "the classes tokenizer needs class names, and the data set has none; name a class \
+         column (dataset.label_column), or learn a tokenizer from the captions \
+         (conditioning.tokenizer = \"bpe\" or \"word_level\")"
+    )]
     NoClasses,
     #[error(transparent)]
     Captions(#[from] CaptionTokenizerError),
@@ -102,6 +112,28 @@ impl PromptTokenizer {
         Ok(Self::Captions(CaptionTokenizer::train(
             model, captions, vocab_size, max_tokens,
         )?))
+    }
+
+    /// The tokenizer `cfg` asks for, for a data set's classes and training captions.
+    /// Unconditional models take no prompts: they get the class vocabulary, however empty.
+    pub fn for_config(
+        cfg: &ConditioningConfig,
+        class_names: &[String],
+        captions: Option<&[String]>,
+    ) -> Result<Self, TokenizerError> {
+        if cfg.kind == ConditioningKind::None {
+            return Ok(Self::Classes(Vocabulary::for_classes(
+                class_names,
+                cfg.max_tokens,
+            )));
+        }
+        Self::build(
+            cfg.tokenizer,
+            class_names,
+            captions,
+            cfg.vocab_size,
+            cfg.max_tokens,
+        )
     }
 
     pub fn kind(&self) -> TokenizerKind {
@@ -185,12 +217,14 @@ impl PromptTokenizer {
         }
     }
 
-    /// Writes `tokenizer.json` to `path`.
+    /// Writes `tokenizer.json` to `path` (atomically: the old file or the new one, never half).
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
-        std::fs::write(path, self.to_json()?).map_err(|source| TokenizerError::Io {
-            action: "write",
-            path: path.to_path_buf(),
-            source,
+        crate::atomic_file::write(path, self.to_json()?.as_bytes()).map_err(|e| {
+            TokenizerError::Io {
+                action: "write",
+                path: e.path,
+                source: e.source,
+            }
         })
     }
 

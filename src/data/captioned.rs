@@ -76,6 +76,20 @@ fn split_metadata(root: &Path, split: Split) -> Result<PathBuf, DataError> {
     })
 }
 
+/// The captions of one split, in row order, without decoding an image.
+pub fn captions(root: &Path, columns: &Columns, split: Split) -> Result<Vec<String>, DataError> {
+    let rows = metadata::read(&split_metadata(root, split)?, columns)?;
+    Ok(rows.into_iter().map(|r| r.caption).collect())
+}
+
+/// Images of one split: its metadata's rows (a split without metadata has none).
+pub fn count(root: &Path, columns: &Columns, split: Split) -> Result<usize, DataError> {
+    match metadata::find(&root.join(split.as_str()))? {
+        Some(path) => Ok(metadata::read(&path, columns)?.len()),
+        None => Ok(0),
+    }
+}
+
 /// Loads one split of a captioned folder. `limit`: keep only the first N rows.
 pub fn load(
     root: &Path,

@@ -18,11 +18,9 @@ use std::path::{Path, PathBuf};
 use super::dataset::{Dataset, Split};
 use super::download::download_verbatim;
 use super::error::{Attempt, DataError};
-use super::settings::DatasetConfig;
+use super::settings::{DatasetConfig, DatasetName};
 use super::{archive, decode, files, fit};
 
-/// Sub-folder of `$LDM_DATA_DIR` and `data/`.
-pub const NAME: &str = "cifar10";
 pub const CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -47,8 +45,6 @@ pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_5.bin",
 ];
 pub const TEST_FILE: &str = "test_batch.bin";
-/// Where the archive is downloaded from when `dataset.mirrors` is empty.
-pub const MIRRORS: [&str; 1] = ["https://www.cs.toronto.edu/~kriz/"];
 pub const SIDE: usize = 32;
 /// Bytes per record: the label, then 3 planes of 32x32.
 pub const RECORD: usize = 1 + 3 * SIDE * SIDE;
@@ -72,16 +68,11 @@ impl Source {
     /// The real CIFAR-10 for `cfg` (its `root`, `download` and `mirrors`); `env_data_dir` is
     /// the value of `LDM_DATA_DIR`.
     pub fn new(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Self {
-        let mirrors = if cfg.mirrors.is_empty() {
-            MIRRORS.iter().map(|m| m.to_string()).collect()
-        } else {
-            cfg.mirrors.clone()
-        };
         Self {
-            dirs: vec![files::data_dir_of(cfg.root.as_deref(), NAME, env_data_dir)],
+            dirs: vec![files::data_dir(cfg, env_data_dir)],
             archive_md5: ARCHIVE_MD5.into(),
             records_per_file: RECORDS_PER_FILE,
-            mirrors,
+            mirrors: files::mirrors(cfg),
             download: cfg.download,
         }
     }
@@ -144,7 +135,7 @@ fn find(source: &Source, names: &[&str]) -> Result<Found, DataError> {
         }
     }
     Err(DataError::MissingArchive {
-        dataset: NAME,
+        dataset: DatasetName::Cifar10.as_str(),
         archive: ARCHIVE.into(),
         searched: source.dirs.clone(),
         attempts,

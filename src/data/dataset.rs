@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::download::ensure_files;
 use super::error::DataError;
 use super::files::{self, KnownFile};
-use super::metadata::Columns;
 use super::settings::{DatasetConfig, DatasetName};
-use super::{captioned, idx, image_folder, resize};
+use super::{captioned, cifar10, idx, image_folder, resize};
 
 /// Which part of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +90,25 @@ impl Dataset {
         self.captions.as_ref()?.get(i).map(String::as_str)
     }
 
+    /// Puts the images of `other` (of the same shape and classes) after these.
+    pub fn append(&mut self, other: Dataset) -> Result<(), DataError> {
+        if (other.channels, other.size) != (self.channels, self.size)
+            || other.class_names != self.class_names
+            || other.captions.is_some() != self.captions.is_some()
+        {
+            return Err(DataError::Config {
+                key: "name",
+                message: "the two splits differ in image shape, classes or captions".into(),
+            });
+        }
+        self.images.extend(other.images);
+        self.labels.extend(other.labels);
+        if let (Some(mine), Some(theirs)) = (&mut self.captions, other.captions) {
+            mine.extend(theirs);
+        }
+        Ok(())
+    }
+
     /// The images (concatenated, B x C x H x W) and labels at `indices`, in that order.
     /// Panics if an index is out of range.
     pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<u32>) {
@@ -107,19 +125,8 @@ impl Dataset {
 /// Loads one split of the data set `cfg` describes, resized to `cfg.image_size` and scaled to
 /// [-1, 1]; for the train split, only the first `cfg.train_limit` images (0: all).
 /// `env_data_dir` is the value of `LDM_DATA_DIR` (passed in, so tests need not set it).
-/// Captioned folders are read with the default columns ([`load_with`] names others).
 pub fn load(
     cfg: &DatasetConfig,
-    split: Split,
-    env_data_dir: Option<&str>,
-) -> Result<Dataset, DataError> {
-    load_with(cfg, &Columns::default(), split, env_data_dir)
-}
-
-/// [`load`], reading a captioned folder's caption (and class) from `columns`.
-pub fn load_with(
-    cfg: &DatasetConfig,
-    columns: &Columns,
     split: Split,
     env_data_dir: Option<&str>,
 ) -> Result<Dataset, DataError> {
@@ -129,29 +136,65 @@ pub fn load_with(
             message: "must be at least 1".into(),
         });
     }
-    let limit = match split {
-        Split::Train if cfg.train_limit > 0 => Some(cfg.train_limit),
-        _ => None,
-    };
+    let limit = limit(cfg, split);
     match cfg.name {
         DatasetName::Mnist => load_idx(cfg, split, env_data_dir, &MNIST_CLASSES, limit),
         DatasetName::FashionMnist => {
             load_idx(cfg, split, env_data_dir, &FASHION_MNIST_CLASSES, limit)
         }
-        DatasetName::ImageFolder => image_folder::load(cfg, columns, split, limit),
+        DatasetName::Cifar10 => cifar10::load(
+            &cifar10::Source::new(cfg, env_data_dir),
+            split,
+            (cfg.channels, cfg.image_size),
+            limit,
+        ),
+        DatasetName::ImageFolder => image_folder::load(cfg, &cfg.columns(), split, limit),
     }
 }
 
-/// The class names of the data set `cfg` describes, without loading its images.
+/// How many images of `split` are used: `train_limit` of the training split (`None`: all).
+fn limit(cfg: &DatasetConfig, split: Split) -> Option<usize> {
+    match split {
+        Split::Train if cfg.train_limit > 0 => Some(cfg.train_limit),
+        _ => None,
+    }
+}
+
+/// The folder of an image folder data set, when it is a captioned one.
+fn captioned_root(cfg: &DatasetConfig) -> Result<Option<&Path>, DataError> {
+    if cfg.name != DatasetName::ImageFolder {
+        return Ok(None);
+    }
+    let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
+    Ok(captioned::train_metadata(root)?.map(|_| root))
+}
+
+/// The class names of the data set `cfg` describes, without loading its images (empty for a
+/// captioned folder without classes).
 pub fn class_names(cfg: &DatasetConfig) -> Result<Vec<String>, DataError> {
     let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
     match cfg.name {
         DatasetName::Mnist => Ok(fixed(&MNIST_CLASSES)),
         DatasetName::FashionMnist => Ok(fixed(&FASHION_MNIST_CLASSES)),
-        DatasetName::ImageFolder => {
-            image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?)
-        }
+        DatasetName::Cifar10 => Ok(fixed(&cifar10::CLASSES)),
+        DatasetName::ImageFolder => match captioned_root(cfg)? {
+            Some(root) => captioned::class_names(root, &cfg.columns()),
+            None => image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?),
+        },
     }
+}
+
+/// The captions of `split` (after `train_limit`), read from the metadata without decoding an
+/// image; `None` for data sets without captions.
+pub fn captions(cfg: &DatasetConfig, split: Split) -> Result<Option<Vec<String>>, DataError> {
+    let Some(root) = captioned_root(cfg)? else {
+        return Ok(None);
+    };
+    let mut captions = captioned::captions(root, &cfg.columns(), split)?;
+    if let Some(l) = limit(cfg, split) {
+        captions.truncate(l);
+    }
+    Ok(Some(captions))
 }
 
 /// Images in each split.
@@ -165,12 +208,17 @@ pub struct DatasetCounts {
 pub fn counts(cfg: &DatasetConfig) -> Result<DatasetCounts, DataError> {
     let (train, test) = match cfg.name {
         DatasetName::Mnist | DatasetName::FashionMnist => (60_000, 10_000),
+        DatasetName::Cifar10 => (
+            cifar10::TRAIN_FILES.len() * cifar10::RECORDS_PER_FILE,
+            cifar10::RECORDS_PER_FILE,
+        ),
         DatasetName::ImageFolder => {
             let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
-            (
-                image_folder::count(root, Split::Train)?,
-                image_folder::count(root, Split::Test)?,
-            )
+            let count = |split| match captioned_root(cfg)? {
+                Some(_) => captioned::count(root, &cfg.columns(), split),
+                None => image_folder::count(root, split),
+            };
+            (count(Split::Train)?, count(Split::Test)?)
         }
     };
     let train = match cfg.train_limit {
@@ -181,18 +229,11 @@ pub fn counts(cfg: &DatasetConfig) -> Result<DatasetCounts, DataError> {
 }
 
 /// Checks, before a run starts, that every file of the data set is there (downloading the
-/// missing ones if allowed) and intact, so a run never begins without its data. Captioned
-/// folders are checked with the default columns ([`preflight_with`] names others).
+/// missing ones if allowed) and intact, so a run never begins without its data.
 pub fn preflight(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Result<(), DataError> {
-    preflight_with(cfg, &Columns::default(), env_data_dir)
-}
-
-/// [`preflight`], reading a captioned folder's caption (and class) from `columns`.
-pub fn preflight_with(
-    cfg: &DatasetConfig,
-    columns: &Columns,
-    env_data_dir: Option<&str>,
-) -> Result<(), DataError> {
+    if cfg.name == DatasetName::Cifar10 {
+        return cifar10::preflight(&cifar10::Source::new(cfg, env_data_dir));
+    }
     match files::known_files(cfg.name) {
         Some(set) => {
             let wanted = set.all();
@@ -202,14 +243,12 @@ pub fn preflight_with(
             }
             Ok(())
         }
-        None => {
-            let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
-            if captioned::train_metadata(root)?.is_some() {
-                captioned::preflight(root, columns)
-            } else {
-                image_folder::class_names(root).map(|_| ())
+        None => match captioned_root(cfg)? {
+            Some(root) => captioned::preflight(root, &cfg.columns()),
+            None => {
+                image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?).map(|_| ())
             }
-        }
+        },
     }
 }
 
@@ -299,6 +338,18 @@ mod tests {
         assert_eq!(x[8], 0.0);
         assert_eq!(x[23], 23.0);
         assert_eq!((d.caption(1), d.caption(3)), (Some("b"), None));
+    }
+
+    #[test]
+    fn append_puts_the_other_split_after() {
+        let mut d = tiny();
+        d.append(tiny()).unwrap();
+        assert_eq!((d.len(), d.images.len()), (6, 48));
+        assert_eq!(d.labels, [7, 8, 9, 7, 8, 9]);
+        assert_eq!(d.caption(4), Some("b"));
+        assert_eq!(d.image(3), tiny().image(0));
+        let other = Dataset { size: 1, ..tiny() };
+        assert!(d.append(other).is_err());
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn ensure_files(
 }
 
 /// `dir` and those of its ancestors that do not exist yet, outermost first.
-fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())

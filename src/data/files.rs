@@ -95,12 +95,12 @@ pub const DEBIAN_FASHION_PACKAGE: &str = "dataset-fashion-mnist";
 /// The environment variable naming the folder that holds one sub-folder per data set.
 pub const DATA_DIR_ENV: &str = "LDM_DATA_DIR";
 
-/// The files of an IDX data set; `None` for `image_folder`.
+/// The files of an IDX data set; `None` for the others.
 pub fn known_files(name: DatasetName) -> Option<FileSet> {
     match name {
         DatasetName::Mnist => Some(MNIST),
         DatasetName::FashionMnist => Some(FASHION_MNIST),
-        DatasetName::ImageFolder => None,
+        DatasetName::Cifar10 | DatasetName::ImageFolder => None,
     }
 }
 
@@ -114,6 +114,7 @@ pub fn default_mirrors(name: DatasetName) -> &'static [&'static str] {
         DatasetName::FashionMnist => {
             &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
         }
+        DatasetName::Cifar10 => &["https://www.cs.toronto.edu/~kriz/"],
         DatasetName::ImageFolder => &[],
     }
 }
@@ -134,17 +135,12 @@ pub fn mirrors(cfg: &DatasetConfig) -> Vec<String> {
 /// `$LDM_DATA_DIR/<name>` (`env_data_dir` is that variable's value, passed in so tests need not
 /// touch the process environment), else `data/<name>` under the working folder.
 pub fn data_dir(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> PathBuf {
-    data_dir_of(cfg.root.as_deref(), cfg.name.as_str(), env_data_dir)
-}
-
-/// [`data_dir`] of the data set called `name` (its sub-folder), with `root` for `dataset.root`.
-pub fn data_dir_of(root: Option<&Path>, name: &str, env_data_dir: Option<&str>) -> PathBuf {
-    if let Some(root) = root {
-        return root.to_path_buf();
+    if let Some(root) = &cfg.root {
+        return root.clone();
     }
     match env_data_dir {
-        Some(env) if !env.trim().is_empty() => Path::new(env).join(name),
-        _ => Path::new("data").join(name),
+        Some(env) if !env.trim().is_empty() => Path::new(env).join(cfg.name.as_str()),
+        _ => Path::new("data").join(cfg.name.as_str()),
     }
 }
 

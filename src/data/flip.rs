@@ -1,7 +1,7 @@
 //! Random horizontal flips, for training data augmentation.
 //!
 //! Deciding is apart from doing: [`FlipStream`] draws one decision per image from its own
-//! seeded stream (`Rng::stream(seed, "flip")`), whose whole state a checkpoint saves, so a
+//! seeded stream (a stage's [`STREAM`] stream), whose whole state a checkpoint saves, so a
 //! resumed run flips exactly the images an uninterrupted one would have; [`flip_horizontal`]
 //! mirrors the chosen images of a batch in place.
 //!
@@ -36,11 +36,9 @@ pub struct FlipStream {
 }
 
 impl FlipStream {
-    /// The start of the flip decisions of the run seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            rng: Rng::stream(seed, STREAM),
-        }
+    /// Flip decisions drawn from `rng` (a stage's [`STREAM`] stream, used for nothing else).
+    pub fn new(rng: Rng) -> Self {
+        Self { rng }
     }
 
     /// Whether to flip each of the next `n` images: each true with probability 1/2.
@@ -111,7 +109,7 @@ mod tests {
 
     #[test]
     fn half_the_images_are_flipped() {
-        let flips = FlipStream::new(3).next(10_000);
+        let flips = FlipStream::new(Rng::stream(3, STREAM)).next(10_000);
         let n = flips.iter().filter(|f| **f).count();
         assert!((4_800..5_200).contains(&n), "{n}");
     }

@@ -19,6 +19,8 @@ pub const JSONL: &str = "metadata.jsonl";
 pub const CSV: &str = "metadata.csv";
 /// The column holding each image's path.
 pub const FILE_NAME: &str = "file_name";
+/// The caption column unless told otherwise (Hugging Face's default).
+pub const DEFAULT_CAPTION: &str = "text";
 
 /// Which metadata columns hold the caption and the class.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +34,7 @@ pub struct Columns {
 impl Default for Columns {
     fn default() -> Self {
         Self {
-            caption: "text".into(),
+            caption: DEFAULT_CAPTION.into(),
             label: None,
         }
     }

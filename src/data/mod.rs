@@ -24,9 +24,7 @@ pub mod resize;
 pub mod settings;
 
 pub use batches::BatchOrder;
-pub use dataset::{
-    Dataset, DatasetCounts, Split, class_names, counts, load, load_with, preflight_with,
-};
+pub use dataset::{Dataset, DatasetCounts, Split, captions, class_names, counts, load, preflight};
 pub use error::{Attempt, DataError};
 pub use files::DATA_DIR_ENV;
 pub use flip::{FlipStream, check_flip, flip_horizontal};

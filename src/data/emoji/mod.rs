@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use image::RgbaImage;
 use serde_json::json;
 
+use crate::data::download::missing_ancestors;
 use crate::data::metadata::JSONL;
 use crate::data::{DataError, Split};
 use crate::rng::Rng;
@@ -161,6 +162,9 @@ pub fn split(emoji: &[Emoji], test_fraction: f64, seed: u64) -> Vec<Split> {
 }
 
 /// Writes `emoji` as a captioned image folder into `out` (created; must be empty if it exists).
+/// The folder appears whole or not at all: the files are written into a hidden folder beside
+/// `out` and renamed into place at the end; on an error it, and any folder made for it, are
+/// removed.
 pub fn write(
     emoji: &[Emoji],
     out: &Path,
@@ -183,6 +187,37 @@ pub fn write(
             path: out.to_path_buf(),
         });
     }
+    let name = out
+        .file_name()
+        .ok_or_else(|| EmojiError::Options(format!("{} names no folder", out.display())))?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let created = parent.map(missing_ancestors).unwrap_or_default();
+    let part = out.with_file_name(format!(
+        ".{}.part-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = write_into(emoji, &part, size, test_fraction, seed).and_then(|summary| {
+        std::fs::rename(&part, out).map_err(io("rename into place", out))?;
+        Ok(summary)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&part);
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Writes the files of [`write`] into the new folder `out`.
+fn write_into(
+    emoji: &[Emoji],
+    out: &Path,
+    size: usize,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<Summary, EmojiError> {
     let splits = split(emoji, test_fraction, seed);
     let mut order: Vec<usize> = (0..emoji.len()).collect();
     order.sort_by_key(|&i| emoji[i].entry.codepoint);
