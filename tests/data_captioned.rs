@@ -249,8 +249,12 @@ fn class_sub_folders_with_captions_and_no_classes() {
     let d = load(&cfg(flat.path(), 3, 2), Split::Train, None).unwrap();
     assert!(d.class_names.is_empty());
     assert_eq!((d.labels.as_slice(), d.caption(0)), (&[0][..], Some("red")));
-    preflight(&cfg(flat.path(), 3, 2), None).unwrap();
-    // A captioned train split needs a captioned test split.
+    // A captioned train split needs a captioned test split: refused before a run starts.
+    let err = preflight(&cfg(flat.path(), 3, 2), None).unwrap_err();
+    assert!(
+        err.to_string().contains("needs one in each split folder"),
+        "{err}"
+    );
     std::fs::create_dir_all(flat.path().join("test")).unwrap();
     let err = load(&cfg(flat.path(), 3, 2), Split::Test, None).unwrap_err();
     assert!(matches!(err, DataError::MissingMetadata { .. }), "{err}");
@@ -283,7 +287,7 @@ fn every_error_names_the_file_and_row() {
             .contains(&format!("{}, line 2:", meta.display())),
         "{err}"
     );
-    // Preflight finds it too, before any decoding.
+    // Preflight finds it too.
     let pre = preflight(&grouped(&c), None).unwrap_err();
     assert!(
         matches!(pre, DataError::MissingImage { line: 2, .. }),
@@ -323,6 +327,12 @@ fn every_error_names_the_file_and_row() {
             .contains("is not a readable PNG or JPEG image"),
         "{err}"
     );
+    // Preflight decodes every image, so a run refuses it before it writes anything.
+    let pre = preflight(&grouped(&c), None).unwrap_err();
+    assert!(
+        matches!(&pre, DataError::UnreadableImage { line: 4, path, .. } if *path == bad),
+        "{pre}"
+    );
     // A JPEG cut short.
     let mut jpeg = Vec::new();
     RgbImage::from_pixel(16, 16, Rgb(RED))
@@ -336,6 +346,11 @@ fn every_error_names_the_file_and_row() {
     assert!(
         matches!(&err, DataError::UnreadableImage { line: 4, .. }),
         "{err}"
+    );
+    let pre = preflight(&grouped(&c), None).unwrap_err();
+    assert!(
+        matches!(&pre, DataError::UnreadableImage { line: 4, .. }),
+        "{pre}"
     );
 
     // A test row whose class the training rows never use.

@@ -41,19 +41,23 @@ pub fn class_names(root: &Path, columns: &Columns) -> Result<Vec<String>, DataEr
     }
 }
 
-/// Checks, before a run starts, the training split: its metadata, every row's class, and that
-/// every image file is there (they are decoded when the run loads them).
+/// Checks, before a run starts, both splits: their metadata, every row's class and caption,
+/// and that every image file is there and decodes (the first bad row, in file order, is the
+/// one reported). Decoding every image costs about what loading them does, once per run.
 pub fn preflight(root: &Path, columns: &Columns) -> Result<(), DataError> {
-    let path = split_metadata(root, Split::Train)?;
-    let rows = metadata::read(&path, columns)?;
     let classes = class_names(root, columns)?;
-    let dir = root.join(Split::Train.as_str());
-    for row in &rows {
-        label(row, columns, &classes, &path)?;
-        let file = dir.join(&row.file_name);
-        if !file.is_file() {
-            return Err(missing_image(&path, row, file));
-        }
+    for split in [Split::Train, Split::Test] {
+        let path = split_metadata(root, split)?;
+        let rows = metadata::read(&path, columns)?;
+        let dir = root.join(split.as_str());
+        let checked: Vec<Result<(), DataError>> = rows
+            .par_iter()
+            .map(|row| {
+                label(row, columns, &classes, &path)?;
+                decoded(&dir, row, &path, 3).map(|_| ())
+            })
+            .collect();
+        checked.into_iter().collect::<Result<(), _>>()?;
     }
     Ok(())
 }
@@ -155,6 +159,22 @@ fn image(
     channels: usize,
     size: usize,
 ) -> Result<Vec<f32>, DataError> {
+    let img = decoded(dir, row, metadata, channels)?;
+    Ok(fit::centre_crop(
+        &img.pixels,
+        img.channels,
+        (img.height, img.width),
+        size,
+    ))
+}
+
+/// The image of `row` (in `dir`, listed in `metadata`), decoded to `channels`.
+fn decoded(
+    dir: &Path,
+    row: &Row,
+    metadata: &Path,
+    channels: usize,
+) -> Result<decode::Planar, DataError> {
     let path = dir.join(&row.file_name);
     let bytes = std::fs::read(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -163,18 +183,12 @@ fn image(
             DataError::io("read", &path, e)
         }
     })?;
-    let img = decode::decode(&bytes, decode::PNG_OR_JPEG, channels).map_err(|reason| {
+    decode::decode(&bytes, decode::PNG_OR_JPEG, channels).map_err(|reason| {
         DataError::UnreadableImage {
             metadata: metadata.to_path_buf(),
             line: row.line,
-            path: path.clone(),
+            path,
             reason,
         }
-    })?;
-    Ok(fit::centre_crop(
-        &img.pixels,
-        img.channels,
-        (img.height, img.width),
-        size,
-    ))
+    })
 }
