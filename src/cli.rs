@@ -180,14 +180,21 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Build a data set on this machine.
+    Data {
+        #[command(subcommand)]
+        what: DataCommand,
+    },
     /// Sample a grid from a finished run's diffusion stage.
     Sample {
         /// The run folder, e.g. runs/mnist_kl_f4/2026-11-25T10-00-00.
         run_dir: PathBuf,
-        /// Prompts, one word each: "one nine 2 3".
+        /// Prompts: class prompts one word each ("one nine 2 3"); with a caption tokenizer one
+        /// per line ("red apple\ngrinning face").
         #[arg(long, conflicts_with = "prompts_file")]
         prompts: Option<String>,
-        /// File of prompts (whitespace-separated words, e.g. 8 per line).
+        /// File of prompts: whitespace-separated words for class prompts, one caption per line
+        /// for a caption tokenizer.
         #[arg(long, value_name = "FILE")]
         prompts_file: Option<PathBuf>,
         /// Diffusion stage to sample from (needed when the run has several).
@@ -209,6 +216,37 @@ pub enum Command {
         /// Output PNG (the prompts go beside it as .txt).
         #[arg(long, value_name = "FILE.png")]
         out: Option<PathBuf>,
+    },
+}
+
+/// The data sets `ldm-run data` builds.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// The emoji data set: every single-code-point emoji the installed Noto Color Emoji font
+    /// draws, captioned with its CLDR name, labelled with its group, with a held-out test split
+    /// (Debian packages fonts-noto-color-emoji and unicode-data).
+    Emoji {
+        /// The folder to write (new, or empty); it appears whole or not at all.
+        #[arg(value_name = "OUT_DIR")]
+        out: PathBuf,
+        /// Side of the square images, in pixels.
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+        size: usize,
+        /// Share of every emoji group held out as the test split, in [0, 1).
+        #[arg(long, default_value_t = 0.1)]
+        test_fraction: f64,
+        /// Seed of the split.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The colour emoji font (default: Debian's NotoColorEmoji.ttf).
+        #[arg(long, value_name = "FILE")]
+        font: Option<PathBuf>,
+        /// Unicode's emoji-test.txt (default: Debian's unicode-data).
+        #[arg(long, value_name = "FILE")]
+        emoji_test: Option<PathBuf>,
+        /// Unicode's UnicodeData.txt (default: Debian's unicode-data).
+        #[arg(long, value_name = "FILE")]
+        unicode_data: Option<PathBuf>,
     },
 }
 
@@ -340,6 +378,30 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 },
                 &env,
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Data {
+            what:
+                DataCommand::Emoji {
+                    out,
+                    size,
+                    test_fraction,
+                    seed,
+                    font,
+                    emoji_test,
+                    unicode_data,
+                },
+        }) => {
+            let args = commands::data::EmojiArgs {
+                out,
+                size,
+                test_fraction,
+                seed,
+                font,
+                emoji_test,
+                unicode_data,
+            };
+            commands::print_out(&commands::data::emoji(&args)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Schema) => {

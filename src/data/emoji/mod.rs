@@ -102,6 +102,7 @@ pub fn build(
     test_fraction: f64,
     seed: u64,
 ) -> Result<Summary, EmojiError> {
+    check_out(out)?;
     let read = |p: &Path| std::fs::read_to_string(p).map_err(io("read", p));
     let entries = catalog::parse_emoji_test(&read(&sources.emoji_test)?, &sources.emoji_test)?;
     let names = catalog::parse_unicode_names(&read(&sources.unicode_data)?);
@@ -138,6 +139,21 @@ pub fn build(
     let mut summary = write(&emoji, out, size, test_fraction, seed)?;
     summary.not_in_font = not_in_font;
     Ok(summary)
+}
+
+/// Refuses an `out` folder that exists and is not empty (checked before any work).
+pub fn check_out(out: &Path) -> Result<(), EmojiError> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(io("list", out))?
+            .next()
+            .is_some()
+    {
+        return Err(EmojiError::NotEmpty {
+            path: out.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// The split of each emoji, by index: stratified by group (see the module's documentation).
@@ -177,16 +193,7 @@ pub fn write(
             "size must be at least 1 and test_fraction in [0, 1): got {size} and {test_fraction}"
         )));
     }
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(io("list", out))?
-            .next()
-            .is_some()
-    {
-        return Err(EmojiError::NotEmpty {
-            path: out.to_path_buf(),
-        });
-    }
+    check_out(out)?;
     let name = out
         .file_name()
         .ok_or_else(|| EmojiError::Options(format!("{} names no folder", out.display())))?;
