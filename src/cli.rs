@@ -225,33 +225,11 @@ pub enum DataCommand {
     /// The emoji data set: every single-code-point emoji the installed Noto Color Emoji font
     /// draws, captioned with its CLDR name, labelled with its group, with a held-out test split
     /// (Debian packages fonts-noto-color-emoji and unicode-data).
-    Emoji {
-        /// The folder to write (new, or empty); it appears whole or not at all.
-        #[arg(value_name = "OUT_DIR")]
-        out: PathBuf,
-        /// Side of the square images, in pixels.
-        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
-        size: usize,
-        /// Share of every emoji group held out as the test split, in [0, 1).
-        #[arg(long, default_value_t = 0.1)]
-        test_fraction: f64,
-        /// Seed of the split.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// The colour emoji font (default: Debian's NotoColorEmoji.ttf).
-        #[arg(long, value_name = "FILE")]
-        font: Option<PathBuf>,
-        /// Unicode's emoji-test.txt (default: Debian's unicode-data).
-        #[arg(long, value_name = "FILE")]
-        emoji_test: Option<PathBuf>,
-        /// Unicode's UnicodeData.txt (default: Debian's unicode-data).
-        #[arg(long, value_name = "FILE")]
-        unicode_data: Option<PathBuf>,
-    },
+    Emoji(commands::data::EmojiArgs),
 }
 
 /// A count given on the command line that must be at least 1.
-fn at_least_one(text: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -381,26 +359,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Data {
-            what:
-                DataCommand::Emoji {
-                    out,
-                    size,
-                    test_fraction,
-                    seed,
-                    font,
-                    emoji_test,
-                    unicode_data,
-                },
+            what: DataCommand::Emoji(args),
         }) => {
-            let args = commands::data::EmojiArgs {
-                out,
-                size,
-                test_fraction,
-                seed,
-                font,
-                emoji_test,
-                unicode_data,
-            };
             commands::print_out(&commands::data::emoji(&args)?)?;
             Ok(ExitCode::SUCCESS)
         }

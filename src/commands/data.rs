@@ -7,19 +7,28 @@ use std::path::PathBuf;
 use crate::data::emoji::{self, Sources};
 
 /// What `ldm-run data emoji` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EmojiArgs {
-    /// The folder to write (new, or empty).
+    /// The folder to write (new, or empty); it appears whole or not at all.
+    #[arg(value_name = "OUT_DIR")]
     pub out: PathBuf,
     /// Side of the square images, in pixels.
+    #[arg(long, default_value_t = 32, value_parser = crate::cli::at_least_one)]
     pub size: usize,
-    /// Share of every emoji group held out as the test split.
+    /// Share of every emoji group held out as the test split, in [0, 1).
+    #[arg(long, default_value_t = 0.1)]
     pub test_fraction: f64,
     /// Seed of the split.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The files read; unset ones are where Debian's packages put them.
+    /// The colour emoji font (default: Debian's NotoColorEmoji.ttf).
+    #[arg(long, value_name = "FILE")]
     pub font: Option<PathBuf>,
+    /// Unicode's emoji-test.txt (default: Debian's unicode-data).
+    #[arg(long, value_name = "FILE")]
     pub emoji_test: Option<PathBuf>,
+    /// Unicode's UnicodeData.txt (default: Debian's unicode-data).
+    #[arg(long, value_name = "FILE")]
     pub unicode_data: Option<PathBuf>,
 }
 
