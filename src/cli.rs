@@ -188,14 +188,21 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Build a data set on this machine.
+    Data {
+        #[command(subcommand)]
+        what: DataCommand,
+    },
     /// Sample a grid from a finished run's diffusion stage.
     Sample {
         /// The run folder, e.g. runs/mnist_kl_f4/2026-11-25T10-00-00.
         run_dir: PathBuf,
-        /// Prompts, one word each: "one nine 2 3".
+        /// Prompts: class prompts one word each ("one nine 2 3"); with a caption tokenizer one
+        /// per line ("red apple\ngrinning face").
         #[arg(long, conflicts_with = "prompts_file")]
         prompts: Option<String>,
-        /// File of prompts (whitespace-separated words, e.g. 8 per line).
+        /// File of prompts: whitespace-separated words for class prompts, one caption per line
+        /// for a caption tokenizer.
         #[arg(long, value_name = "FILE")]
         prompts_file: Option<PathBuf>,
         /// Diffusion stage to sample from (needed when the run has several).
@@ -234,8 +241,17 @@ pub enum Command {
     },
 }
 
+/// The data sets `ldm-run data` builds.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// The emoji data set: every single-code-point emoji the installed Noto Color Emoji font
+    /// draws, captioned with its CLDR name, labelled with its group, with a held-out test split
+    /// (Debian packages fonts-noto-color-emoji and unicode-data).
+    Emoji(commands::data::EmojiArgs),
+}
+
 /// A count given on the command line that must be at least 1.
-fn at_least_one(text: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -379,6 +395,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 &env,
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Data {
+            what: DataCommand::Emoji(args),
+        }) => {
+            commands::print_out(&commands::data::emoji(&args)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Schema) => {

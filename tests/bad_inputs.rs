@@ -1160,6 +1160,211 @@ fn sweep_cases() -> Vec<Case> {
 }
 
 /// Cases on resuming and sampling a finished run (copied into the case's runs folder).
+/// A captioned image folder `pictures/` (4 training and 2 test pictures, classes from the
+/// `group` column) and a prompt file of its captions, for the captioned cases to break.
+fn pictures(dir: &Path, _: Option<&Path>) {
+    for (split, rows) in [
+        (
+            "train",
+            &[
+                ("a", "red apple", "fruit"),
+                ("b", "green apple", "fruit"),
+                ("c", "red heart", "heart"),
+                ("d", "blue heart", "heart"),
+            ][..],
+        ),
+        (
+            "test",
+            &[("e", "red heart", "heart"), ("f", "green apple", "fruit")][..],
+        ),
+    ] {
+        let folder = dir.join("pictures").join(split);
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut metadata = String::new();
+        for (i, (name, caption, group)) in rows.iter().enumerate() {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([40 * i as u8, 200, 90]))
+                .save(folder.join(format!("{name}.png")))
+                .unwrap();
+            metadata.push_str(&format!(
+                "{{\"file_name\": \"{name}.png\", \"text\": \"{caption}\", \"group\": \"{group}\"}}\n"
+            ));
+        }
+        std::fs::write(folder.join("metadata.jsonl"), metadata).unwrap();
+    }
+    std::fs::write(dir.join("sample_prompts.txt"), "red apple\nblue heart\n").unwrap();
+}
+
+/// Replaces `from` by `to` in the file at `path` under `dir` (it must be there).
+fn edit(dir: &Path, path: &str, from: &str, to: &str) {
+    let path = dir.join(path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+fn pictures_row_without_caption(dir: &Path, run: Option<&Path>) {
+    pictures(dir, run);
+    edit(
+        dir,
+        "pictures/train/metadata.jsonl",
+        "\"text\": \"green apple\", ",
+        "",
+    );
+}
+
+fn pictures_missing_image(dir: &Path, run: Option<&Path>) {
+    pictures(dir, run);
+    edit(dir, "pictures/train/metadata.jsonl", "c.png", "z.png");
+}
+
+fn pictures_unreadable_image(dir: &Path, run: Option<&Path>) {
+    pictures(dir, run);
+    std::fs::write(dir.join("pictures/train/b.png"), b"not a picture").unwrap();
+}
+
+fn pictures_missing_test_image(dir: &Path, run: Option<&Path>) {
+    pictures(dir, run);
+    std::fs::remove_file(dir.join("pictures/test/e.png")).unwrap();
+}
+
+fn pictures_unknown_prompt_word(dir: &Path, run: Option<&Path>) {
+    pictures(dir, run);
+    std::fs::write(dir.join("sample_prompts.txt"), "red apple\npurple heart\n").unwrap();
+}
+
+fn digit_prompts(dir: &Path, _: Option<&Path>) {
+    std::fs::write(dir.join("sample_prompts.txt"), "0 1 2 3\n").unwrap();
+}
+
+/// The smoke experiment on `pictures/` with a word-level tokenizer learned from its captions.
+const CAPTIONED: &[(&str, &str)] = &[
+    (
+        "name = \"mnist\"",
+        "name = \"image_folder\"\nroot = \"pictures\"\nchannels = 3\nlabel_column = \"group\"",
+    ),
+    (
+        "max_tokens = 2",
+        "max_tokens = 2\ntokenizer = \"word_level\"",
+    ),
+];
+
+/// Cases on captioned folders, CIFAR-10, flips, caption tokenizers and `ldm-run data`.
+fn data_cases() -> Vec<Case> {
+    let c = |name, exp, prepare, expect| Case {
+        name,
+        exp,
+        files: &[],
+        args: RUN,
+        env: &[],
+        expect,
+        prepare: Some(prepare),
+        with_run: false,
+    };
+    let command = |name, args, expect| Case {
+        name,
+        exp: Exp::Smoke,
+        files: &[],
+        args,
+        env: &[],
+        expect,
+        prepare: None,
+        with_run: false,
+    };
+    vec![
+        c(
+            "captioned folder with a row without a caption",
+            Exp::Replace(CAPTIONED),
+            pictures_row_without_caption,
+            &[
+                "pictures/train/metadata.jsonl, line 2",
+                "the row of b.png has no caption (column `text`)",
+            ],
+        ),
+        c(
+            "captioned folder with a row naming a missing image",
+            Exp::Replace(CAPTIONED),
+            pictures_missing_image,
+            &[
+                "pictures/train/metadata.jsonl, line 3",
+                "pictures/train/z.png does not exist",
+                "nothing was written",
+            ],
+        ),
+        c(
+            "captioned folder with an unreadable image",
+            Exp::Replace(CAPTIONED),
+            pictures_unreadable_image,
+            &[
+                "pictures/train/metadata.jsonl, line 2",
+                "pictures/train/b.png is not a readable PNG or JPEG image",
+                "nothing was written",
+            ],
+        ),
+        c(
+            "captioned folder with a test image missing",
+            Exp::Replace(CAPTIONED),
+            pictures_missing_test_image,
+            &[
+                "pictures/test/metadata.jsonl, line 1",
+                "pictures/test/e.png does not exist",
+            ],
+        ),
+        c(
+            "word-level prompt file with a word no caption has",
+            Exp::Replace(CAPTIONED),
+            pictures_unknown_prompt_word,
+            &[
+                "key `stages.ldm.prompts_file`",
+                "unknown word `purple` in prompt \"purple heart\"",
+                "known words: ",
+                "(5 words in all)",
+            ],
+        ),
+        c(
+            "caption tokenizer on a data set without captions",
+            Exp::Replace(&[("max_tokens = 2", "max_tokens = 2\ntokenizer = \"bpe\"")]),
+            digit_prompts,
+            &[
+                "key `conditioning.tokenizer`",
+                "the bpe tokenizer learns from captions, and the data set has none",
+            ],
+        ),
+        c(
+            "flipped digits",
+            Exp::Replace(&[("image_size = 32", "image_size = 32\nflip = true")]),
+            digit_prompts,
+            &["key `dataset.flip`", "a mirrored digit is not one"],
+        ),
+        c(
+            "CIFAR-10 that is not there, downloads off",
+            Exp::Replace(&[(
+                "name = \"mnist\"",
+                "name = \"cifar10\"\nchannels = 3\ndownload = false",
+            )]),
+            digit_prompts,
+            &[
+                "cifar-10-binary.tar.gz (or the files it holds) not found",
+                "dataset.download = false",
+                "nothing was written",
+            ],
+        ),
+        command(
+            "data emoji without its font",
+            &["data", "emoji", "{dir}/emoji", "--font", "{dir}/none.ttf"],
+            &[
+                "none.ttf does not exist",
+                "fonts-noto-color-emoji",
+                "--font",
+            ],
+        ),
+        command(
+            "data emoji into a folder that is not empty",
+            &["data", "emoji", "{dir}"],
+            &["exists and is not empty", "choose a new folder"],
+        ),
+    ]
+}
+
 fn run_cases() -> Vec<Case> {
     let c = |name, args, expect| Case {
         name,
@@ -1635,6 +1840,7 @@ fn every_bad_input_is_refused_with_its_source_and_writes_nothing() {
         sweep_cases(),
         run_cases(),
         sampler_cases(),
+        data_cases(),
     ]
     .into_iter()
     .flatten()

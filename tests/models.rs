@@ -3,7 +3,9 @@
 //! conditioners.
 
 use candle_core::{DType, Device, Tensor, Var};
-use ldm_run::conditioning::{Conditioner, ConditioningConfig, ConditioningKind, Vocabulary};
+use ldm_run::conditioning::{
+    Conditioner, ConditioningConfig, ConditioningKind, PromptTokenizer, Vocabulary,
+};
 use ldm_run::diffusion::guidance::{Guided, rescale_guided};
 use ldm_run::diffusion::samplers::Denoiser;
 use ldm_run::models::autoencoder::{AutoencoderConfig, AutoencoderKl};
@@ -250,7 +252,7 @@ fn conditioners_give_contexts_and_null_contexts() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let vocab = Vocabulary::for_classes(&names, 3);
+    let vocab = PromptTokenizer::Classes(Vocabulary::for_classes(&names, 3));
     let prompts = [Some("one"), Some("2"), None];
     for (kind, tokens) in [(ConditioningKind::Text, 3), (ConditioningKind::Class, 1)] {
         let store = ParamStore::seeded(0, &Device::Cpu);

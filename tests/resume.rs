@@ -108,6 +108,7 @@ fn final_bytes(run: &Path) -> Vec<Vec<u8>> {
     let mut bytes: Vec<Vec<u8>> = [
         "vae/checkpoints/step-00000024.safetensors",
         "ldm/checkpoints/step-00000024.safetensors",
+        "ldm/tokenizer.json",
         "sample/samples/final.png",
     ]
     .iter()
@@ -305,6 +306,77 @@ fn interrupted_runs_resume_to_the_same_bytes() {
     assert_eq!(
         m["stages"]["ldm"]["metrics"]["held_out/loss"].as_f64(),
         curves[1].last().map(|p| p.1)
+    );
+}
+
+/// A captioned colour folder in `root`: 16 training and 4 test pictures, each coloured on its
+/// left half only (so a mirrored one differs), captioned, in two groups.
+fn captioned_pictures(root: &Path) {
+    for (split, n) in [("train", 16), ("test", 4)] {
+        let dir = root.join(split);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rows = String::new();
+        for i in 0..n {
+            let colour = [[220, 30, 30], [30, 30, 220]][i % 2];
+            let name = ["red", "blue"][i % 2];
+            image::RgbImage::from_fn(16, 16, |x, y| {
+                image::Rgb(if x < 8 && y >= i as u32 % 8 {
+                    colour
+                } else {
+                    [255, 255, 255]
+                })
+            })
+            .save(dir.join(format!("{i}.png")))
+            .unwrap();
+            rows.push_str(&format!(
+                "{{\"file_name\": \"{i}.png\", \"text\": \"{name} flag number {i}\", \"group\": \"{name}\"}}\n"
+            ));
+        }
+        std::fs::write(dir.join("metadata.jsonl"), rows).unwrap();
+    }
+}
+
+/// Flips and a BPE tokenizer learned from captions: a run interrupted during the diffusion
+/// stage resumes (its saved tokenizer.json and the flip stream's state) to the same bytes.
+#[test]
+fn captioned_flipped_runs_resume_to_the_same_bytes() {
+    let data = tempfile::tempdir().unwrap();
+    captioned_pictures(data.path());
+    let root = format!("dataset.root=\"{}\"", data.path().display());
+    let extra = [
+        "--set",
+        "dataset.name=\"image_folder\"",
+        "--set",
+        root.as_str(),
+        "--set",
+        "dataset.channels=3",
+        "--set",
+        "dataset.label_column=\"group\"",
+        "--set",
+        "dataset.flip=true",
+        "--set",
+        "conditioning.tokenizer=\"bpe\"",
+        "--set",
+        "conditioning.vocab_size=300",
+        "--set",
+        "conditioning.max_tokens=6",
+    ];
+    let (want, _) = reference(&extra);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path();
+    let (run, out) = interrupted_at(runs, &extra, "ldm/checkpoints/step-00000008.safetensors");
+    assert!(!out.status.success(), "an interrupted run exits non-zero");
+    let m = status(&run);
+    assert_eq!(m["stages"]["ldm"]["status"], "interrupted", "{m}");
+    assert!(run.join("ldm/tokenizer.json").is_file());
+
+    let out = resume(&run, runs);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status(&run)["status"], "finished");
+    assert!(
+        final_bytes(&run) == want,
+        "resumed weights, tokenizer and samples must equal the uninterrupted run's"
     );
 }
 

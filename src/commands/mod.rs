@@ -1,6 +1,7 @@
 //! The commands of the `ldm-run` binary, as library functions.
 
 pub mod bench;
+pub mod data;
 pub mod ls;
 pub mod plan;
 pub mod run;

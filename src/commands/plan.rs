@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::environment::Environment;
 use crate::plan::action::Shown;
-use crate::plan::checks::MemoryCheck;
+use crate::plan::checks::{self, MemoryCheck};
 use crate::plan::{Plan, Planning, RunAction, RunIndex, memory, params};
 use crate::resume::{self, ResumeRequest};
 
@@ -83,15 +83,16 @@ pub fn report(plan: &Plan, config: bool) -> anyhow::Result<String> {
     }
     let e = &r.experiment;
     let classes = crate::data::class_names(&e.dataset).unwrap_or_default();
+    let tokenizer = checks::tokenizer(e, &classes).ok();
     let counts = crate::data::counts(&e.dataset).ok();
     for s in &plan.stages {
-        for (model, n) in params::trained(e, &s.task, &classes) {
+        for (model, n) in params::trained(e, &s.task, &classes, tokenizer.as_ref()) {
             writeln!(out, "params {}.{model}: {}", s.name, thousands(n))?;
         }
     }
     if let Some(counts) = counts {
         for s in &plan.stages {
-            let held = params::held(e, &s.task, &classes, 0);
+            let held = params::held(e, &s.task, &classes, tokenizer.as_ref(), 0);
             writeln!(
                 out,
                 "memory {}: {}",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use crate::conditioning::{ConditioningKind, prompts};
+use crate::conditioning::{ConditioningKind, TokenizerKind, prompts};
 use crate::config::error::closest;
 use crate::config::{Resolved, StageKind};
 use crate::diffusion::samplers::{SamplerKind, SamplerSettings, Sigmas, Spacing};
@@ -23,7 +23,7 @@ use crate::train::choice::CheckpointChoice;
 #[derive(Debug, Clone)]
 pub struct SampleArgs {
     pub run_dir: PathBuf,
-    /// Prompts separated by whitespace (one word each).
+    /// Prompts: one word each for class prompts, one line each for a caption tokenizer.
     pub prompts: Option<String>,
     pub prompts_file: Option<PathBuf>,
     /// Diffusion stage to sample from (default: the run's only diffusion stage).
@@ -86,19 +86,25 @@ fn settings(
     Ok(s)
 }
 
-/// The words to sample, one prompt each.
-fn words(args: &SampleArgs) -> anyhow::Result<Vec<String>> {
+/// The prompts to sample, split as the run's tokenizer reads them.
+fn prompt_list(args: &SampleArgs, kind: TokenizerKind) -> anyhow::Result<Vec<String>> {
     match (&args.prompts, &args.prompts_file) {
         (Some(p), _) => {
-            let words: Vec<String> = p.split_whitespace().map(str::to_string).collect();
-            if words.is_empty() {
-                bail!("--prompts holds no prompts; give words such as --prompts \"one nine 2 3\"");
+            let listed = prompts::split(p, kind);
+            if listed.is_empty() {
+                bail!(
+                    "--prompts holds no prompts; give {}",
+                    prompts::format_hint(kind)
+                );
             }
-            Ok(words)
+            Ok(listed)
         }
-        (None, Some(f)) => prompts::read(f),
+        (None, Some(f)) => prompts::read(f, kind),
         (None, None) => {
-            bail!("give prompts with --prompts \"one nine 2 3\" or --prompts-file FILE")
+            bail!(
+                "give prompts with --prompts or --prompts-file FILE: {}",
+                prompts::format_hint(kind)
+            )
         }
     }
 }
@@ -141,16 +147,17 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
     let (run, manifest, resolved) = RunDir::open_existing(&args.run_dir)?;
     let (model, stage_settings) = pick_stage(&resolved, &manifest, args.stage.as_deref(), &run)?;
     let spec = settings(args, &stage_settings, &resolved.experiment.schedule)?;
-    let words = words(args)?;
-    let vocab = artifacts::vocabulary(&run, &model.diffusion)?;
+    let tokenizer = artifacts::tokenizer(&run, &model.diffusion)?;
+    let words = prompt_list(args, tokenizer.kind())?;
     let conditional = resolved.experiment.conditioning.kind != ConditioningKind::None;
     if matches!(
         resolved.experiment.conditioning.kind,
         ConditioningKind::Text | ConditioningKind::Class
     ) {
         for w in &words {
-            vocab.encode(w)?;
+            tokenizer.encode(w)?;
         }
+        prompts::report_cuts(&tokenizer, &words, "sample");
     }
     let out = out_path(args, &run, &model.diffusion)?;
     let device = resolved.experiment.experiment.device.open()?;
@@ -185,7 +192,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<PathBuf> {
     grid::save_png(&picture, &out)?;
     crate::atomic_file::write(
         &out.with_extension("txt"),
-        prompts::grid_text(&prompts, cols).as_bytes(),
+        prompts::grid_text(&prompts, cols, tokenizer.kind()).as_bytes(),
     )?;
     Ok(out)
 }

@@ -1,8 +1,10 @@
 //! Prompt conditioning: turns prompts into the cross-attention context of the UNet, with the
 //! null context classifier-free guidance needs.
 
+pub mod captions;
 pub mod prompts;
 pub mod settings;
+pub mod tokenizer;
 pub mod vocab;
 
 use candle_core::{Device, Tensor};
@@ -10,7 +12,9 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::models::clip_text::ClipText;
 use crate::models::text_encoder::{TextEncoder, TextEncoderConfig};
+pub use captions::{CaptionModel, CaptionTokenizer, Encoded};
 pub use settings::{ConditioningConfig, ConditioningKind};
+pub use tokenizer::{PromptTokenizer, TokenizerError, TokenizerKind};
 pub use vocab::{PromptError, Vocabulary};
 
 /// What a prompt becomes in the UNet.
@@ -31,18 +35,18 @@ pub enum Conditioner {
 }
 
 impl Conditioner {
-    /// Builds the conditioner of `cfg` for a vocabulary, `width` wide.
+    /// Builds the conditioner of `cfg` for a tokenizer, `width` wide.
     pub fn new(
         cfg: &ConditioningConfig,
-        vocab: &Vocabulary,
+        tokenizer: &PromptTokenizer,
         width: usize,
         vb: VarBuilder,
     ) -> anyhow::Result<Self> {
         Ok(match cfg.kind {
             ConditioningKind::Text => Self::Text(TextEncoder::new(
                 TextEncoderConfig {
-                    vocab: vocab.words.len(),
-                    max_tokens: vocab.max_tokens,
+                    vocab: tokenizer.vocab_size(),
+                    max_tokens: tokenizer.max_tokens(),
                     width,
                     layers: cfg.layers,
                     heads: cfg.heads,
@@ -50,7 +54,7 @@ impl Conditioner {
                 vb.pp("text_encoder"),
             )?),
             ConditioningKind::Class => {
-                let classes = vocab.class_names.len();
+                let classes = class_vocabulary(tokenizer)?.class_names.len();
                 let init = Init::Randn {
                     mean: 0.0,
                     stdev: 1.0,
@@ -92,21 +96,23 @@ impl Conditioner {
     }
 
     /// The context for a batch of prompts; `None` entries get the null context (for guidance
-    /// and context dropout). Unknown words are errors.
+    /// and context dropout). Unknown words are errors; caption tokenizers cut long prompts
+    /// silently here (callers report cuts, see [`prompts::report_cuts`]).
     pub fn context(
         &self,
-        vocab: &Vocabulary,
+        tokenizer: &PromptTokenizer,
         prompts: &[Option<&str>],
         device: &Device,
     ) -> anyhow::Result<Option<Tensor>> {
         match self {
             Self::None => Ok(None),
             Self::Text(encoder) => {
-                let mut ids = Vec::with_capacity(prompts.len() * vocab.max_tokens);
+                let tokens = tokenizer.max_tokens();
+                let mut ids = Vec::with_capacity(prompts.len() * tokens);
                 for p in prompts {
-                    ids.extend(vocab.encode(p.unwrap_or(""))?);
+                    ids.extend(tokenizer.encode(p.unwrap_or(""))?.ids);
                 }
-                let ids = Tensor::from_vec(ids, (prompts.len(), vocab.max_tokens), device)?;
+                let ids = Tensor::from_vec(ids, (prompts.len(), tokens), device)?;
                 Ok(Some(encoder.forward(&ids)?))
             }
             Self::Clip { encoder, tokens } => {
@@ -114,6 +120,7 @@ impl Conditioner {
                 Ok(Some(encoder.encode(&texts, *tokens, device)?))
             }
             Self::Class { table, classes } => {
+                let vocab = class_vocabulary(tokenizer)?;
                 let labels: Vec<u32> = prompts
                     .iter()
                     .map(|p| p.map_or(Ok(*classes as u32), |p| vocab.label_of(p)))
@@ -123,4 +130,15 @@ impl Conditioner {
             }
         }
     }
+}
+
+/// The class vocabulary class conditioning needs (the configuration's checks allow no other
+/// tokenizer with it).
+fn class_vocabulary(tokenizer: &PromptTokenizer) -> anyhow::Result<&Vocabulary> {
+    tokenizer.vocabulary().ok_or_else(|| {
+        anyhow::anyhow!(
+            "class conditioning needs the classes tokenizer, not {}",
+            tokenizer.kind().as_str()
+        )
+    })
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::captions::MIN_BPE_VOCAB;
+use super::tokenizer::TokenizerKind;
 use crate::settings::Checks;
 
 /// How samples are conditioned on prompts.
@@ -24,9 +26,20 @@ pub struct ConditioningConfig {
     pub layers: usize,
     /// Attention heads of the text encoder.
     pub heads: usize,
-    /// Longest prompt in tokens (longer prompts are an error); with `clip`, the padded length
+    /// Longest prompt in tokens: with the `classes` tokenizer longer prompts are an error, with
+    /// a caption tokenizer they are cut (and the cut reported); with `clip`, the padded length
     /// of every prompt (Stable Diffusion: 77).
     pub max_tokens: usize,
+    /// How `text` prompts become tokens: `classes` (class names and digits; the training
+    /// prompt is the image's class), or a tokenizer learned from the training captions at the
+    /// start of the diffusion stage and saved as its `tokenizer.json`, the training prompt
+    /// being the image's caption: `bpe` (byte-level BPE: unknown words are spelled from known
+    /// pieces) or `word_level` (whole words: unknown words are refused).
+    pub tokenizer: TokenizerKind,
+    /// Caption tokenizers: at most this many tokens (BPE: at least 258, the bytes and the two
+    /// special tokens). Unset: BPE 1,000; word-level every word of the captions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
     /// `clip`: the text tower's weights, safetensors with Hugging Face `CLIPTextModel` names,
     /// relative to the file that sets it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,6 +58,8 @@ impl Default for ConditioningConfig {
             layers: 1,
             heads: 4,
             max_tokens: 8,
+            tokenizer: TokenizerKind::Classes,
+            vocab_size: None,
             clip_weights: None,
             clip_tokenizer: None,
         }
@@ -55,6 +70,8 @@ impl Default for ConditioningConfig {
 pub const MAX_TOKENS: usize = 512;
 /// Most transformer blocks of the text encoder.
 pub const MAX_LAYERS: usize = 64;
+/// Most tokens of a caption tokenizer (rows of the text encoder's embedding).
+pub const MAX_VOCAB: usize = 1 << 20;
 
 impl ConditioningConfig {
     /// The checks that need nothing but these settings (the width against the UNet's is the
@@ -79,6 +96,27 @@ impl ConditioningConfig {
         if self.kind == ConditioningKind::Text {
             c.count_in("layers", self.layers, 1, MAX_LAYERS);
             c.count_in("heads", self.heads, 1, crate::models::unet::MAX_HEADS);
+        }
+        if self.tokenizer != TokenizerKind::Classes && self.kind != ConditioningKind::Text {
+            c.fail(
+                "tokenizer",
+                format!(
+                    "the {} tokenizer feeds a text encoder, and conditioning.kind is \"{}\"; \
+                     set kind = \"text\" or tokenizer = \"classes\"",
+                    self.tokenizer.as_str(),
+                    self.kind.as_str()
+                ),
+            );
+        }
+        match (self.tokenizer, self.vocab_size) {
+            (TokenizerKind::Classes, Some(_)) => c.fail(
+                "vocab_size",
+                "the classes tokenizer's vocabulary is the class names and digits; leave \
+                 vocab_size out, or choose tokenizer = \"bpe\" or \"word_level\"",
+            ),
+            (TokenizerKind::Bpe, Some(n)) => c.count_in("vocab_size", n, MIN_BPE_VOCAB, MAX_VOCAB),
+            (TokenizerKind::WordLevel, Some(n)) => c.count_in("vocab_size", n, 3, MAX_VOCAB),
+            _ => {}
         }
         c
     }

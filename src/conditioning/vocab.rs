@@ -22,6 +22,9 @@ pub enum PromptError {
         count: usize,
         max: usize,
     },
+    /// The Hugging Face tokenizer failed on the prompt.
+    #[error("could not tokenize the prompt: {0}")]
+    Tokenizer(String),
 }
 
 /// Words, their ids and the class each names.

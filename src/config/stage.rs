@@ -152,8 +152,9 @@ impl Default for TestImages {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct PromptGrid {
-    /// Prompt grid file (whitespace-separated words, e.g. 8 per line), relative to the file
-    /// that sets it. Unset: prompts drawn like training prompts.
+    /// Prompt grid file, relative to the file that sets it: whitespace-separated words (e.g. 8
+    /// per line) for class prompts, one caption per line for a caption tokenizer. Unset:
+    /// prompts drawn like training prompts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompts_file: Option<PathBuf>,
 }

@@ -9,7 +9,7 @@ use super::download::ensure_files;
 use super::error::DataError;
 use super::files::{self, KnownFile};
 use super::settings::{DatasetConfig, DatasetName};
-use super::{idx, image_folder, resize};
+use super::{captioned, cifar10, idx, image_folder, resize};
 
 /// Which part of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,12 +50,15 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 pub struct Dataset {
     /// N x C x H x W values in [-1, 1].
     pub images: Vec<f32>,
-    /// Class index of each image, into `class_names`.
+    /// Class index of each image, into `class_names` (0 for every image when `class_names`
+    /// is empty: a captioned folder without classes).
     pub labels: Vec<u32>,
     pub channels: usize,
     /// Side of the square images.
     pub size: usize,
     pub class_names: Vec<String>,
+    /// Caption of each image, for captioned image folders.
+    pub captions: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -80,6 +83,30 @@ impl Dataset {
     pub fn image(&self, i: usize) -> &[f32] {
         let l = self.image_len();
         &self.images[i * l..(i + 1) * l]
+    }
+
+    /// The caption of image `i`, when the data set has captions.
+    pub fn caption(&self, i: usize) -> Option<&str> {
+        self.captions.as_ref()?.get(i).map(String::as_str)
+    }
+
+    /// Puts the images of `other` (of the same shape and classes) after these.
+    pub fn append(&mut self, other: Dataset) -> Result<(), DataError> {
+        if (other.channels, other.size) != (self.channels, self.size)
+            || other.class_names != self.class_names
+            || other.captions.is_some() != self.captions.is_some()
+        {
+            return Err(DataError::Config {
+                key: "name",
+                message: "the two splits differ in image shape, classes or captions".into(),
+            });
+        }
+        self.images.extend(other.images);
+        self.labels.extend(other.labels);
+        if let (Some(mine), Some(theirs)) = (&mut self.captions, other.captions) {
+            mine.extend(theirs);
+        }
+        Ok(())
     }
 
     /// The images (concatenated, B x C x H x W) and labels at `indices`, in that order.
@@ -109,29 +136,65 @@ pub fn load(
             message: "must be at least 1".into(),
         });
     }
-    let limit = match split {
-        Split::Train if cfg.train_limit > 0 => Some(cfg.train_limit),
-        _ => None,
-    };
+    let limit = limit(cfg, split);
     match cfg.name {
         DatasetName::Mnist => load_idx(cfg, split, env_data_dir, &MNIST_CLASSES, limit),
         DatasetName::FashionMnist => {
             load_idx(cfg, split, env_data_dir, &FASHION_MNIST_CLASSES, limit)
         }
-        DatasetName::ImageFolder => image_folder::load(cfg, split, limit),
+        DatasetName::Cifar10 => cifar10::load(
+            &cifar10::Source::new(cfg, env_data_dir),
+            split,
+            (cfg.channels, cfg.image_size),
+            limit,
+        ),
+        DatasetName::ImageFolder => image_folder::load(cfg, &cfg.columns(), split, limit),
     }
 }
 
-/// The class names of the data set `cfg` describes, without loading its images.
+/// How many images of `split` are used: `train_limit` of the training split (`None`: all).
+fn limit(cfg: &DatasetConfig, split: Split) -> Option<usize> {
+    match split {
+        Split::Train if cfg.train_limit > 0 => Some(cfg.train_limit),
+        _ => None,
+    }
+}
+
+/// The folder of an image folder data set, when it is a captioned one.
+fn captioned_root(cfg: &DatasetConfig) -> Result<Option<&Path>, DataError> {
+    if cfg.name != DatasetName::ImageFolder {
+        return Ok(None);
+    }
+    let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
+    Ok(captioned::train_metadata(root)?.map(|_| root))
+}
+
+/// The class names of the data set `cfg` describes, without loading its images (empty for a
+/// captioned folder without classes).
 pub fn class_names(cfg: &DatasetConfig) -> Result<Vec<String>, DataError> {
     let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
     match cfg.name {
         DatasetName::Mnist => Ok(fixed(&MNIST_CLASSES)),
         DatasetName::FashionMnist => Ok(fixed(&FASHION_MNIST_CLASSES)),
-        DatasetName::ImageFolder => {
-            image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?)
-        }
+        DatasetName::Cifar10 => Ok(fixed(&cifar10::CLASSES)),
+        DatasetName::ImageFolder => match captioned_root(cfg)? {
+            Some(root) => captioned::class_names(root, &cfg.columns()),
+            None => image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?),
+        },
     }
+}
+
+/// The captions of `split` (after `train_limit`), read from the metadata without decoding an
+/// image; `None` for data sets without captions.
+pub fn captions(cfg: &DatasetConfig, split: Split) -> Result<Option<Vec<String>>, DataError> {
+    let Some(root) = captioned_root(cfg)? else {
+        return Ok(None);
+    };
+    let mut captions = captioned::captions(root, &cfg.columns(), split)?;
+    if let Some(l) = limit(cfg, split) {
+        captions.truncate(l);
+    }
+    Ok(Some(captions))
 }
 
 /// Images in each split.
@@ -145,12 +208,17 @@ pub struct DatasetCounts {
 pub fn counts(cfg: &DatasetConfig) -> Result<DatasetCounts, DataError> {
     let (train, test) = match cfg.name {
         DatasetName::Mnist | DatasetName::FashionMnist => (60_000, 10_000),
+        DatasetName::Cifar10 => (
+            cifar10::TRAIN_FILES.len() * cifar10::RECORDS_PER_FILE,
+            cifar10::RECORDS_PER_FILE,
+        ),
         DatasetName::ImageFolder => {
             let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
-            (
-                image_folder::count(root, Split::Train)?,
-                image_folder::count(root, Split::Test)?,
-            )
+            let count = |split| match captioned_root(cfg)? {
+                Some(_) => captioned::count(root, &cfg.columns(), split),
+                None => image_folder::count(root, split),
+            };
+            (count(Split::Train)?, count(Split::Test)?)
         }
     };
     let train = match cfg.train_limit {
@@ -163,6 +231,9 @@ pub fn counts(cfg: &DatasetConfig) -> Result<DatasetCounts, DataError> {
 /// Checks, before a run starts, that every file of the data set is there (downloading the
 /// missing ones if allowed) and intact, so a run never begins without its data.
 pub fn preflight(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Result<(), DataError> {
+    if cfg.name == DatasetName::Cifar10 {
+        return cifar10::preflight(&cifar10::Source::new(cfg, env_data_dir));
+    }
     match files::known_files(cfg.name) {
         Some(set) => {
             let wanted = set.all();
@@ -172,10 +243,12 @@ pub fn preflight(cfg: &DatasetConfig, env_data_dir: Option<&str>) -> Result<(), 
             }
             Ok(())
         }
-        None => {
-            let root = cfg.root.as_deref().ok_or(DataError::NoRoot)?;
-            image_folder::class_names(root).map(|_| ())
-        }
+        None => match captioned_root(cfg)? {
+            Some(root) => captioned::preflight(root, &cfg.columns()),
+            None => {
+                image_folder::class_names(cfg.root.as_deref().ok_or(DataError::NoRoot)?).map(|_| ())
+            }
+        },
     }
 }
 
@@ -225,6 +298,7 @@ fn load_idx(
         channels: 1,
         size,
         class_names: classes.iter().map(|c| c.to_string()).collect(),
+        captions: None,
     })
 }
 
@@ -243,6 +317,7 @@ mod tests {
             channels: 2,
             size: 2,
             class_names: vec![],
+            captions: Some(vec!["a".into(), "b".into(), "c".into()]),
         }
     }
 
@@ -262,6 +337,19 @@ mod tests {
         assert_eq!(x[0], 16.0);
         assert_eq!(x[8], 0.0);
         assert_eq!(x[23], 23.0);
+        assert_eq!((d.caption(1), d.caption(3)), (Some("b"), None));
+    }
+
+    #[test]
+    fn append_puts_the_other_split_after() {
+        let mut d = tiny();
+        d.append(tiny()).unwrap();
+        assert_eq!((d.len(), d.images.len()), (6, 48));
+        assert_eq!(d.labels, [7, 8, 9, 7, 8, 9]);
+        assert_eq!(d.caption(4), Some("b"));
+        assert_eq!(d.image(3), tiny().image(0));
+        let other = Dataset { size: 1, ..tiny() };
+        assert!(d.append(other).is_err());
     }
 
     #[test]

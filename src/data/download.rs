@@ -1,4 +1,4 @@
-//! Finding the IDX files of a split, downloading the missing ones.
+//! Finding the IDX files of a split, downloading the missing ones; downloading an archive.
 //!
 //! A download streams into `<file>.gz.part` in the data folder, is checked against the MD5 of
 //! the decompressed content, and only then renamed into place; a failed one leaves no file
@@ -91,7 +91,7 @@ pub fn ensure_files(
 }
 
 /// `dir` and those of its ancestors that do not exist yet, outermost first.
-fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
@@ -139,6 +139,47 @@ pub fn download(url: &str, file: &KnownFile, dest: &Path) -> Result<PathBuf, Str
 }
 
 fn fetch_into(url: &str, file: &KnownFile, part: &Path, dest: &Path) -> Result<PathBuf, String> {
+    let received = fetch(url, part)?;
+    let raw = std::fs::read(part).map_err(|e| format!("could not read {}: {e}", part.display()))?;
+    // A server that sets Content-Encoding: gzip has it undone by the client: keep what came.
+    let gzipped = idx::is_gzip(&raw);
+    let content = idx::decompress(raw, part).map_err(|e| format!("not a valid gzip file: {e}"))?;
+    let actual = files::md5_hex(&content);
+    if actual != file.md5 {
+        return Err(format!(
+            "wrong checksum: MD5 of the decompressed content is {actual}, expected {}",
+            file.md5
+        ));
+    }
+    let target = if gzipped {
+        dest.join(format!("{}.gz", file.name))
+    } else {
+        dest.join(file.name)
+    };
+    place(part, target, received)
+}
+
+/// Renames a checked `part` to `target` (in the same folder) and syncs that folder.
+fn place(part: &Path, target: PathBuf, received: u64) -> Result<PathBuf, String> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::rename(part, &target)
+        .and_then(|()| crate::atomic_file::sync_dir(dir))
+        .map_err(|e| {
+            format!(
+                "could not rename {} to {}: {e}",
+                part.display(),
+                target.display()
+            )
+        })?;
+    eprintln!(
+        "data: {} saved ({received} bytes, checksum ok)",
+        target.display()
+    );
+    Ok(target)
+}
+
+/// Streams `url` into the file `part`; returns how many bytes came.
+fn fetch(url: &str, part: &Path) -> Result<u64, String> {
     let response = agent(url).get(url).call().map_err(|e| match e {
         ureq::Error::StatusCode(code) => format!("HTTP {code}"),
         ureq::Error::Io(e) => e.to_string(),
@@ -173,37 +214,27 @@ fn fetch_into(url: &str, file: &KnownFile, part: &Path, dest: &Path) -> Result<P
     out.sync_all()
         .map_err(|e| format!("could not write {}: {e}", part.display()))?;
     drop(out);
+    Ok(received)
+}
 
-    let raw = std::fs::read(part).map_err(|e| format!("could not read {}: {e}", part.display()))?;
-    // A server that sets Content-Encoding: gzip has it undone by the client: keep what came.
-    let gzipped = idx::is_gzip(&raw);
-    let content = idx::decompress(raw, part).map_err(|e| format!("not a valid gzip file: {e}"))?;
-    let actual = files::md5_hex(&content);
-    if actual != file.md5 {
-        return Err(format!(
-            "wrong checksum: MD5 of the decompressed content is {actual}, expected {}",
-            file.md5
-        ));
+/// Downloads `url` into `dest/name` through `dest/name.part`, renamed into place only once
+/// the MD5 of the bytes as they came is `md5` (for archives, whose published checksum is of
+/// the file itself). Returns the final path, or what went wrong (the `.part` removed).
+pub fn download_verbatim(url: &str, name: &str, md5: &str, dest: &Path) -> Result<PathBuf, String> {
+    let part = dest.join(format!("{name}.part"));
+    eprintln!("data: downloading {url}");
+    let result = fetch(url, &part).and_then(|received| {
+        let actual = files::md5_file(&part)
+            .map_err(|e| format!("could not read {}: {e}", part.display()))?;
+        if actual != md5 {
+            return Err(format!("wrong checksum: MD5 is {actual}, expected {md5}"));
+        }
+        place(&part, dest.join(name), received)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
     }
-    let target = if gzipped {
-        dest.join(format!("{}.gz", file.name))
-    } else {
-        dest.join(file.name)
-    };
-    std::fs::rename(part, &target)
-        .and_then(|()| crate::atomic_file::sync_dir(dest))
-        .map_err(|e| {
-            format!(
-                "could not rename {} to {}: {e}",
-                part.display(),
-                target.display()
-            )
-        })?;
-    eprintln!(
-        "data: {} saved ({received} bytes, checksum ok)",
-        target.display()
-    );
-    Ok(target)
+    result
 }
 
 #[cfg(test)]

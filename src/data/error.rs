@@ -139,6 +139,101 @@ pub enum DataError {
         .path.display()
     )]
     NotPng { path: PathBuf, reason: String },
+
+    /// A row of a captioned folder's metadata is malformed.
+    #[error("{}, line {line}: {message}", .path.display())]
+    MetadataRow {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error("{} holds both metadata.jsonl and metadata.csv; keep one of them", .dir.display())]
+    TwoMetadataFiles { dir: PathBuf },
+
+    #[error("{} has no rows; give each image a row with file_name and its caption", .path.display())]
+    EmptyMetadata { path: PathBuf },
+
+    #[error(
+        "{} has no metadata.jsonl or metadata.csv, but {} has: a captioned folder needs one in \
+         each split folder",
+        .dir.display(),
+        .train.display()
+    )]
+    MissingMetadata { dir: PathBuf, train: PathBuf },
+
+    #[error(
+        "{}, line {line}: {} does not exist (file_name {file_name:?} is relative to the \
+         metadata's folder)",
+        .metadata.display(),
+        .path.display()
+    )]
+    MissingImage {
+        metadata: PathBuf,
+        line: usize,
+        file_name: String,
+        path: PathBuf,
+    },
+
+    #[error(
+        "{}, line {line}: {} is not a readable PNG or JPEG image ({reason})",
+        .metadata.display(),
+        .path.display()
+    )]
+    UnreadableImage {
+        metadata: PathBuf,
+        line: usize,
+        path: PathBuf,
+        reason: String,
+    },
+
+    /// A row's class is not one of the training split's.
+    #[error(
+        "{}, line {line}: {what} is not among the training classes ({})",
+        .metadata.display(),
+        .classes.join(", ")
+    )]
+    UnknownLabel {
+        metadata: PathBuf,
+        line: usize,
+        /// What names the class: the label column's value or the file's folder.
+        what: String,
+        classes: Vec<String>,
+    },
+
+    /// A data set distributed as one archive: neither the archive nor its files were found.
+    #[error("{}", missing_archive_message(.dataset, .archive, .searched, .attempts, .download))]
+    MissingArchive {
+        dataset: &'static str,
+        /// The archive's file name.
+        archive: String,
+        /// Every folder looked in, in order; the first is where downloads go.
+        searched: Vec<PathBuf>,
+        attempts: Vec<Attempt>,
+        download: bool,
+    },
+
+    #[error(
+        "{} is corrupt: its MD5 is {actual}, expected {expected}. Delete it so it is downloaded \
+         again (with dataset.download = true), or replace it with a good copy",
+        .path.display()
+    )]
+    ArchiveChecksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("{} cannot be read as a .tar.gz archive ({reason})", .path.display())]
+    BadArchive { path: PathBuf, reason: String },
+
+    /// A file of a binary data set does not have the expected layout.
+    #[error("{} is not a {what} file: {reason}", .path.display())]
+    BadRecords {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
 }
 
 impl DataError {
@@ -171,37 +266,88 @@ fn missing_message(
         missing.join(", ")
     );
     let _ = writeln!(m, "looked for each (raw or .gz) in:");
-    for dir in searched {
+    how_to_provide(
+        &mut m,
+        Provide {
+            searched,
+            attempts,
+            download: *download,
+            what: "the files (raw or .gz)",
+            them: "them",
+            debian_package: *debian_package,
+        },
+    );
+    m
+}
+
+fn missing_archive_message(
+    dataset: &str,
+    archive: &str,
+    searched: &[PathBuf],
+    attempts: &[Attempt],
+    download: &bool,
+) -> String {
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "{dataset}: {archive} (or the files it holds) not found; looked in:"
+    );
+    how_to_provide(
+        &mut m,
+        Provide {
+            searched,
+            attempts,
+            download: *download,
+            what: &format!("{archive}, or the folder it unpacks to,"),
+            them: "it",
+            debian_package: None,
+        },
+    );
+    m
+}
+
+/// The part of a "not found" message after its first line.
+struct Provide<'a> {
+    searched: &'a [PathBuf],
+    attempts: &'a [Attempt],
+    download: bool,
+    /// What to copy into the data folder.
+    what: &'a str,
+    /// "them" or "it".
+    them: &'a str,
+    debian_package: Option<&'a str>,
+}
+
+/// The folders looked in, the download attempts, and every way to provide the files.
+fn how_to_provide(m: &mut String, p: Provide<'_>) {
+    for dir in p.searched {
         let _ = writeln!(m, "  {}", dir.display());
     }
-    if *download {
-        if attempts.is_empty() {
+    if p.download {
+        if p.attempts.is_empty() {
             let _ = writeln!(m, "no download was tried (no mirrors)");
         } else {
             let _ = writeln!(m, "download attempts:");
-            for a in attempts {
+            for a in p.attempts {
                 let _ = writeln!(m, "  {}: {}", a.url, a.outcome);
             }
         }
     } else {
         let _ = writeln!(m, "downloading is off (dataset.download = false)");
     }
-    let _ = writeln!(m, "to provide them, do one of:");
-    if let Some(first) = searched.first() {
-        let _ = writeln!(
-            m,
-            "  - copy the files (raw or .gz) into {}",
-            first.display()
-        );
+    let them = p.them;
+    let _ = writeln!(m, "to provide {them}, do one of:");
+    if let Some(first) = p.searched.first() {
+        let _ = writeln!(m, "  - copy {} into {}", p.what, first.display());
     }
     let _ = writeln!(
         m,
-        "  - set dataset.root, or the LDM_DATA_DIR environment variable, to a folder holding them"
+        "  - set dataset.root, or the LDM_DATA_DIR environment variable, to a folder holding {them}"
     );
-    if let Some(pkg) = debian_package {
+    if let Some(pkg) = p.debian_package {
         let _ = writeln!(m, "  - on Debian or Ubuntu: apt install {pkg}");
     }
-    if *download {
+    if p.download {
         let _ = write!(
             m,
             "  - check the network, or list reachable mirrors in dataset.mirrors"
@@ -209,10 +355,9 @@ fn missing_message(
     } else {
         let _ = write!(
             m,
-            "  - set dataset.download = true to fetch them from the mirrors"
+            "  - set dataset.download = true to fetch {them} from the mirrors"
         );
     }
-    m
 }
 
 #[cfg(test)]

@@ -95,12 +95,12 @@ pub const DEBIAN_FASHION_PACKAGE: &str = "dataset-fashion-mnist";
 /// The environment variable naming the folder that holds one sub-folder per data set.
 pub const DATA_DIR_ENV: &str = "LDM_DATA_DIR";
 
-/// The files of an IDX data set; `None` for `image_folder`.
+/// The files of an IDX data set; `None` for the others.
 pub fn known_files(name: DatasetName) -> Option<FileSet> {
     match name {
         DatasetName::Mnist => Some(MNIST),
         DatasetName::FashionMnist => Some(FASHION_MNIST),
-        DatasetName::ImageFolder => None,
+        DatasetName::Cifar10 | DatasetName::ImageFolder => None,
     }
 }
 
@@ -114,6 +114,7 @@ pub fn default_mirrors(name: DatasetName) -> &'static [&'static str] {
         DatasetName::FashionMnist => {
             &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
         }
+        DatasetName::Cifar10 => &["https://www.cs.toronto.edu/~kriz/"],
         DatasetName::ImageFolder => &[],
     }
 }
@@ -174,6 +175,25 @@ pub fn md5_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Lowercase hex MD5 of the file at `path`, read in pieces.
+pub fn md5_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Checks decompressed content against a known file's MD5. `path` names it in the error.

@@ -1,4 +1,6 @@
-//! `image_folder` data sets: PNG files under `<root>/train/<class>/` and `<root>/test/<class>/`.
+//! `image_folder` data sets: PNG files under `<root>/train/<class>/` and `<root>/test/<class>/`,
+//! or, when `train/` holds a `metadata.jsonl` or `metadata.csv`, a captioned folder
+//! ([`super::captioned`]). What follows is about class folders.
 //!
 //! Classes are the sub-folders of `train/`, sorted by name; a label is a class's index there,
 //! for both splits (a test class folder must also exist under `train/`). Images are converted to
@@ -10,21 +12,25 @@
 
 use std::path::{Path, PathBuf};
 
-use image::ImageFormat;
 use rayon::prelude::*;
 
 use super::dataset::{Dataset, Split};
 use super::error::DataError;
-use super::resize;
+use super::metadata::Columns;
 use super::settings::DatasetConfig;
-
-const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+use super::{captioned, decode, resize};
 
 const LAYOUT_HINT: &str =
     "an image_folder data set holds train/<class>/*.png and test/<class>/*.png";
 
-/// Loads one split of an image folder. `limit`: keep only the first N images.
-pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<Dataset, DataError> {
+/// Loads one split of an image folder: a captioned folder ([`captioned`]) when `train/` holds
+/// a metadata file, else class folders. `limit`: keep only the first N images.
+pub fn load(
+    cfg: &DatasetConfig,
+    columns: &Columns,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<Dataset, DataError> {
     if cfg.channels != 1 && cfg.channels != 3 {
         return Err(DataError::Config {
             key: "channels",
@@ -40,6 +46,9 @@ pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<D
             path: root.to_path_buf(),
             hint: format!("set dataset.root to an existing folder; {LAYOUT_HINT}"),
         });
+    }
+    if captioned::train_metadata(root)?.is_some() {
+        return captioned::load(root, columns, split, (cfg.channels, cfg.image_size), limit);
     }
     let classes = class_names(root)?;
     let split_dir = root.join(split.as_str());
@@ -94,6 +103,7 @@ pub fn load(cfg: &DatasetConfig, split: Split, limit: Option<usize>) -> Result<D
         channels,
         size,
         class_names: classes,
+        captions: None,
     })
 }
 
@@ -106,7 +116,7 @@ pub fn class_names(root: &Path) -> Result<Vec<String>, DataError> {
             hint: format!("the classes are its sub-folders; {LAYOUT_HINT}"),
         });
     }
-    let names: Vec<String> = sub_folders(&train)?.iter().map(|d| file_name(d)).collect();
+    let names = sub_folder_names(&train)?;
     if names.is_empty() {
         return Err(DataError::NoClasses { path: train });
     }
@@ -124,6 +134,11 @@ pub fn count(root: &Path, split: Split) -> Result<usize, DataError> {
         n += class_files(&class)?.len();
     }
     Ok(n)
+}
+
+/// The names of the sub-folders of `dir` (hidden ones left out), sorted.
+pub(crate) fn sub_folder_names(dir: &Path) -> Result<Vec<String>, DataError> {
+    Ok(sub_folders(dir)?.iter().map(|d| file_name(d)).collect())
 }
 
 fn file_name(p: &Path) -> String {
@@ -162,39 +177,16 @@ fn class_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Reads a PNG, converts it to `channels`, resizes to `size` and scales to [-1, 1].
 fn decode(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io("read", path, e))?;
-    if !bytes.starts_with(&PNG_SIGNATURE) {
-        return Err(DataError::NotPng {
+    let img =
+        decode::decode(&bytes, decode::PNG, channels).map_err(|reason| DataError::NotPng {
             path: path.to_path_buf(),
-            reason: "it does not start with the PNG signature".into(),
-        });
-    }
-    let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| {
-        DataError::NotPng {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(DataError::NotPng {
-            path: path.to_path_buf(),
-            reason: "it has no pixels".into(),
-        });
-    }
-    let px = rgb.as_raw();
-    let planar: Vec<u8> = if channels == 1 {
-        px.chunks_exact(3)
-            .map(|p| {
-                // PIL's convert("L"): fixed point ITU-R 601-2 luma, rounded.
-                let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
-                ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
-            })
-            .collect()
-    } else {
-        (0..3)
-            .flat_map(|c| px.iter().skip(c).step_by(3).copied())
-            .collect()
-    };
-    Ok(resize::prepare_u8(&planar, channels, h, w, size))
+            reason,
+        })?;
+    Ok(resize::prepare_u8(
+        &img.pixels,
+        channels,
+        img.height,
+        img.width,
+        size,
+    ))
 }

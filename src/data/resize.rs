@@ -2,6 +2,12 @@
 //! align_corners=False)`, no antialiasing): pixel centres at half-integers, source coordinate
 //! `(dst + 0.5) * in / out - 0.5` clamped at 0, neighbours clamped at the last pixel.
 //!
+//! Area resize for shrinking: every output pixel is the mean of the source area it covers,
+//! pixels cut by its border weighted by the part inside (OpenCV's `INTER_AREA`; PyTorch's
+//! `mode="area"` when the factor is a whole number). Bilinear without antialiasing reads only
+//! the 2x2 pixels nearest each output centre, so shrinking by more than 2 skips most of the
+//! image and aliases fine detail; area averaging reads every pixel once.
+//!
 //! Images are planar (channels, then rows, then columns), as tensors are.
 
 /// For each output coordinate: the two source indices and their weights.
@@ -82,6 +88,69 @@ pub fn resize_bilinear_into<T: Copy + Into<f32>>(
             }
         }
     }
+}
+
+/// For each output coordinate: the source pixels it covers and the fraction of its area each
+/// is, for shrinking `in_len` to `out_len <= in_len`.
+fn area_axis(in_len: usize, out_len: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = in_len as f64 / out_len as f64;
+    (0..out_len)
+        .map(|d| {
+            let (lo, hi) = (d as f64 * scale, (d as f64 + 1.0) * scale);
+            let first = lo.floor() as usize;
+            let last = (hi.ceil() as usize).min(in_len);
+            (first..last)
+                .map(|i| {
+                    let covered = (hi.min(i as f64 + 1.0) - lo.max(i as f64)).max(0.0);
+                    (i, (covered / scale) as f32)
+                })
+                .filter(|&(_, w)| w > 0.0)
+                .collect()
+        })
+        .collect()
+}
+
+/// Area resize of a planar `channels` x `in_h` x `in_w` image to `channels` x `out_h` x `out_w`,
+/// for shrinking (an output side larger than the input's falls back to [`resize_bilinear`]).
+///
+/// Panics on the same wrong lengths and empty sizes as [`resize_bilinear`].
+pub fn resize_area<T: Copy + Into<f32>>(
+    src: &[T],
+    channels: usize,
+    (in_h, in_w): (usize, usize),
+    (out_h, out_w): (usize, usize),
+) -> Vec<f32> {
+    if out_h > in_h || out_w > in_w {
+        return resize_bilinear(src, channels, in_h, in_w, out_h, out_w);
+    }
+    assert_eq!(
+        src.len(),
+        channels * in_h * in_w,
+        "resize_area: {} pixels is not {channels}x{in_h}x{in_w}",
+        src.len()
+    );
+    assert!(out_h > 0 && out_w > 0, "resize_area: empty image");
+    let ys = area_axis(in_h, out_h);
+    let xs = area_axis(in_w, out_w);
+    let mut out = Vec::with_capacity(channels * out_h * out_w);
+    let mut row = vec![0.0f32; in_w];
+    for plane in src.chunks_exact(in_h * in_w) {
+        for taps in &ys {
+            // The output row's vertical mean over the whole width, then each output column's
+            // horizontal mean of it.
+            row.fill(0.0);
+            for &(y, wy) in taps {
+                for (acc, &v) in row.iter_mut().zip(&plane[y * in_w..(y + 1) * in_w]) {
+                    *acc += wy * v.into();
+                }
+            }
+            out.extend(
+                xs.iter()
+                    .map(|taps| taps.iter().map(|&(x, wx)| wx * row[x]).sum::<f32>()),
+            );
+        }
+    }
+    out
 }
 
 /// Maps pixel values in [0, 255] to [-1, 1]: `x / 255 * 2 - 1`, clamped so float rounding in
@@ -185,6 +254,38 @@ mod tests {
         assert!((out[0] - 0.0).abs() < 1e-5);
         assert!((out[1] - 0.8125 * 9.0).abs() < 1e-4, "{}", out[1]);
         assert!((out[31] - 243.0).abs() < 1e-4, "{}", out[31]);
+    }
+
+    #[test]
+    fn area_averages_whole_blocks() {
+        // 4x4 -> 2x2: the mean of each 2x2 block.
+        #[rustfmt::skip]
+        let src: [u8; 16] = [
+            0, 2, 10, 20,
+            4, 6, 30, 40,
+            1, 1, 9, 9,
+            1, 1, 9, 9,
+        ];
+        let out = resize_area(&src, 1, (4, 4), (2, 2));
+        close(&out, &[3.0, 25.0, 1.0, 9.0]);
+        // 3 -> 2: pixels of 1.5 source pixels each, the middle one split in halves:
+        // [(a + b/2) / 1.5, (b/2 + c) / 1.5].
+        let out = resize_area(&[0.0f32, 3.0, 6.0], 1, (1, 3), (1, 2));
+        close(&out, &[1.0, 5.0]);
+        // Constant planes stay constant, channels apart.
+        let two: Vec<u8> = [7u8; 37 * 23]
+            .iter()
+            .chain(&[200u8; 37 * 23])
+            .copied()
+            .collect();
+        let out = resize_area(&two, 2, (23, 37), (5, 9));
+        assert!(out[..45].iter().all(|&v| (v - 7.0).abs() < 1e-4));
+        assert!(out[45..].iter().all(|&v| (v - 200.0).abs() < 1e-3));
+        // Enlarging falls back to bilinear.
+        close(
+            &resize_area(&[0u8, 10, 20, 30], 1, (2, 2), (4, 4)),
+            &resize_bilinear(&[0u8, 10, 20, 30], 1, 2, 2, 4, 4),
+        );
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! What planning checks beyond the values themselves, so that no stage fails on something that
-//! was knowable before the first one started: the data set's classes, the files the
-//! configuration names (prompt files against the vocabulary the conditioning will have, the
-//! headers of LPIPS and CLIP weight files), and whether each stage fits in memory.
+//! was knowable before the first one started: the data set's classes (and captions), the
+//! tokenizer the diffusion stage will build, the files the configuration names (prompt files
+//! against that tokenizer, the headers of LPIPS and CLIP weight files), and whether each stage
+//! fits in memory.
+//!
+//! A tokenizer learned from captions exists only once the diffusion stage has trained it, but
+//! its training is deterministic (the same captions give the same tokenizer): planning learns
+//! the very same one from the training captions, so prompt files are checked against exactly
+//! what the stage will use (unknown words for `word_level`; prompts that will be cut are
+//! reported by the stage, not refused), and its vocabulary sizes the text encoder.
 
 use std::path::Path;
 
 use super::memory;
 use super::task::Task;
 use crate::conditioning::prompts;
-use crate::conditioning::{ConditioningKind, Vocabulary};
+use crate::conditioning::{ConditioningKind, PromptTokenizer, TokenizerKind};
 use crate::config::error::Problems;
-use crate::config::{ConfigError, Resolved};
+use crate::config::{ConfigError, Experiment, Resolved};
+use crate::data::Split;
 use crate::models::clip_text::{self, ClipText};
 use crate::models::lpips::{self, Lpips};
 use crate::nn::weights_file::WeightsFile;
@@ -42,7 +50,20 @@ pub fn check(
             return f.into_result();
         }
     };
-    let vocab = Vocabulary::for_classes(&classes, e.conditioning.max_tokens);
+    let samples = tasks.iter().any(|(_, t)| {
+        matches!(
+            t,
+            Task::Diffusion { .. } | Task::Sample { .. } | Task::Eval { .. }
+        )
+    });
+    let tokenizer = match samples.then(|| tokenizer(e, &classes)) {
+        Some(Ok(t)) => Some(t),
+        Some(Err((key, message))) => {
+            f.fail(key, message);
+            None
+        }
+        None => None,
+    };
     for (name, task) in tasks {
         let key = |k: &str| format!("stages.{name}.{k}");
         match task {
@@ -63,25 +84,13 @@ pub fn check(
                 }
             }
             Task::Diffusion { spec, .. } => {
-                if let Some(path) = &spec.grid.prompts_file {
-                    prompt_file(
-                        &mut f,
-                        e.conditioning.kind,
-                        &key("prompts_file"),
-                        path,
-                        &vocab,
-                    );
+                if let (Some(path), Some(t)) = (&spec.grid.prompts_file, &tokenizer) {
+                    prompt_file(&mut f, e.conditioning.kind, &key("prompts_file"), path, t);
                 }
             }
             Task::Sample { spec, .. } => {
-                if let Some(path) = &spec.grid.prompts_file {
-                    prompt_file(
-                        &mut f,
-                        e.conditioning.kind,
-                        &key("prompts_file"),
-                        path,
-                        &vocab,
-                    );
+                if let (Some(path), Some(t)) = (&spec.grid.prompts_file, &tokenizer) {
+                    prompt_file(&mut f, e.conditioning.kind, &key("prompts_file"), path, t);
                 }
             }
             _ => {}
@@ -90,7 +99,7 @@ pub fn check(
     input_checkpoints(&mut f, resolved, tasks);
     let clip = clip_files(&mut f, resolved);
     if f.problems.is_empty() && memory_check == MemoryCheck::Refuse {
-        memory_fits(&mut f, resolved, tasks, &classes, clip);
+        memory_fits(&mut f, resolved, tasks, &classes, tokenizer.as_ref(), clip);
     }
     f.into_result()
 }
@@ -141,6 +150,23 @@ fn input_checkpoints(f: &mut Problems, resolved: &Resolved, tasks: &[(String, Ta
             }
         }
     }
+}
+
+/// The tokenizer the diffusion stage of `e` will build for a data set of `classes`, or the key
+/// to blame and why it cannot be built.
+pub fn tokenizer(
+    e: &Experiment,
+    classes: &[String],
+) -> Result<PromptTokenizer, (&'static str, String)> {
+    let captions = match e.conditioning.tokenizer {
+        TokenizerKind::Classes => None,
+        TokenizerKind::Bpe | TokenizerKind::WordLevel => {
+            crate::data::captions(&e.dataset, Split::Train)
+                .map_err(|err| ("dataset.root", err.to_string()))?
+        }
+    };
+    PromptTokenizer::for_config(&e.conditioning, classes, captions.as_deref())
+        .map_err(|err| ("conditioning.tokenizer", err.to_string()))
 }
 
 /// The header of an LPIPS weights file: every tensor the network needs, with its shape.
@@ -203,20 +229,20 @@ fn clip_files(f: &mut Problems, resolved: &Resolved) -> usize {
     }
 }
 
-/// A prompt file: readable UTF-8 text, not empty, every word a prompt the conditioning knows.
+/// A prompt file: readable UTF-8 text, not empty, every prompt one the conditioning knows.
 fn prompt_file(
     f: &mut Problems,
     kind: ConditioningKind,
     key: &str,
     path: &Path,
-    vocab: &Vocabulary,
+    tokenizer: &PromptTokenizer,
 ) {
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_PROMPT_FILE => {
             f.fail(
                 key,
                 format!(
-                    "prompt file {} is {} bytes; a prompt file holds at most 1 MiB of words",
+                    "prompt file {} is {} bytes; a prompt file holds at most 1 MiB of prompts",
                     path.display(),
                     m.len()
                 ),
@@ -225,18 +251,20 @@ fn prompt_file(
         }
         _ => {}
     }
-    let words = match prompts::read(path) {
-        Ok(words) => words,
+    let listed = match prompts::read(path, tokenizer.kind()) {
+        Ok(listed) => listed,
         Err(err) => {
             f.fail(key, format!("{err:#}"));
             return;
         }
     };
-    for w in &words {
-        let known = match kind {
-            ConditioningKind::Text => vocab.encode(w).map(|_| ()),
-            ConditioningKind::Class => vocab.label_of(w).map(|_| ()),
-            ConditioningKind::Clip | ConditioningKind::None => Ok(()),
+    for w in &listed {
+        let known = match (kind, tokenizer.vocabulary()) {
+            (ConditioningKind::Class, Some(vocab)) => vocab.label_of(w).map(|_| ()),
+            (ConditioningKind::Text | ConditioningKind::Class, _) => {
+                tokenizer.encode(w).map(|_| ())
+            }
+            (ConditioningKind::Clip | ConditioningKind::None, _) => Ok(()),
         };
         if let Err(err) = known {
             f.fail(key, format!("prompt file {}: {err}", path.display()));
@@ -251,6 +279,7 @@ fn memory_fits(
     resolved: &Resolved,
     tasks: &[(String, Task)],
     classes: &[String],
+    tokenizer: Option<&PromptTokenizer>,
     clip: usize,
 ) {
     let Some(available) = memory::available() else {
@@ -261,7 +290,7 @@ fn memory_fits(
         return;
     };
     for (name, task) in tasks {
-        let params = super::params::held(e, task, classes, clip);
+        let params = super::params::held(e, task, classes, tokenizer, clip);
         let estimate = memory::estimate(e, task, params, &counts);
         if estimate.total() > available {
             let key = match task.train() {

@@ -8,34 +8,72 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::conditioning::ConditioningKind;
+use crate::conditioning::{ConditioningKind, TokenizerKind};
 use crate::config::diff::is_training_relevant;
 use crate::config::{Experiment, StageKind, StageSpec};
-use crate::data::{DatasetName, files};
+use crate::data::{DatasetName, Split, cifar10, files, metadata};
 
-/// What identifies the training data: the files' content checksums, or the image folder.
+/// What identifies the training data: the files' content checksums (the CIFAR-10 archive's),
+/// or the image folder, and for a captioned folder its metadata files' content and the columns
+/// read from them. Keys that did not exist before captioned folders and CIFAR-10 are left out
+/// when unused, so the fingerprints of earlier runs stay what they were.
 fn data_identity(e: &Experiment) -> Value {
     let d = &e.dataset;
-    let content = match files::known_files(d.name) {
-        Some(set) => json!(set.all().iter().map(|f| f.md5).collect::<Vec<_>>()),
-        None => json!(
+    let content = match (files::known_files(d.name), d.name) {
+        (Some(set), _) => json!(set.all().iter().map(|f| f.md5).collect::<Vec<_>>()),
+        (None, DatasetName::Cifar10) => json!(cifar10::ARCHIVE_MD5),
+        (None, _) => json!(
             d.root
                 .as_ref()
                 .map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()))
         ),
     };
-    let channels = if d.name == DatasetName::ImageFolder {
-        d.channels
-    } else {
-        1
+    let channels = match d.name {
+        DatasetName::ImageFolder | DatasetName::Cifar10 => d.channels,
+        DatasetName::Mnist | DatasetName::FashionMnist => 1,
     };
-    json!({
+    let mut v = json!({
         "name": d.name.as_str(),
         "content": content,
         "image_size": d.image_size,
         "channels": channels,
         "train_limit": d.train_limit,
-    })
+    });
+    if let Some(root) = d
+        .root
+        .as_ref()
+        .filter(|_| d.name == DatasetName::ImageFolder)
+    {
+        let metadata: Vec<Value> = [Split::Train, Split::Test]
+            .iter()
+            .filter_map(|s| metadata::find(&root.join(s.as_str())).ok().flatten())
+            .map(|p| file_identity(&p))
+            .collect();
+        if !metadata.is_empty() {
+            v["metadata"] = json!(metadata);
+            v["columns"] = json!([d.caption_column, d.label_column]);
+        }
+    }
+    v
+}
+
+/// How training images are augmented, for the stages that augment them (nothing when off).
+fn augmentation(e: &Experiment, v: &mut Value) {
+    if e.dataset.flip {
+        v["flip"] = json!(true);
+    }
+}
+
+/// `[conditioning]` as it shapes the weights; the tokenizer is left out at its default (see
+/// [`data_identity`]).
+fn conditioning(e: &Experiment) -> Value {
+    let mut v = json!(e.conditioning);
+    if e.conditioning.tokenizer == TokenizerKind::Classes
+        && let Some(map) = v.as_object_mut()
+    {
+        map.remove("tokenizer");
+    }
+    v
 }
 
 /// The stage's own keys that change what it produces.
@@ -93,12 +131,14 @@ pub fn fingerprints(e: &Experiment, order: &[String]) -> BTreeMap<String, String
                 if let Some(lpips) = lpips_identity(&stage.spec) {
                     v["lpips"] = lpips;
                 }
+                augmentation(e, &mut v);
                 v
             }
             StageKind::Diffusion => {
                 let mut v = json!({
-                    "unet": e.unet, "schedule": e.schedule, "conditioning": e.conditioning, "data": data_identity(e),
+                    "unet": e.unet, "schedule": e.schedule, "conditioning": conditioning(e), "data": data_identity(e),
                 });
+                augmentation(e, &mut v);
                 let c = &e.conditioning;
                 if let (ConditioningKind::Clip, Some(w), Some(t)) =
                     (c.kind, &c.clip_weights, &c.clip_tokenizer)
@@ -165,6 +205,17 @@ mod tests {
         assert_eq!(
             base["ldm"], grids["ldm"],
             "preview settings do not change the weights"
+        );
+        let flip = prints(&["dataset.name=\"fashion_mnist\"", "dataset.flip=true"]);
+        let fashion = prints(&["dataset.name=\"fashion_mnist\""]);
+        assert_ne!(fashion["vae"], flip["vae"], "flips change what is trained");
+        assert_ne!(fashion["ldm"], flip["ldm"]);
+        assert_eq!(fashion["clf"], flip["clf"], "the classifier does not flip");
+        let bpe = prints(&["conditioning.tokenizer=\"bpe\""]);
+        assert_eq!(base["vae"], bpe["vae"]);
+        assert_ne!(
+            base["ldm"], bpe["ldm"],
+            "the tokenizer shapes the text encoder"
         );
         let seed = prints(&["experiment.seed=1"]);
         assert_ne!(base["vae"], seed["vae"]);

@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use crate::conditioning::TokenizerKind;
 use crate::config::Experiment;
 use crate::data::DatasetCounts;
 use crate::models::autoencoder::AutoencoderConfig;
@@ -143,8 +144,10 @@ pub fn estimate(
         Task::Diffusion { spec, .. } => {
             let per = unet_values(&e.unet, latent_dims, tokens);
             let ema = if spec.ema.ema_decay > 0.0 { 1.0 } else { 0.0 };
+            // Mean and std of every image, and of its mirror with flips.
+            let copies = if d.flip { 4.0 } else { 2.0 };
             let latents = f32s(
-                2.0 * data.train as f64 * (latent.channels * latent.side * latent.side) as f64,
+                copies * data.train as f64 * (latent.channels * latent.side * latent.side) as f64,
             );
             Estimate {
                 parts: vec![
@@ -178,7 +181,12 @@ pub fn estimate(
         }
         Task::Eval { spec, .. } => {
             let per = unet_values(&e.unet, latent_dims, tokens);
-            let features = f32s((spec.measure.samples + data.test) as f64 * 128.0);
+            // Caption prompts compare against both splits (see stages::eval).
+            let (reference, reference_images) = match e.conditioning.tokenizer {
+                TokenizerKind::Classes => (data.test, test_images),
+                _ => (data.train + data.test, train_images + test_images),
+            };
+            let features = f32s((spec.measure.samples + reference) as f64 * 128.0);
             Estimate {
                 parts: vec![
                     frozen,
@@ -186,7 +194,7 @@ pub fn estimate(
                         "activations",
                         f32s(2.0 * EVAL_BATCH as f64 * FORWARD_SHARE * per),
                     ),
-                    ("data", test_images + features),
+                    ("data", reference_images + features),
                 ],
             }
         }

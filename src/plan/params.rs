@@ -2,7 +2,7 @@
 //! shapes-only parameter store: no weight is allocated, so any size can be counted (and
 //! refused by the memory estimate) before a run starts.
 
-use crate::conditioning::{Conditioner, ConditioningKind, Vocabulary};
+use crate::conditioning::{Conditioner, ConditioningKind, PromptTokenizer};
 use crate::config::Experiment;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::classifier::Classifier;
@@ -19,8 +19,14 @@ fn count(build: impl FnOnce(&ParamStore) -> anyhow::Result<()>) -> usize {
     build(&store).map_or(0, |()| store.count())
 }
 
-/// `(model, parameters)` of the networks a stage trains, e.g. `("unet", 2_960_128)`.
-pub fn trained(e: &Experiment, task: &Task, classes: &[String]) -> Vec<(&'static str, usize)> {
+/// `(model, parameters)` of the networks a stage trains, e.g. `("unet", 2_960_128)`; the
+/// conditioning network is counted for the planned `tokenizer` (left out without one).
+pub fn trained(
+    e: &Experiment,
+    task: &Task,
+    classes: &[String],
+    tokenizer: Option<&PromptTokenizer>,
+) -> Vec<(&'static str, usize)> {
     let d = &e.dataset;
     match task {
         Task::Autoencoder(s) => {
@@ -36,11 +42,11 @@ pub fn trained(e: &Experiment, task: &Task, classes: &[String]) -> Vec<(&'static
         Task::Diffusion { .. } => {
             let mut out = vec![("unet", unet(e))];
             let cond = count(|st| {
-                if e.conditioning.kind == ConditioningKind::Clip {
-                    return Ok(());
+                if let Some(t) = tokenizer
+                    && e.conditioning.kind != ConditioningKind::Clip
+                {
+                    Conditioner::new(&e.conditioning, t, e.unet.context_dim, st.vb())?;
                 }
-                let vocab = Vocabulary::for_classes(classes, e.conditioning.max_tokens);
-                Conditioner::new(&e.conditioning, &vocab, e.unet.context_dim, st.vb())?;
                 Ok(())
             });
             if cond > 0 {
@@ -80,8 +86,17 @@ pub fn unet(e: &Experiment) -> usize {
 
 /// Parameters a stage trains, and those it holds frozen (the autoencoder a diffusion stage
 /// encodes with, the networks a sampling stage loads, a CLIP tower of `clip` parameters).
-pub fn held(e: &Experiment, task: &Task, classes: &[String], clip: usize) -> (usize, usize) {
-    let trains: usize = trained(e, task, classes).iter().map(|(_, n)| n).sum();
+pub fn held(
+    e: &Experiment,
+    task: &Task,
+    classes: &[String],
+    tokenizer: Option<&PromptTokenizer>,
+    clip: usize,
+) -> (usize, usize) {
+    let trains: usize = trained(e, task, classes, tokenizer)
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     let frozen = match task {
         Task::Sample { .. } | Task::Eval { .. } => autoencoder(e) + unet(e) + clip,
         Task::Diffusion { .. } => autoencoder(e) + clip,

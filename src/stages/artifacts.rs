@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
 
 use super::pipeline::Ldm;
-use crate::conditioning::Vocabulary;
+use crate::conditioning::PromptTokenizer;
 use crate::config::Resolved;
 use crate::models::autoencoder::AutoencoderKl;
 use crate::models::classifier::Classifier;
@@ -17,8 +17,8 @@ use crate::plan::run_dir::RunDir;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::choice::CheckpointChoice;
 
-/// Name of the vocabulary file a diffusion stage writes into its folder.
-pub const VOCAB_FILE: &str = "tokenizer.json";
+/// Name of the tokenizer file a diffusion stage writes into its folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// The final checkpoint of a finished training stage.
 pub fn final_checkpoint(
@@ -146,12 +146,11 @@ pub fn classifier(
     Ok(TrainedClassifier { model, class_names })
 }
 
-/// The prompt vocabulary a diffusion stage saved in its folder.
-pub fn vocabulary(run: &RunDir, stage: &str) -> anyhow::Result<Vocabulary> {
-    let path = run.stage(stage).join(VOCAB_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a vocabulary", path.display()))
+/// The prompt tokenizer a diffusion stage saved in its folder.
+pub fn tokenizer(run: &RunDir, stage: &str) -> anyhow::Result<PromptTokenizer> {
+    Ok(PromptTokenizer::load(
+        &run.stage(stage).join(TOKENIZER_FILE),
+    )?)
 }
 
 /// How a stage's manifest notes record the checkpoint it loaded: `best (step 300)`.
@@ -187,7 +186,7 @@ pub fn ldm(
         &resolved.experiment,
         vae,
         eval_weights(&ckpt),
-        vocabulary(run, stage)?,
+        tokenizer(run, stage)?,
         scale_factor,
         device,
     )

@@ -1,6 +1,7 @@
 //! `kind = "autoencoder"`: trains the AutoencoderKL with L1 reconstruction + KL (+ an optional
 //! LPIPS perceptual term and an optional patch discriminator with the adaptive weight), draws reconstructions and decoded random
-//! latents, and reports the test-set PSNR and SSIM at the end.
+//! latents, and reports the test-set PSNR and SSIM at the end. With `dataset.flip`, a random
+//! half of every batch is mirrored left to right (decisions from the stage's `flip` stream).
 
 use std::collections::BTreeMap;
 
@@ -8,9 +9,9 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::context::{Outcome, Outputs, StageContext, images_tensor};
+use super::context::{Outcome, Outputs, StageContext, augmented_tensor, images_tensor};
 use crate::config::stage::AutoencoderStage;
-use crate::data::{BatchOrder, Dataset, Split};
+use crate::data::{BatchOrder, Dataset, FlipStream, Split, flip};
 use crate::log::{StageEvents, grid};
 use crate::metrics::{psnr, ssim};
 use crate::models::autoencoder::AutoencoderKl;
@@ -44,6 +45,9 @@ struct State {
     order: BatchOrder,
     noise: Rng,
     dropout: Rng,
+    /// With `dataset.flip`: which images to mirror (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flip: Option<FlipStream>,
 }
 
 struct AutoencoderTrainee<'a> {
@@ -122,6 +126,10 @@ pub fn run(
             order: BatchOrder::new(ctx.seed, data.len()),
             noise: ctx.rng("vae-posterior-noise"),
             dropout: ctx.rng("vae-dropout"),
+            flip: e
+                .dataset
+                .flip
+                .then(|| FlipStream::new(ctx.rng(flip::STREAM))),
         },
         data,
         batch_size: train.batch_size,
@@ -297,7 +305,8 @@ impl Trainee for AutoencoderTrainee<'_> {
     /// adaptive weight needs the whole batch's gradients of both terms).
     fn step(&mut self, step: u64, lr: f64) -> anyhow::Result<Vec<(String, f64)>> {
         let idx = self.state.order.next(self.batch_size);
-        let x = images_tensor(&self.data, &idx, self.ctx.device)?;
+        let mirrored = self.state.flip.as_mut().map(|f| f.next(idx.len()));
+        let x = augmented_tensor(&self.data, &idx, mirrored.as_deref(), self.ctx.device)?;
         let b = idx.len();
         let (grads, terms, adversarial) = if self.adversary.is_some() {
             let (mut noise, mut dropout) = (self.state.noise.clone(), self.state.dropout.clone());

@@ -131,7 +131,20 @@ impl StageContext<'_> {
 
 /// The images `idx` of `data` as a (B, C, H, W) tensor.
 pub fn images_tensor(data: &Dataset, idx: &[usize], device: &Device) -> anyhow::Result<Tensor> {
-    let (pixels, _) = data.gather(idx);
+    augmented_tensor(data, idx, None, device)
+}
+
+/// [`images_tensor`], mirroring left to right the images whose entry of `mirrored` is true.
+pub fn augmented_tensor(
+    data: &Dataset,
+    idx: &[usize],
+    mirrored: Option<&[bool]>,
+    device: &Device,
+) -> anyhow::Result<Tensor> {
+    let (mut pixels, _) = data.gather(idx);
+    if let Some(m) = mirrored {
+        data::flip_horizontal(&mut pixels, (data.channels, data.size, data.size), m);
+    }
     Ok(Tensor::from_vec(
         pixels,
         (idx.len(), data.channels, data.size, data.size),

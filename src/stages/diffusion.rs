@@ -5,7 +5,14 @@
 //! Latents: the autoencoder is frozen and has no dropout at evaluation, so q(z | x) of every
 //! training image never changes. The stage encodes the training set once, keeps each image's
 //! posterior mean and standard deviation, and draws z = mean + std * eps per batch: the same
-//! distribution as encoding every batch (as the lesson does), at a fraction of the cost.
+//! distribution as encoding every batch (as the lesson does), at a fraction of the cost. With
+//! `dataset.flip` it also encodes every image's mirror (the encoder does not commute with a
+//! flip) and the flip stream picks one of the two per draw.
+//!
+//! Prompts: the tokenizer is built at the start (the class vocabulary, or one learned from the
+//! training captions) and saved as the stage's `tokenizer.json`; a resumed stage reads it back.
+//! A training prompt is the image's class name or digit, or with a caption tokenizer its
+//! caption.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +20,12 @@ use anyhow::Context;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::artifacts::{self, VOCAB_FILE};
-use super::context::{Outcome, Outputs, StageContext, images_tensor};
+use super::artifacts::{self, TOKENIZER_FILE};
+use super::context::{Outcome, Outputs, StageContext, augmented_tensor, images_tensor};
 use super::pipeline::{self, Ldm};
-use crate::conditioning::{Conditioner, Vocabulary, prompts};
+use crate::conditioning::{Conditioner, PromptTokenizer, TokenizerKind, prompts};
 use crate::config::stage::{DiffusionStage, PromptGrid};
-use crate::data::{BatchOrder, Split};
+use crate::data::{BatchOrder, FlipStream, Split, flip};
 use crate::diffusion::noise::TrainingNoise;
 use crate::diffusion::objective::{min_snr_weights, q_sample, target};
 use crate::diffusion::samplers::SamplerSettings;
@@ -34,24 +41,30 @@ use crate::train::choice::CheckpointChoice;
 use crate::train::optimized::Optimized;
 use crate::train::trainer::Trainee;
 
-/// Posterior mean and standard deviation of every training image, and its label.
+/// Posterior mean and standard deviation of every training image (then, with flips, of every
+/// image's mirror), and its label and caption.
 struct LatentCache {
     mean: Vec<f32>,
     std: Vec<f32>,
     labels: Vec<u32>,
     class_names: Vec<String>,
+    captions: Option<Vec<String>>,
     /// (channels, side) of one latent.
     shape: (usize, usize),
 }
 
 impl LatentCache {
-    fn build(vae: &AutoencoderKl, ctx: &StageContext) -> anyhow::Result<Self> {
+    fn build(vae: &AutoencoderKl, ctx: &StageContext, mirrors: bool) -> anyhow::Result<Self> {
         let data = ctx.load_data(Split::Train)?;
         let (mut mean, mut std) = (Vec::new(), Vec::new());
         let mut shape = (0, 0);
-        for start in (0..data.len()).step_by(256) {
+        let passes: &[bool] = if mirrors { &[false, true] } else { &[false] };
+        for (&mirrored, start) in passes
+            .iter()
+            .flat_map(|m| (0..data.len()).step_by(256).map(move |s| (m, s)))
+        {
             let idx: Vec<usize> = (start..(start + 256).min(data.len())).collect();
-            let x = images_tensor(&data, &idx, ctx.device)?;
+            let x = augmented_tensor(&data, &idx, Some(&vec![mirrored; idx.len()]), ctx.device)?;
             let both = parallel::batched(idx.len(), ctx.device, |r| {
                 let post = vae.encode(&x.narrow(0, r.start, r.len())?, None)?;
                 Tensor::cat(&[&post.mean, &post.std()?], 1)
@@ -67,21 +80,33 @@ impl LatentCache {
             std,
             labels: data.labels,
             class_names: data.class_names,
+            captions: data.captions,
             shape,
         })
     }
 
-    /// z = mean + std * eps for the images `idx`, as (B, C, s, s).
+    /// Training images.
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// z = mean + std * eps for the images `idx` (the mirror of image `idx[k]` where
+    /// `mirrored[k]`), as (B, C, s, s).
     fn sample(
         &self,
         idx: &[usize],
+        mirrored: Option<&[bool]>,
         rng: &mut Rng,
         device: &candle_core::Device,
     ) -> anyhow::Result<Tensor> {
         let (c, s) = self.shape;
         let len = c * s * s;
         let mut z = Vec::with_capacity(idx.len() * len);
-        for &i in idx {
+        for (k, &i) in idx.iter().enumerate() {
+            let i = match mirrored {
+                Some(m) if m[k] => self.len() + i,
+                _ => i,
+            };
             let (m, sd) = (
                 &self.mean[i * len..(i + 1) * len],
                 &self.std[i * len..(i + 1) * len],
@@ -104,7 +129,7 @@ struct HeldOut {
 impl HeldOut {
     fn build(
         vae: &AutoencoderKl,
-        vocab: &Vocabulary,
+        tokenizer: &PromptTokenizer,
         schedule: &NoiseSchedule,
         count: usize,
         ctx: &StageContext,
@@ -121,9 +146,14 @@ impl HeldOut {
         }
         let latents = Tensor::cat(&means, 0)?;
         let mut prompt_rng = ctx.rng("held-out-prompts");
-        let prompts = test.labels[..n]
-            .iter()
-            .map(|&l| vocab.prompt_for(l, &mut prompt_rng))
+        let prompts = (0..n)
+            .map(
+                |i| match (tokenizer.vocabulary(), test.captions.as_deref()) {
+                    (Some(vocab), _) => vocab.prompt_for(test.labels[i], &mut prompt_rng),
+                    (None, Some(captions)) => captions[i].clone(),
+                    (None, None) => String::new(),
+                },
+            )
             .collect();
         let t_max = schedule.timesteps();
         let timesteps = (0..n).map(|i| (2 * i + 1) * t_max / (2 * n)).collect();
@@ -154,6 +184,16 @@ struct State {
     noise: Rng,
     latent: Rng,
     dropout: Rng,
+    /// With `dataset.flip`: which draws take the mirrored image (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flip: Option<FlipStream>,
+}
+
+impl State {
+    /// Whether to mirror each of `n` draws (`None` without flips).
+    fn flips(&mut self, n: usize) -> Option<Vec<bool>> {
+        self.flip.as_mut().map(|f| f.next(n))
+    }
 }
 
 struct DiffusionTrainee<'a> {
@@ -162,14 +202,15 @@ struct DiffusionTrainee<'a> {
     conditioner: Conditioner,
     params: Optimized,
     vae: AutoencoderKl,
-    vocab: Vocabulary,
+    tokenizer: PromptTokenizer,
     schedule: NoiseSchedule,
     latents: LatentCache,
     scale_factor: f64,
     batch_size: usize,
     noise: TrainingNoise,
     sampling: SamplerSettings,
-    grid: PromptGrid,
+    /// The prompts of `grid.prompts_file`, read once at the start.
+    grid_prompts: Option<Vec<String>>,
     state: State,
     held_out: Option<HeldOut>,
     /// The autoencoder checkpoint the latents come from (saved for later stages to load).
@@ -204,20 +245,30 @@ pub fn run(
         "{}: encoding the training set with the frozen autoencoder `{vae_stage}`",
         ctx.stage.name
     );
-    let latents = LatentCache::build(&vae, ctx)?;
-    let vocab = Vocabulary::for_classes(&latents.class_names, e.conditioning.max_tokens);
-    ctx.save_file(VOCAB_FILE, serde_json::to_string_pretty(&vocab)?.as_bytes())?;
+    let latents = LatentCache::build(&vae, ctx, e.dataset.flip)?;
+    let tokenizer = stage_tokenizer(ctx, &latents)?;
+    if let Some(captions) = latents.captions.as_deref()
+        && tokenizer.kind() != TokenizerKind::Classes
+    {
+        prompts::report_cuts(&tokenizer, captions, &ctx.stage.name);
+    }
+
+    let grid_prompts = grid_prompts(grid, &tokenizer, &ctx.stage.name)?;
 
     let store = ParamStore::seeded(ctx.seed, ctx.device);
-    let (unet, conditioner) = pipeline::denoiser(e, &vocab, &store)?;
+    let (unet, conditioner) = pipeline::denoiser(e, &tokenizer, &store)?;
     let state = State {
-        order: BatchOrder::new(ctx.seed, latents.labels.len()),
+        order: BatchOrder::new(ctx.seed, latents.len()),
         prompt: ctx.rng("prompts"),
         context_drop: ctx.rng("context-dropout"),
         time: ctx.rng("timesteps"),
         noise: ctx.rng("noise"),
         latent: ctx.rng("latent-sample"),
         dropout: ctx.rng("dropout"),
+        flip: e
+            .dataset
+            .flip
+            .then(|| FlipStream::new(ctx.rng(flip::STREAM))),
     };
     let scale_factor = match e.schedule.scale_factor {
         Some(f) => f,
@@ -227,7 +278,7 @@ pub fn run(
     let held_out_set = if held_out.enabled() {
         Some(HeldOut::build(
             &vae,
-            &vocab,
+            &tokenizer,
             &schedule,
             held_out.held_out_images,
             ctx,
@@ -241,14 +292,14 @@ pub fn run(
         conditioner,
         params: Optimized::new(store, train, ema.ema_decay)?,
         vae,
-        vocab,
+        tokenizer,
         schedule,
         latents,
         scale_factor,
         batch_size: train.batch_size,
         noise: noise.clone(),
         sampling: sampling.clone(),
-        grid: grid.clone(),
+        grid_prompts,
         state,
         held_out: held_out_set,
         vae_choice: input.checkpoint,
@@ -265,6 +316,35 @@ pub fn run(
     })
 }
 
+/// The stage's tokenizer: the one its folder holds (a resumed stage), else built as
+/// `[conditioning]` asks and saved there.
+fn stage_tokenizer(ctx: &StageContext, latents: &LatentCache) -> anyhow::Result<PromptTokenizer> {
+    let path = ctx.run.stage(&ctx.stage.name).join(TOKENIZER_FILE);
+    if path.is_file() {
+        return Ok(PromptTokenizer::load(&path)?);
+    }
+    let cfg = &ctx.resolved.experiment.conditioning;
+    let tokenizer =
+        PromptTokenizer::for_config(cfg, &latents.class_names, latents.captions.as_deref())
+            .with_context(|| format!("stage `{}` cannot build its tokenizer", ctx.stage.name))?;
+    ctx.save_file(TOKENIZER_FILE, tokenizer.to_json()?.as_bytes())?;
+    Ok(tokenizer)
+}
+
+/// The prompts of the grid's prompt file, if it names one, with their cuts reported.
+fn grid_prompts(
+    grid: &PromptGrid,
+    tokenizer: &PromptTokenizer,
+    stage: &str,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(path) = &grid.prompts_file else {
+        return Ok(None);
+    };
+    let listed = prompts::read(path, tokenizer.kind())?;
+    prompts::report_cuts(tokenizer, &listed, &format!("{stage}: {}", path.display()));
+    Ok(Some(listed))
+}
+
 /// 1 / std of the latents of the first training batch (the latent diffusion paper's choice).
 fn first_batch_scale(
     latents: &LatentCache,
@@ -272,9 +352,10 @@ fn first_batch_scale(
     batch: usize,
     ctx: &StageContext,
 ) -> anyhow::Result<f64> {
-    let mut order = state.order.clone();
-    let mut rng = state.latent.clone();
-    let z = latents.sample(&order.next(batch), &mut rng, ctx.device)?;
+    let mut state = state.clone();
+    let idx = state.order.next(batch);
+    let mirrored = state.flips(idx.len());
+    let z = latents.sample(&idx, mirrored.as_deref(), &mut state.latent, ctx.device)?;
     let var = f64::from(
         z.flatten_all()?
             .to_dtype(DType::F64)?
@@ -297,7 +378,7 @@ impl DiffusionTrainee<'_> {
             &self.ctx.resolved.experiment,
             self.vae.clone(),
             self.params.eval_weights(),
-            self.vocab.clone(),
+            self.tokenizer.clone(),
             self.scale_factor,
             self.ctx.device,
         )
@@ -311,17 +392,24 @@ impl Trainee for DiffusionTrainee<'_> {
         let st = &mut self.state;
         let idx = st.order.next(self.batch_size);
         let b = idx.len();
+        let captions = self.latents.captions.as_deref();
         let prompts: Vec<Option<String>> = idx
             .iter()
             .map(|&i| {
-                let prompt = self
-                    .vocab
-                    .prompt_for(self.latents.labels[i], &mut st.prompt);
+                let prompt = match (self.tokenizer.vocabulary(), captions) {
+                    (Some(vocab), _) => vocab.prompt_for(self.latents.labels[i], &mut st.prompt),
+                    (None, Some(c)) => c[i].clone(),
+                    (None, None) => String::new(),
+                };
                 (st.context_drop.uniform() >= p_drop).then_some(prompt)
             })
             .collect();
         let refs: Vec<Option<&str>> = prompts.iter().map(|p| p.as_deref()).collect();
-        let z0 = (self.latents.sample(&idx, &mut st.latent, dev)? * self.scale_factor)?;
+        let mirrored = st.flips(b);
+        let z0 = self
+            .latents
+            .sample(&idx, mirrored.as_deref(), &mut st.latent, dev)?;
+        let z0 = (z0 * self.scale_factor)?;
         let t: Vec<usize> = (0..b)
             .map(|_| st.time.below(self.schedule.timesteps()))
             .collect();
@@ -345,13 +433,13 @@ impl Trainee for DiffusionTrainee<'_> {
         let shards = parallel::shards(b, dev);
         let dropout = st.dropout.children(shards.len());
         let per_batch = z0.elem_count() as f64;
-        let (unet, conditioner, vocab) = (&self.unet, &self.conditioner, &self.vocab);
+        let (unet, conditioner, tokenizer) = (&self.unet, &self.conditioner, &self.tokenizer);
         let (grads, terms) = parallel::grads(
             &self.params.store.vars(),
             &shards,
             |i, r| -> anyhow::Result<_> {
                 let part = |x: &Tensor| x.narrow(0, r.start, r.len());
-                let context = conditioner.context(vocab, &refs[r.clone()], dev)?;
+                let context = conditioner.context(tokenizer, &refs[r.clone()], dev)?;
                 let mut rng = dropout[i].clone();
                 let out = unet.forward(
                     &part(&x_t)?,
@@ -383,20 +471,16 @@ impl Trainee for DiffusionTrainee<'_> {
         let ldm = self.sampling_model()?;
         let stage = self.ctx.stage.name.clone();
         let cols = self.ctx.grid_size();
-        let prompts: Vec<Option<String>> = match &self.grid.prompts_file {
-            Some(path) => prompts::read(path)?,
-            None => prompts::random(
-                &self.vocab,
-                cols * cols,
-                &mut self.ctx.rng("sample-prompts"),
-            ),
-        }
-        .into_iter()
-        .map(Some)
-        .collect();
         let mut grids = vec![("unconditional", vec![None; cols * cols])];
         if self.conditioner.is_conditional() {
-            grids.insert(0, ("samples", prompts));
+            let prompts = prompts::for_grid(
+                self.grid_prompts.as_deref(),
+                &self.tokenizer,
+                self.latents.captions.as_deref(),
+                cols * cols,
+                &mut self.ctx.rng("sample-prompts"),
+            )?;
+            grids.insert(0, ("samples", prompts.into_iter().map(Some).collect()));
         }
         for (name, prompts) in grids {
             let images = ldm
@@ -426,7 +510,7 @@ impl Trainee for DiffusionTrainee<'_> {
                 .save_sample(&format!("step-{step:06}{suffix}.png"), &picture)?;
             events.image(&format!("{stage}/{name}"), &picture, step)?;
             if name == "samples" {
-                let text = prompts::grid_text(&prompts, cols);
+                let text = prompts::grid_text(&prompts, cols, self.tokenizer.kind());
                 self.ctx
                     .save_sample_text(&format!("step-{step:06}.txt"), &text)?;
                 events.text(
@@ -463,10 +547,10 @@ impl Trainee for DiffusionTrainee<'_> {
                 .iter()
                 .map(|p| Some(p.as_str()))
                 .collect();
-            let (unet, conditioner, vocab) = (&self.unet, &self.conditioner, &self.vocab);
+            let (unet, conditioner, tokenizer) = (&self.unet, &self.conditioner, &self.tokenizer);
             let errors = parallel::batched(len, dev, |r| -> anyhow::Result<Tensor> {
                 let part = |x: &Tensor| x.narrow(0, r.start, r.len());
-                let context = conditioner.context(vocab, &prompts[r.clone()], dev)?;
+                let context = conditioner.context(tokenizer, &prompts[r.clone()], dev)?;
                 let out = unet.forward(&part(&x_t)?, &part(&t_tensor)?, context.as_ref(), None)?;
                 Ok((out - part(&want)?)?.sqr()?.sum_all()?.reshape(1)?)
             })?;

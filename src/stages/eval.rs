@@ -4,10 +4,10 @@
 //!
 //! - the conditional accuracy: how many samples the classifier labels as their prompt's class,
 //!   overall and per class;
-//! - the Frechet distance between the samples' and the test split's penultimate classifier
-//!   features, and for calibration the distance between `samples` real test images and the
-//!   rest of the test split, and the distance of those real images after an autoencoder round
-//!   trip (what the autoencoder alone costs);
+//! - the Frechet distance between the samples' and the reference images' penultimate
+//!   classifier features, and for calibration the distance between `samples` real reference
+//!   images and the rest of the reference, and the distance of those real images after an
+//!   autoencoder round trip (what the autoencoder alone costs);
 //! - the autoencoder's reconstruction PSNR and SSIM on `eval_images` test images;
 //! - accuracy and Frechet distance at every scale of `guidance_sweep`, and with every sampler
 //!   of `sampler_sweep` (same prompts and starting noise), with each sampler's network
@@ -15,6 +15,12 @@
 //!
 //! The prompts and starting noise come from `sample_seed` (default: the experiment's seed), so
 //! a second seed shows how much the sample numbers move from draw to draw.
+//!
+//! The reference is the test split for class prompts. With a caption tokenizer a prompt is the
+//! caption of a random training image and its class that image's class (from
+//! `dataset.label_column`, say emoji groups); the reference is then every image of both splits,
+//! since a captioned data set's test split may hold fewer images than the features have
+//! dimensions (a covariance that cannot be estimated).
 //!
 //! Results go to `<stage>/metrics.json`, the manifest, TensorBoard and stderr.
 
@@ -84,26 +90,32 @@ pub fn run(
         ctx.device,
     )?;
     let judge_net = artifacts::classifier(ctx.run, ctx.resolved, &classifier_stage, ctx.device)?;
-    if judge_net.class_names != ldm.vocab.class_names {
+    let test = ctx.load_data(Split::Test)?;
+    let trained_on = ldm
+        .tokenizer
+        .vocabulary()
+        .map_or(&test.class_names, |v| &v.class_names);
+    if judge_net.class_names != *trained_on {
         bail!(
             "the classifier of stage `{classifier_stage}` knows the classes {:?}, but the diffusion \
              stage `{diffusion_stage}` was trained on {:?}",
             judge_net.class_names,
-            ldm.vocab.class_names
+            trained_on
         );
     }
-    let test = ctx.load_data(Split::Test)?;
-    if test.len() < 4 {
+    let reference = Reference::load(ctx, &ldm, &test)?;
+    let ref_set = reference.images(&test);
+    if ref_set.len() < 4 {
         bail!(
-            "stage `{name}` needs at least 4 test images for its Frechet distances, the test split has {}",
-            test.len()
+            "stage `{name}` needs at least 4 reference images for its Frechet distances, it has {}",
+            ref_set.len()
         );
     }
 
-    eprintln!("{name}: features of the {} test images", test.len());
-    let all: Vec<usize> = (0..test.len()).collect();
-    let real = judge(&judge_net.model, &test, &all, ctx.device)?;
-    let reference = Gaussian::fit(&real.features, FEATURES)?;
+    eprintln!("{name}: features of the {} reference images", ref_set.len());
+    let all: Vec<usize> = (0..ref_set.len()).collect();
+    let real = judge(&judge_net.model, ref_set, &all, ctx.device)?;
+    let reference_features = Gaussian::fit(&real.features, FEATURES)?;
     let split = real_vs_rest(
         &real.features,
         *samples,
@@ -113,7 +125,7 @@ pub fn run(
     let (frechet_autoencoder, kid_autoencoder) = round_trip_vs_rest(
         &ldm,
         &judge_net,
-        &test,
+        ref_set,
         &split,
         &mut ctx.rng("kid-autoencoder"),
         ctx.device,
@@ -121,15 +133,8 @@ pub fn run(
 
     let conditional = ldm.conditioner.is_conditional();
     let sample_seed = spec.measure.sample_seed.unwrap_or(ctx.seed);
-    let words = prompts::random(
-        &ldm.vocab,
-        *samples,
-        &mut ctx.rng_of_seed(sample_seed, "prompts"),
-    );
-    let labels: Vec<u32> = words
-        .iter()
-        .map(|w| ldm.vocab.label_of(w))
-        .collect::<Result<_, _>>()?;
+    let (words, labels) =
+        reference.prompts(&ldm, *samples, &mut ctx.rng_of_seed(sample_seed, "prompts"))?;
     let prompts: Vec<Option<String>> = words
         .into_iter()
         .map(|p| conditional.then_some(p))
@@ -142,7 +147,7 @@ pub fn run(
     }
     let judge_set = Judge {
         net: &judge_net,
-        reference: &reference,
+        reference: &reference_features,
         real: &real.features,
         labels: &labels,
         conditional,
@@ -220,9 +225,9 @@ pub fn run(
         frechet_autoencoder,
         kid_real: split.kid,
         kid_autoencoder,
-        reference_images: test.len(),
+        reference_images: ref_set.len(),
         real_images: split.picked.len(),
-        rest_images: test.len() - split.picked.len(),
+        rest_images: ref_set.len() - split.picked.len(),
         psnr: recon.psnr,
         ssim: recon.ssim,
         reconstruction_images: recon.images,
@@ -235,6 +240,63 @@ pub fn run(
         artifacts::describe(spec.input.checkpoint, checkpoint_step),
     );
     Ok(outcome)
+}
+
+/// The real images samples are compared with, and where prompts come from.
+enum Reference {
+    /// Class prompts: the test split.
+    Test,
+    /// Caption prompts: the training split then the test split; prompts from the first
+    /// `train` images.
+    All { images: Dataset, train: usize },
+}
+
+impl Reference {
+    fn load(ctx: &StageContext, ldm: &Ldm, test: &Dataset) -> anyhow::Result<Self> {
+        if ldm.tokenizer.vocabulary().is_some() {
+            return Ok(Self::Test);
+        }
+        let mut images = ctx.load_data(Split::Train)?;
+        let train = images.len();
+        images.append(test.clone())?;
+        Ok(Self::All { images, train })
+    }
+
+    fn images<'a>(&'a self, test: &'a Dataset) -> &'a Dataset {
+        match self {
+            Self::Test => test,
+            Self::All { images, .. } => images,
+        }
+    }
+
+    /// `count` prompts drawn like training prompts, and the class of each.
+    fn prompts(
+        &self,
+        ldm: &Ldm,
+        count: usize,
+        rng: &mut Rng,
+    ) -> anyhow::Result<(Vec<String>, Vec<u32>)> {
+        match (self, ldm.tokenizer.vocabulary()) {
+            (Self::All { images, train }, _) if *train > 0 => {
+                let picked: Vec<usize> = (0..count).map(|_| rng.below(*train)).collect();
+                let captions = picked
+                    .iter()
+                    .map(|&i| images.caption(i).map(str::to_string))
+                    .collect::<Option<Vec<String>>>()
+                    .context("the training images have no captions")?;
+                Ok((captions, picked.iter().map(|&i| images.labels[i]).collect()))
+            }
+            (Self::Test, Some(vocab)) => {
+                let words = prompts::random(vocab, count, rng);
+                let labels = words
+                    .iter()
+                    .map(|w| vocab.label_of(w))
+                    .collect::<Result<_, _>>()?;
+                Ok((words, labels))
+            }
+            _ => bail!("no training images to draw prompts from"),
+        }
+    }
 }
 
 /// What samples are judged against.
@@ -476,7 +538,8 @@ fn publish(
     let cols = ctx.grid_size();
     let picture = grid::grid(&shown.flatten_all()?.to_vec1::<f32>()?, n, c, h, w, cols, 2);
     let png = ctx.save_sample("final.png", &picture)?;
-    let prompt_text = prompts::grid_text(prompts, cols);
+    let kind = ctx.resolved.experiment.conditioning.tokenizer;
+    let prompt_text = prompts::grid_text(prompts, cols, kind);
     ctx.save_sample_text("final.txt", &prompt_text)?;
 
     let metrics = report.metrics();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::conditioning::{Conditioner, Vocabulary};
+use crate::conditioning::{Conditioner, PromptTokenizer};
 use crate::config::Experiment;
 use crate::diffusion::guidance::Guided;
 use crate::diffusion::samplers::{self, SamplerSettings};
@@ -18,12 +18,17 @@ use crate::rng::Rng;
 /// Builds the UNet (`unet/...`) and conditioner (`cond/...`) over one parameter store.
 pub fn denoiser(
     e: &Experiment,
-    vocab: &Vocabulary,
+    tokenizer: &PromptTokenizer,
     store: &ParamStore,
 ) -> anyhow::Result<(UNet, Conditioner)> {
     let vb = store.vb();
     let unet = UNet::new(&e.unet, e.unet_shape(), vb.pp("unet"))?;
-    let cond = Conditioner::new(&e.conditioning, vocab, e.unet.context_dim, vb.pp("cond"))?;
+    let cond = Conditioner::new(
+        &e.conditioning,
+        tokenizer,
+        e.unet.context_dim,
+        vb.pp("cond"),
+    )?;
     Ok((unet, cond))
 }
 
@@ -40,7 +45,7 @@ pub struct Ldm {
     pub vae: AutoencoderKl,
     pub unet: UNet,
     pub conditioner: Conditioner,
-    pub vocab: Vocabulary,
+    pub tokenizer: PromptTokenizer,
     pub schedule: NoiseSchedule,
     pub scale_factor: f64,
     pub experiment: Experiment,
@@ -52,17 +57,17 @@ impl Ldm {
         experiment: &Experiment,
         vae: AutoencoderKl,
         weights: BTreeMap<String, Tensor>,
-        vocab: Vocabulary,
+        tokenizer: PromptTokenizer,
         scale_factor: f64,
         device: &Device,
     ) -> anyhow::Result<Self> {
         let store = ParamStore::from_tensors(weights, false, device);
-        let (unet, conditioner) = denoiser(experiment, &vocab, &store)?;
+        let (unet, conditioner) = denoiser(experiment, &tokenizer, &store)?;
         Ok(Self {
             vae,
             unet,
             conditioner,
-            vocab,
+            tokenizer,
             schedule: experiment.schedule.noise_schedule(),
             scale_factor,
             experiment: experiment.clone(),
@@ -81,10 +86,10 @@ impl Ldm {
         let latent = self.experiment.latent();
         let (c, side) = (latent.channels, latent.side);
         let refs: Vec<Option<&str>> = prompts.iter().map(|p| p.as_deref()).collect();
-        let cond = self.conditioner.context(&self.vocab, &refs, device)?;
+        let cond = self.conditioner.context(&self.tokenizer, &refs, device)?;
         let uncond = self
             .conditioner
-            .context(&self.vocab, &vec![None; n], device)?;
+            .context(&self.tokenizer, &vec![None; n], device)?;
         let guided = Guided {
             unet: &self.unet,
             cond,

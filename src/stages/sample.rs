@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use super::artifacts;
 use super::context::{Outcome, Outputs, StageContext};
-use crate::conditioning::prompts;
+use crate::conditioning::{TokenizerKind, prompts};
 use crate::config::stage::SampleStage;
+use crate::data::Split;
 use crate::log::grid;
 use crate::plan::ModelRef;
 
@@ -25,13 +26,30 @@ pub fn run(
         ctx.device,
     )?;
     let cols = ctx.grid_size();
-    let prompts: Vec<Option<String>> = match &spec.grid.prompts_file {
-        Some(path) => prompts::read(path)?,
-        None => prompts::random(&ldm.vocab, cols * cols, &mut ctx.rng("prompts")),
-    }
-    .into_iter()
-    .map(|p| ldm.conditioner.is_conditional().then_some(p))
-    .collect();
+    let kind = ldm.tokenizer.kind();
+    let listed = match &spec.grid.prompts_file {
+        Some(path) => Some(prompts::read(path, kind)?),
+        None => None,
+    };
+    let prompts: Vec<Option<String>> = if ldm.conditioner.is_conditional() {
+        let captions = match (&listed, kind) {
+            (None, TokenizerKind::Bpe | TokenizerKind::WordLevel) => {
+                crate::data::captions(&ctx.resolved.experiment.dataset, Split::Train)?
+            }
+            _ => None,
+        };
+        let drawn = prompts::for_grid(
+            listed.as_deref(),
+            &ldm.tokenizer,
+            captions.as_deref(),
+            cols * cols,
+            &mut ctx.rng("prompts"),
+        )?;
+        prompts::report_cuts(&ldm.tokenizer, &drawn, &ctx.stage.name);
+        drawn.into_iter().map(Some).collect()
+    } else {
+        vec![None; listed.map_or(cols * cols, |l| l.len())]
+    };
     let generated = ldm.generate(&prompts, sampling, &mut ctx.rng("noise"), ctx.device)?;
     let images = generated.images;
     let nfe = generated.nfe as f64;
@@ -46,7 +64,7 @@ pub fn run(
         2,
     );
     let png = ctx.save_sample("final.png", &picture)?;
-    let text = prompts::grid_text(&prompts, cols);
+    let text = prompts::grid_text(&prompts, cols, kind);
     ctx.save_sample_text("final.txt", &text)?;
     let name = &ctx.stage.name;
     out.events.image(&format!("{name}/samples"), &picture, 0)?;
