@@ -125,7 +125,7 @@ fn only_run(runs: &Path) -> PathBuf {
 fn bytes(run: &Path, files: &[&str]) -> Vec<Vec<u8>> {
     files
         .iter()
-        .map(|f| std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+        .map(|f| common::comparable_bytes(run, f))
         .collect()
 }
 

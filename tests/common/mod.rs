@@ -151,3 +151,26 @@ pub fn wait_for(path: &Path, child: &mut Child) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The bytes of `file` in `run` as runs that must agree compare them: a `.json` file without
+/// its wall-clock timings (`seconds_per_1000`, which no two runs share), every other file as
+/// it is.
+pub fn comparable_bytes(run: &Path, file: &str) -> Vec<u8> {
+    let bytes = std::fs::read(run.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    if !file.ends_with(".json") {
+        return bytes;
+    }
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("seconds_per_1000");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+    strip(&mut value);
+    serde_json::to_vec(&value).unwrap()
+}
