@@ -39,7 +39,8 @@ def main():
         ax.plot([p.step for p in points], [p.value for p in points], marker="." if len(points) < 40 else None)
         ax.set_title(tag, fontsize=10)
         ax.set_xlabel("run step")
-        ax.set_yscale("log")
+        if "loss" in tag:
+            ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
