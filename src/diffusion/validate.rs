@@ -8,20 +8,29 @@ use super::samplers::{SamplerConfig, SamplerKind, Sigmas, Spacing};
 use crate::settings::Checks;
 
 /// The prediction a schedule allows, blamed on `zero_terminal_snr` (both keys of `[schedule]`):
-/// with zero terminal SNR, a_{T-1} = 0 and x_0 = (x_t - sqrt(1 - a) epsilon) / sqrt(a) cannot be
-/// read from an epsilon prediction there. The rescaled schedule also needs two timesteps (its
-/// first and last sqrt(a) are mapped to themselves and to 0).
+/// zero terminal SNR needs v prediction, as Lin et al. 2023 train it. At a_{T-1} = 0 an
+/// epsilon prediction says nothing about x_0 (x_0 = (x_t - sqrt(1 - a) epsilon) / sqrt(a)), and
+/// an x0 prediction's Min-SNR weight, min(SNR, gamma), is 0 there, so the pure-noise timestep
+/// the option exists for would not be trained. The rescaled schedule also needs two timesteps
+/// (its first and last sqrt(a) are mapped to themselves and to 0).
 pub fn schedule(c: &mut Checks, prediction: Prediction, zero_terminal_snr: bool, timesteps: usize) {
     if !zero_terminal_snr {
         return;
     }
-    if prediction == Prediction::Epsilon {
-        c.fail(
+    match prediction {
+        Prediction::V => {}
+        Prediction::Epsilon => c.fail(
             "zero_terminal_snr",
             "makes the last timestep pure noise (alphas_cumprod[T-1] = 0), where an epsilon \
-             prediction says nothing about x_0; set prediction = \"v\" (as Lin et al. 2023 do) \
-             or \"x0\", or zero_terminal_snr = false",
-        );
+             prediction says nothing about x_0; set prediction = \"v\" (as Lin et al. 2023 do), \
+             or zero_terminal_snr = false",
+        ),
+        Prediction::X0 => c.fail(
+            "zero_terminal_snr",
+            "makes the last timestep pure noise (SNR 0), which an x0 prediction's Min-SNR weight \
+             min(SNR, gamma) leaves untrained and which Lin et al. 2023 pair with v prediction \
+             only; set prediction = \"v\", or zero_terminal_snr = false",
+        ),
     }
     if timesteps < 2 {
         c.fail(
@@ -143,11 +152,11 @@ mod tests {
     }
 
     #[test]
-    fn zero_terminal_snr_refuses_epsilon_only() {
+    fn zero_terminal_snr_takes_v_prediction_only() {
         let ztsnr = |p| keys(|c| schedule(c, p, true, 1000));
         assert_eq!(ztsnr(Prediction::Epsilon), ["zero_terminal_snr"]);
+        assert_eq!(ztsnr(Prediction::X0), ["zero_terminal_snr"]);
         assert!(ztsnr(Prediction::V).is_empty());
-        assert!(ztsnr(Prediction::X0).is_empty());
         assert!(keys(|c| schedule(c, Prediction::Epsilon, false, 1)).is_empty());
         assert_eq!(
             keys(|c| schedule(c, Prediction::Epsilon, true, 1)),
