@@ -5,4 +5,5 @@ pub mod eigen;
 pub mod frechet;
 pub mod kid;
 pub mod psnr;
+pub mod reference;
 pub mod ssim;

@@ -16,11 +16,7 @@
 //! The prompts and starting noise come from `sample_seed` (default: the experiment's seed), so
 //! a second seed shows how much the sample numbers move from draw to draw.
 //!
-//! The reference is the test split for class prompts. With a caption tokenizer a prompt is the
-//! caption of a random training image and its class that image's class (from
-//! `dataset.label_column`, say emoji groups); the reference is then every image of both splits,
-//! since a captioned data set's test split may hold fewer images than the features have
-//! dimensions (a covariance that cannot be estimated).
+//! The reference images and prompts are [`super::reference`]'s.
 //!
 //! Results go to `<stage>/metrics.json`, the manifest, TensorBoard and stderr.
 
@@ -38,20 +34,20 @@ use super::eval_report::{
     EvalReport, EvalSettings, Measured, SamplerResult, ScaleResult, sampler_key, scale_key,
 };
 use super::pipeline::Ldm;
+use super::reference::{Reference, check_classes};
 use crate::conditioning::prompts;
 use crate::config::stage::EvalStage;
 use crate::data::{Dataset, Split};
 use crate::diffusion::samplers::{SamplerSettings, SweepEntry};
 use crate::log::{Progress, grid};
 use crate::metrics::accuracy::Accuracy;
-use crate::metrics::frechet::{self, Gaussian};
-use crate::metrics::kid::{self, Kid};
+use crate::metrics::reference::RealFeatures;
 use crate::models::classifier::FEATURES;
 use crate::plan::ModelRef;
 use crate::rng::Rng;
 
 /// Images generated per sampler call.
-const GENERATE_BATCH: usize = 100;
+pub(crate) const GENERATE_BATCH: usize = 100;
 
 /// File the stage writes into its folder.
 pub const METRICS_FILE: &str = "metrics.json";
@@ -91,19 +87,14 @@ pub fn run(
     )?;
     let judge_net = artifacts::classifier(ctx.run, ctx.resolved, &classifier_stage, ctx.device)?;
     let test = ctx.load_data(Split::Test)?;
-    let trained_on = ldm
-        .tokenizer
-        .vocabulary()
-        .map_or(&test.class_names, |v| &v.class_names);
-    if judge_net.class_names != *trained_on {
-        bail!(
-            "the classifier of stage `{classifier_stage}` knows the classes {:?}, but the diffusion \
-             stage `{diffusion_stage}` was trained on {:?}",
-            judge_net.class_names,
-            trained_on
-        );
-    }
-    let reference = Reference::load(ctx, &ldm, &test)?;
+    check_classes(
+        &judge_net,
+        &ldm.tokenizer,
+        &test,
+        &classifier_stage,
+        &diffusion_stage,
+    )?;
+    let reference = Reference::load(ctx, &ldm.tokenizer, &test)?;
     let ref_set = reference.images(&test);
     if ref_set.len() < 4 {
         bail!(
@@ -115,10 +106,11 @@ pub fn run(
     eprintln!("{name}: features of the {} reference images", ref_set.len());
     let all: Vec<usize> = (0..ref_set.len()).collect();
     let real = judge(&judge_net.model, ref_set, &all, ctx.device)?;
-    let reference_features = Gaussian::fit(&real.features, FEATURES)?;
+    let reference_features = RealFeatures::new(&real.features, FEATURES)?;
     let split = real_vs_rest(
         &real.features,
         *samples,
+        reference_features.scale(),
         ctx.rng("real-split"),
         ctx.rng("kid-real"),
     )?;
@@ -133,8 +125,11 @@ pub fn run(
 
     let conditional = ldm.conditioner.is_conditional();
     let sample_seed = spec.measure.sample_seed.unwrap_or(ctx.seed);
-    let (words, labels) =
-        reference.prompts(&ldm, *samples, &mut ctx.rng_of_seed(sample_seed, "prompts"))?;
+    let (words, labels) = reference.prompts(
+        &ldm.tokenizer,
+        *samples,
+        &mut ctx.rng_of_seed(sample_seed, "prompts"),
+    )?;
     let prompts: Vec<Option<String>> = words
         .into_iter()
         .map(|p| conditional.then_some(p))
@@ -148,7 +143,6 @@ pub fn run(
     let judge_set = Judge {
         net: &judge_net,
         reference: &reference_features,
-        real: &real.features,
         labels: &labels,
         conditional,
     };
@@ -242,69 +236,11 @@ pub fn run(
     Ok(outcome)
 }
 
-/// The real images samples are compared with, and where prompts come from.
-enum Reference {
-    /// Class prompts: the test split.
-    Test,
-    /// Caption prompts: the training split then the test split; prompts from the first
-    /// `train` images.
-    All { images: Dataset, train: usize },
-}
-
-impl Reference {
-    fn load(ctx: &StageContext, ldm: &Ldm, test: &Dataset) -> anyhow::Result<Self> {
-        if ldm.tokenizer.vocabulary().is_some() {
-            return Ok(Self::Test);
-        }
-        let mut images = ctx.load_data(Split::Train)?;
-        let train = images.len();
-        images.append(test.clone())?;
-        Ok(Self::All { images, train })
-    }
-
-    fn images<'a>(&'a self, test: &'a Dataset) -> &'a Dataset {
-        match self {
-            Self::Test => test,
-            Self::All { images, .. } => images,
-        }
-    }
-
-    /// `count` prompts drawn like training prompts, and the class of each.
-    fn prompts(
-        &self,
-        ldm: &Ldm,
-        count: usize,
-        rng: &mut Rng,
-    ) -> anyhow::Result<(Vec<String>, Vec<u32>)> {
-        match (self, ldm.tokenizer.vocabulary()) {
-            (Self::All { images, train }, _) if *train > 0 => {
-                let picked: Vec<usize> = (0..count).map(|_| rng.below(*train)).collect();
-                let captions = picked
-                    .iter()
-                    .map(|&i| images.caption(i).map(str::to_string))
-                    .collect::<Option<Vec<String>>>()
-                    .context("the training images have no captions")?;
-                Ok((captions, picked.iter().map(|&i| images.labels[i]).collect()))
-            }
-            (Self::Test, Some(vocab)) => {
-                let words = prompts::random(vocab, count, rng);
-                let labels = words
-                    .iter()
-                    .map(|w| vocab.label_of(w))
-                    .collect::<Result<_, _>>()?;
-                Ok((words, labels))
-            }
-            _ => bail!("no training images to draw prompts from"),
-        }
-    }
-}
-
 /// What samples are judged against.
 struct Judge<'a> {
     net: &'a TrainedClassifier,
-    /// The test split's features, as a Gaussian and as they are.
-    reference: &'a Gaussian,
-    real: &'a [f32],
+    /// The reference images' features.
+    reference: &'a RealFeatures,
     /// The class of each prompt.
     labels: &'a [u32],
     conditional: bool,
@@ -353,13 +289,9 @@ impl Measuring<'_> {
             return Ok(None);
         };
         let judge = self.judge;
-        let frechet = frechet::distance(
-            &Gaussian::fit(&g.judged.features, FEATURES)?,
-            judge.reference,
-        )?;
-        let kid = kid_of(
+        let frechet = judge.reference.frechet(&g.judged.features)?;
+        let kid = judge.reference.kid(
             &g.judged.features,
-            judge.real,
             &mut self.ctx.rng_of_seed(self.seed, "kid"),
         )?;
         let accuracy = judge.conditional.then(|| {
@@ -448,20 +380,19 @@ fn label(spec: &SamplerSettings) -> String {
 struct RealSplit {
     /// The test images picked (at most half of the split).
     picked: Vec<usize>,
-    /// The other test images' features.
-    rest: Gaussian,
-    /// The other test images' features as they are.
-    rest_features: Vec<f32>,
+    /// The other test images' features (with the whole reference's KID scale).
+    rest: RealFeatures,
     /// Frechet distance and KID between the picked images and the rest.
     frechet: f64,
     kid: f64,
 }
 
 /// Picks `count` test images with `rng` (at most half of the split) and measures their Frechet
-/// distance to the other test images.
+/// distance and KID (at `kid_scale`) to the other test images.
 fn real_vs_rest(
     features: &[f32],
     count: usize,
+    kid_scale: f32,
     mut rng: Rng,
     mut kid_rng: Rng,
 ) -> anyhow::Result<RealSplit> {
@@ -475,15 +406,13 @@ fn real_vs_rest(
             .copied()
             .collect()
     };
-    let rest_features = gather(&rest_order);
-    let rest = Gaussian::fit(&rest_features, FEATURES)?;
+    let rest = RealFeatures::with_scale(&gather(&rest_order), FEATURES, kid_scale)?;
     let picked = gather(&order);
-    let frechet = frechet::distance(&Gaussian::fit(&picked, FEATURES)?, &rest)?;
-    let kid = kid_of(&picked, &rest_features, &mut kid_rng)?.mean;
+    let frechet = rest.frechet(&picked)?;
+    let kid = rest.kid(&picked, &mut kid_rng)?.mean;
     Ok(RealSplit {
         picked: order,
         rest,
-        rest_features,
         frechet,
         kid,
     })
@@ -505,19 +434,9 @@ fn round_trip_vs_rest(
         let x_hat = ldm.vae.reconstruct(&x)?;
         features.extend(judge_tensor(&judge_net.model, &x_hat)?.features);
     }
-    let frechet = frechet::distance(&Gaussian::fit(&features, FEATURES)?, &split.rest)?;
-    let kid = kid_of(&features, &split.rest_features, kid_rng)?.mean;
+    let frechet = split.rest.frechet(&features)?;
+    let kid = split.rest.kid(&features, kid_rng)?.mean;
     Ok((frechet, kid))
-}
-
-/// Subsets KID averages over, and the vectors drawn from each set per subset (capped at the
-/// smaller set): Binkowski et al.'s 100 subsets of 1000.
-const KID_SUBSETS: usize = 100;
-const KID_SUBSET_SIZE: usize = 1000;
-
-/// KID between two sets of classifier features.
-fn kid_of(x: &[f32], y: &[f32], rng: &mut Rng) -> anyhow::Result<Kid> {
-    Ok(kid::kid(x, y, FEATURES, KID_SUBSETS, KID_SUBSET_SIZE, rng)?)
 }
 
 /// Writes `metrics.json`, the grid and its prompts, the TensorBoard scalars, text and image,
@@ -625,9 +544,9 @@ mod tests {
     fn real_vs_rest_is_seeded_and_picks_at_most_half() {
         let mut rng = Rng::new(1);
         let features = rng.normal_vec(40 * FEATURES);
-        let a = real_vs_rest(&features, 10, Rng::new(7), Rng::new(9)).unwrap();
-        let b = real_vs_rest(&features, 10, Rng::new(7), Rng::new(9)).unwrap();
-        let c = real_vs_rest(&features, 10, Rng::new(8), Rng::new(9)).unwrap();
+        let a = real_vs_rest(&features, 10, 1.0, Rng::new(7), Rng::new(9)).unwrap();
+        let b = real_vs_rest(&features, 10, 1.0, Rng::new(7), Rng::new(9)).unwrap();
+        let c = real_vs_rest(&features, 10, 1.0, Rng::new(8), Rng::new(9)).unwrap();
         assert_eq!((a.frechet, a.picked.len()), (b.frechet, 10));
         assert_eq!(a.kid, b.kid);
         assert_ne!(a.kid, c.kid);
@@ -639,7 +558,7 @@ mod tests {
         assert_eq!(a.picked, b.picked);
         assert_ne!(a.frechet, c.frechet);
         assert!(a.frechet > 0.0);
-        let most = real_vs_rest(&features, 1000, Rng::new(7), Rng::new(9)).unwrap();
+        let most = real_vs_rest(&features, 1000, 1.0, Rng::new(7), Rng::new(9)).unwrap();
         assert_eq!(most.picked.len(), 20);
         let mut all = most.picked.clone();
         all.sort_unstable();
