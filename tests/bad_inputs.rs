@@ -661,6 +661,51 @@ fn file_cases() -> Vec<Case> {
             ],
         ),
         c(
+            "a classifier among a diffusion stage's needs without eval_every",
+            Exp::Replace(&[("needs = [\"vae\"]", "needs = [\"vae\", \"clf\"]")]),
+            &[
+                "key `stages.ldm.eval_every`",
+                "needs the classifier stage `clf`, which judges its samples",
+                "remove `clf` from stages.ldm.needs",
+            ],
+        ),
+        c(
+            "keep_best of a judged metric without a classifier to judge",
+            Exp::Replace(&[(
+                "ema_decay = 0.99",
+                "ema_decay = 0.99\neval_every = 10\nkeep_best = \"held_out/frechet\"",
+            )]),
+            &[
+                "key `stages.ldm.keep_best`",
+                "`held_out/frechet` is measured only by a diffusion stage that needs a classifier",
+            ],
+        ),
+        c(
+            "one judged sample",
+            Exp::Replace(&[
+                ("needs = [\"vae\"]", "needs = [\"vae\", \"clf\"]"),
+                (
+                    "ema_decay = 0.99",
+                    "ema_decay = 0.99\neval_every = 10\njudge_samples = 1",
+                ),
+            ]),
+            &["key `stages.ldm.judge_samples`", "must be at least 2"],
+        ),
+        c(
+            "a diffusion stage that needs two classifiers",
+            Exp::Replace(&[
+                ("needs = [\"vae\"]", "needs = [\"vae\", \"clf\", \"clf2\"]"),
+                (
+                    "[logging]",
+                    "[stages.clf2]\nkind = \"classifier\"\nsteps = 5\nbatch_size = 8\nlr = 1e-3\n\n[logging]",
+                ),
+            ]),
+            &[
+                "stages.ldm",
+                "(and optionally one `classifier` stage), but `needs` lists",
+            ],
+        ),
+        c(
             "no held-out images",
             Exp::Replace(&[(
                 "eval_images = 200\n\n[stages.ldm]",
@@ -1566,6 +1611,18 @@ fn sampler_cases() -> Vec<Case> {
             &[
                 "exp.toml",
                 "key `schedule.zero_terminal_snr`",
+                "prediction = \"v\"",
+            ],
+        ),
+        c(
+            "zero terminal SNR with x0 prediction",
+            Exp::Replace(&[(
+                "timesteps = 1000",
+                "timesteps = 1000\nprediction = \"x0\"\nzero_terminal_snr = true",
+            )]),
+            &[
+                "key `schedule.zero_terminal_snr`",
+                "Min-SNR weight",
                 "prediction = \"v\"",
             ],
         ),

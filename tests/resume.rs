@@ -41,7 +41,27 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// The held-out curves logged to TensorBoard.
-const HELD_OUT_TAGS: [&str; 2] = ["vae/held_out/loss", "ldm/held_out/loss"];
+const HELD_OUT_TAGS: &[&str] = &["vae/held_out/loss", "ldm/held_out/loss"];
+
+/// The diffusion stage judges 16 samples with the classifier stage at every held-out
+/// measurement and keeps the checkpoint of the lowest Frechet distance.
+const JUDGED: &[&str] = &[
+    "--set",
+    "stages.ldm.needs=[\"vae\", \"clf\"]",
+    "--set",
+    "stages.ldm.judge_samples=16",
+    "--set",
+    "stages.ldm.keep_best=held_out/frechet",
+];
+
+/// The curves of a judged run: the held-out loss and the judged samples' metrics.
+const JUDGED_TAGS: &[&str] = &[
+    "vae/held_out/loss",
+    "ldm/held_out/loss",
+    "ldm/held_out/accuracy",
+    "ldm/held_out/frechet",
+    "ldm/held_out/kid",
+];
 
 fn args<'a>(runs: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
@@ -121,11 +141,10 @@ fn final_bytes(run: &Path) -> Vec<Vec<u8>> {
 /// A curve as TensorBoard shows it: (run step, value) per point.
 type Curve = Vec<(u64, f64)>;
 
-/// Each held-out curve as TensorBoard shows it.
-fn held_out_curves(run: &Path) -> Vec<Curve> {
+/// Each curve of `tags` as TensorBoard shows it.
+fn held_out_curves(run: &Path, tags: &[&str]) -> Vec<Curve> {
     let tb = common::read_with_tensorboard(run);
-    HELD_OUT_TAGS
-        .iter()
+    tags.iter()
         .map(|tag| {
             tb["provider"]["."]["scalars"][tag]
                 .as_array()
@@ -153,22 +172,22 @@ fn resume(run: &Path, runs: &Path) -> std::process::Output {
     )
 }
 
-fn reference(extra: &[&str]) -> (Vec<Vec<u8>>, Vec<Curve>) {
+fn reference(extra: &[&str], tags: &[&str]) -> (Vec<Vec<u8>>, Vec<Curve>) {
     let tmp = tempfile::tempdir().unwrap();
     let out = ldm_run(&repo(), &args(tmp.path(), extra));
     assert!(out.status.success(), "{}", text(&out));
     let run = run_dir(tmp.path());
-    (final_bytes(&run), held_out_curves(&run))
+    (final_bytes(&run), held_out_curves(&run, tags))
 }
 
 #[test]
 fn interrupted_runs_resume_to_the_same_bytes() {
-    let (want, want_curves) = reference(&[]);
+    let (want, want_curves) = reference(JUDGED, JUDGED_TAGS);
 
     // SIGINT during the autoencoder: it finishes the step, checkpoints, exits non-zero.
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path();
-    let (run, out) = interrupted_at(runs, &[], "vae/checkpoints/step-00000008.safetensors");
+    let (run, out) = interrupted_at(runs, JUDGED, "vae/checkpoints/step-00000008.safetensors");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an interrupted run exits non-zero");
     assert!(
@@ -185,7 +204,14 @@ fn interrupted_runs_resume_to_the_same_bytes() {
     let config = std::fs::read(run.join("config.toml")).unwrap();
     let out = ldm_run(
         &repo(),
-        &args(runs, &["--resume", "latest", "--set", "stages.vae.lr=5e-4"]),
+        &args(
+            runs,
+            &[
+                JUDGED,
+                &["--resume", "latest", "--set", "stages.vae.lr=5e-4"],
+            ]
+            .concat(),
+        ),
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -238,7 +264,10 @@ fn interrupted_runs_resume_to_the_same_bytes() {
     std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
 
     // `latest` finds this unfinished run of the experiment.
-    let out = ldm_run(&repo(), &args(runs, &["--resume", "latest"]));
+    let out = ldm_run(
+        &repo(),
+        &args(runs, &[JUDGED, &["--resume", "latest"]].concat()),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -277,14 +306,15 @@ fn interrupted_runs_resume_to_the_same_bytes() {
         assert_eq!(steps, want, "{tag}");
     }
 
-    // The held-out curves: a point every 8 steps, once each, bit-identical to the
-    // uninterrupted run's; the sample stage loaded the best checkpoint the diffusion kept.
-    let curves = held_out_curves(&run);
+    // The held-out curves, the judged samples' too: a point every 8 steps, once each,
+    // bit-identical to the uninterrupted run's; the sample stage loaded the best checkpoint
+    // the diffusion kept.
+    let curves = held_out_curves(&run, JUDGED_TAGS);
     assert_eq!(
         curves, want_curves,
         "held-out curves across two kills and resumes"
     );
-    for (tag, curve) in HELD_OUT_TAGS.iter().zip(&curves) {
+    for (tag, curve) in JUDGED_TAGS.iter().zip(&curves) {
         let stage = tag.split('/').next().unwrap();
         let steps: Vec<u64> = curve.iter().map(|(s, _)| s - offsets[stage]).collect();
         assert_eq!(steps, [8, 16, 24], "{tag}");
@@ -294,19 +324,28 @@ fn interrupted_runs_resume_to_the_same_bytes() {
         m["stages"]["sample"]["notes"]["checkpoint"],
         format!("best (step {best})")
     );
-    let lowest = curves[1]
+    let lowest = curves[3]
         .iter()
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(s, _)| s - offsets["ldm"]);
     assert_eq!(
         lowest,
         Some(best),
-        "the best step has the lowest held-out loss"
+        "the best step has the lowest Frechet distance of the judged samples"
     );
-    assert_eq!(
-        m["stages"]["ldm"]["metrics"]["held_out/loss"].as_f64(),
-        curves[1].last().map(|p| p.1)
-    );
+    // TensorBoard keeps f32 values, the manifest f64.
+    for (i, metric) in [(1, "loss"), (2, "accuracy"), (3, "frechet"), (4, "kid")] {
+        assert_eq!(
+            m["stages"]["ldm"]["metrics"][format!("held_out/{metric}")]
+                .as_f64()
+                .map(|v| v as f32),
+            curves[i].last().map(|p| p.1 as f32),
+            "{metric}"
+        );
+    }
+    let accuracy = curves[2].last().unwrap().1;
+    assert!((0.0..=1.0).contains(&accuracy), "{accuracy}");
+    assert!(curves[3].iter().all(|p| p.1 > 0.0), "{:?}", curves[3]);
 }
 
 /// A captioned colour folder in `root`: 16 training and 4 test pictures, each coloured on its
@@ -361,7 +400,7 @@ fn captioned_flipped_runs_resume_to_the_same_bytes() {
         "--set",
         "conditioning.max_tokens=6",
     ];
-    let (want, _) = reference(&extra);
+    let (want, _) = reference(&extra, HELD_OUT_TAGS);
 
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path();
@@ -454,9 +493,9 @@ fn training_noise_options_resume_to_the_same_bytes() {
         "--set",
         "stages.sample.spacing=\"trailing\"",
     ];
-    let (want, _) = reference(&options);
+    let (want, _) = reference(&options, HELD_OUT_TAGS);
     assert!(
-        want != reference(&options[4..]).0,
+        want != reference(&options[4..], HELD_OUT_TAGS).0,
         "offset noise and input perturbation change the weights"
     );
     let tmp = tempfile::tempdir().unwrap();

@@ -240,7 +240,9 @@ fn pick_stage(
         ),
     }
     match crate::plan::task::of(&name, stages) {
-        Some(Task::Diffusion { spec, autoencoder }) => Ok((
+        Some(Task::Diffusion {
+            spec, autoencoder, ..
+        }) => Ok((
             ModelRef {
                 diffusion: name,
                 autoencoder,

@@ -99,7 +99,8 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
             })
         }
         StageKind::Diffusion => {
-            let (train, held_out, ema, noise, sampling, grid, input) = (
+            let (train, held_out, ema, noise, judge, sampling, grid, input) = (
+                reader.group(),
                 reader.group(),
                 reader.group(),
                 reader.group(),
@@ -113,6 +114,7 @@ fn groups(kind: StageKind, reader: &Groups) -> Option<StageSpec> {
                 held_out: held_out?,
                 ema: ema?,
                 noise: noise?,
+                judge: judge?,
                 sampling: sampling?,
                 grid: grid?,
                 input: input?,

@@ -222,12 +222,52 @@ impl EvalSamples {
     }
 }
 
+/// Samples a diffusion stage that needs a classifier draws and judges at every held-out
+/// measurement, unless `judge_samples` says otherwise.
+pub const JUDGE_SAMPLES: usize = 100;
+
+fn is_default_judge_samples(n: &usize) -> bool {
+    *n == JUDGE_SAMPLES
+}
+
+/// How a diffusion stage that needs a classifier stage judges its samples while it trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct TrainingJudge {
+    /// Samples drawn at every held-out measurement (every `eval_every` steps), with the same
+    /// prompts and starting noise each time, and judged by the classifier stage among `needs`:
+    /// `held_out/accuracy`, `held_out/frechet` and `held_out/kid` against the test split.
+    /// Without a classifier among `needs` nothing is drawn.
+    #[serde(skip_serializing_if = "is_default_judge_samples")]
+    pub judge_samples: usize,
+}
+
+impl Default for TrainingJudge {
+    fn default() -> Self {
+        Self {
+            judge_samples: JUDGE_SAMPLES,
+        }
+    }
+}
+
+impl TrainingJudge {
+    fn check(&self) -> Checks {
+        let mut c = Checks::new();
+        // Two at least: the Frechet distance needs the samples' covariance.
+        c.count_in("judge_samples", self.judge_samples, 2, MAX_SAMPLES);
+        c
+    }
+}
+
 /// The held-out metrics an autoencoder stage measures: the L1 reconstruction error of the
 /// posterior mean, its PSNR and SSIM.
 pub const AUTOENCODER_HELD_OUT: &[&str] = &["held_out/loss", "held_out/psnr", "held_out/ssim"];
 /// The held-out metric a diffusion stage measures: the mean squared error of its prediction
 /// target at fixed timesteps and noise.
 pub const DIFFUSION_HELD_OUT: &[&str] = &["held_out/loss"];
+/// The held-out metrics a diffusion stage that needs a classifier stage measures besides:
+/// its samples' conditional accuracy, Frechet distance and KID.
+pub const DIFFUSION_JUDGED: &[&str] = &["held_out/accuracy", "held_out/frechet", "held_out/kid"];
 
 /// `kind = "autoencoder"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -253,6 +293,8 @@ pub struct DiffusionStage {
     pub ema: EmaSettings,
     #[serde(flatten)]
     pub noise: TrainingNoise,
+    #[serde(flatten)]
+    pub judge: TrainingJudge,
     #[serde(flatten)]
     pub sampling: SamplerSettings,
     #[serde(flatten)]
@@ -386,7 +428,13 @@ impl StageSpec {
             Self::Diffusion(s) => {
                 out.extend(s.ema.check().into_vec());
                 out.extend(s.noise.check().into_vec());
-                out.extend(s.held_out.check(DIFFUSION_HELD_OUT).into_vec());
+                out.extend(s.judge.check().into_vec());
+                let measured: Vec<&str> = DIFFUSION_HELD_OUT
+                    .iter()
+                    .chain(DIFFUSION_JUDGED)
+                    .copied()
+                    .collect();
+                out.extend(s.held_out.check(&measured).into_vec());
             }
             Self::Classifier(s) => out.extend(s.ema.check().into_vec()),
             Self::Eval(s) => out.extend(s.measure.check(schedule).into_vec()),

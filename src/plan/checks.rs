@@ -17,6 +17,7 @@ use super::task::Task;
 use crate::conditioning::prompts;
 use crate::conditioning::{ConditioningKind, PromptTokenizer, TokenizerKind};
 use crate::config::error::Problems;
+use crate::config::stage::{DIFFUSION_JUDGED, DiffusionStage};
 use crate::config::{ConfigError, Experiment, Resolved};
 use crate::data::Split;
 use crate::models::clip_text::{self, ClipText};
@@ -83,10 +84,11 @@ pub fn check(
                     f.fail(&key("lpips_weights"), err);
                 }
             }
-            Task::Diffusion { spec, .. } => {
+            Task::Diffusion { spec, judge, .. } => {
                 if let (Some(path), Some(t)) = (&spec.grid.prompts_file, &tokenizer) {
                     prompt_file(&mut f, e.conditioning.kind, &key("prompts_file"), path, t);
                 }
+                training_judge(&mut f, name, spec, judge.as_deref(), e.conditioning.kind);
             }
             Task::Sample { spec, .. } => {
                 if let (Some(path), Some(t)) = (&spec.grid.prompts_file, &tokenizer) {
@@ -102,6 +104,50 @@ pub fn check(
         memory_fits(&mut f, resolved, tasks, &classes, tokenizer.as_ref(), clip);
     }
     f.into_result()
+}
+
+/// A classifier among a diffusion stage's needs judges samples at the held-out measurements,
+/// so it needs `eval_every`; `keep_best` names a judged metric only when there is a judge (and
+/// accuracy only when the model takes prompts).
+fn training_judge(
+    f: &mut Problems,
+    name: &str,
+    spec: &DiffusionStage,
+    judge: Option<&str>,
+    conditioning: ConditioningKind,
+) {
+    if let Some(judge) = judge
+        && !spec.held_out.enabled()
+    {
+        f.fail(
+            &format!("stages.{name}.eval_every"),
+            format!(
+                "stage `{name}` needs the classifier stage `{judge}`, which judges its samples \
+                 every eval_every steps; set eval_every (e.g. 200), or remove `{judge}` from \
+                 stages.{name}.needs"
+            ),
+        );
+    }
+    let Some(metric) = spec.held_out.keep_best.as_deref() else {
+        return;
+    };
+    if judge.is_none() && DIFFUSION_JUDGED.contains(&metric) {
+        f.fail(
+            &format!("stages.{name}.keep_best"),
+            format!(
+                "`{metric}` is measured only by a diffusion stage that needs a classifier stage \
+                 to judge its samples; add one to stages.{name}.needs (e.g. [\"vae\", \"clf\"]), \
+                 or keep \"held_out/loss\""
+            ),
+        );
+    } else if metric == "held_out/accuracy" && conditioning == ConditioningKind::None {
+        f.fail(
+            &format!("stages.{name}.keep_best"),
+            "`held_out/accuracy` needs prompts, and conditioning.kind = \"none\" takes none; \
+             keep \"held_out/frechet\", \"held_out/kid\" or \"held_out/loss\""
+                .to_string(),
+        );
+    }
 }
 
 /// Each `checkpoint = "best"` names a stage that keeps its best, and each step one that

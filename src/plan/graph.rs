@@ -16,6 +16,15 @@ pub fn required_kinds(kind: StageKind) -> &'static [StageKind] {
     }
 }
 
+/// What each kind of stage may also need, at most one stage of each listed kind: a diffusion
+/// stage that needs a classifier stage judges samples while it trains.
+pub fn optional_kinds(kind: StageKind) -> &'static [StageKind] {
+    match kind {
+        StageKind::Diffusion => &[StageKind::Classifier],
+        _ => &[],
+    }
+}
+
 /// Among stages that could run next, the pipeline's natural order: autoencoder, diffusion,
 /// sampling, then the classifier and the evaluation that judge the samples.
 fn rank(kind: StageKind) -> u8 {
@@ -98,26 +107,34 @@ fn check_kinds(
     errors: &mut Vec<GraphError>,
 ) {
     let wanted = required_kinds(kind);
-    let describe = |kinds: &[StageKind]| {
-        if kinds.is_empty() {
-            "nothing".to_string()
-        } else {
-            kinds
-                .iter()
-                .map(|k| format!("one `{}` stage", k.as_str()))
-                .collect::<Vec<_>>()
-                .join(" and ")
-        }
+    let optional = optional_kinds(kind);
+    let mut describe = if wanted.is_empty() {
+        "nothing".to_string()
+    } else {
+        wanted
+            .iter()
+            .map(|k| format!("one `{}` stage", k.as_str()))
+            .collect::<Vec<_>>()
+            .join(" and ")
     };
-    let given: Vec<StageKind> = needs
+    for k in optional {
+        describe.push_str(&format!(" (and optionally one `{}` stage)", k.as_str()));
+    }
+    let mut given: Vec<StageKind> = needs
         .iter()
         .filter_map(|n| stages.get(n).map(|(k, _)| *k))
         .collect();
-    let mut sorted_given = given.clone();
-    sorted_given.sort_by_key(|k| k.as_str());
-    let mut sorted_wanted = wanted.to_vec();
-    sorted_wanted.sort_by_key(|k| k.as_str());
-    if sorted_given != sorted_wanted {
+    given.sort_by_key(|k| k.as_str());
+    let with_optional = |extra: &[StageKind]| {
+        let mut all: Vec<StageKind> = wanted.iter().chain(extra).copied().collect();
+        all.sort_by_key(|k| k.as_str());
+        all
+    };
+    let fits = given == with_optional(&[])
+        || optional
+            .iter()
+            .any(|o| given == with_optional(std::slice::from_ref(o)));
+    if !fits {
         let got: Vec<String> = needs
             .iter()
             .map(|n| format!("`{n}` ({})", stages[n].0.as_str()))
@@ -127,7 +144,7 @@ fn check_kinds(
             message: format!(
                 "a `{}` stage needs {}, but `needs` lists {}",
                 kind.as_str(),
-                describe(wanted),
+                describe,
                 if got.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -223,6 +240,32 @@ mod tests {
         let errs = order(&g).unwrap_err();
         assert!(
             errs[0].message.contains("a `sample` stage needs one `diffusion` stage, but `needs` lists `vae` (autoencoder)"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn a_diffusion_stage_may_need_one_classifier_which_runs_first() {
+        let g = graph(&[
+            ("clf", StageKind::Classifier, &[]),
+            ("ldm", StageKind::Diffusion, &["vae", "clf"]),
+            ("vae", StageKind::Autoencoder, &[]),
+        ]);
+        assert_eq!(order(&g).unwrap(), vec!["vae", "clf", "ldm"]);
+        let g = graph(&[
+            ("a", StageKind::Classifier, &[]),
+            ("b", StageKind::Classifier, &[]),
+            ("ldm", StageKind::Diffusion, &["vae", "a", "b"]),
+            ("vae", StageKind::Autoencoder, &[]),
+        ]);
+        let errs = order(&g).unwrap_err();
+        assert!(
+            errs[0].message.contains(
+                "a `diffusion` stage needs one `autoencoder` stage (and optionally one \
+                 `classifier` stage), but `needs` lists `vae` (autoencoder), `a` (classifier), \
+                 `b` (classifier)"
+            ),
             "{}",
             errs[0].message
         );

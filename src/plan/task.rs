@@ -26,6 +26,8 @@ pub enum Task {
     Diffusion {
         spec: DiffusionStage,
         autoencoder: String,
+        /// The classifier stage that judges samples while it trains, if it needs one.
+        judge: Option<String>,
     },
     Sample {
         spec: SampleStage,
@@ -54,7 +56,9 @@ impl Task {
     /// choice.
     pub fn input(&self) -> Option<(&str, CheckpointChoice)> {
         match self {
-            Self::Diffusion { spec, autoencoder } => Some((autoencoder, spec.input.checkpoint)),
+            Self::Diffusion {
+                spec, autoencoder, ..
+            } => Some((autoencoder, spec.input.checkpoint)),
             Self::Sample { spec, model } => Some((&model.diffusion, spec.input.checkpoint)),
             Self::Eval { spec, model, .. } => Some((&model.diffusion, spec.input.checkpoint)),
             Self::Autoencoder(_) | Self::Classifier(_) => None,
@@ -114,6 +118,7 @@ pub fn of(name: &str, stages: &BTreeMap<String, Stage>) -> Option<Task> {
         StageSpec::Diffusion(s) => Task::Diffusion {
             spec: s.clone(),
             autoencoder: needed(needs, stages, StageKind::Autoencoder)?,
+            judge: needed(needs, stages, StageKind::Classifier),
         },
         StageSpec::Sample(s) => Task::Sample {
             spec: s.clone(),

@@ -1,6 +1,7 @@
 //! What a run shows in TensorBoard's HParams table: its main settings (and every swept key) as
 //! hyperparameters, and the final metrics of its stages as the metric columns.
 
+use crate::config::stage::{DIFFUSION_HELD_OUT, DIFFUSION_JUDGED};
 use crate::config::{Resolved, StageKind};
 use crate::log::HParamValue;
 use crate::plan::{Plan, Task};
@@ -89,13 +90,20 @@ pub fn metrics(plan: &Plan) -> Vec<String> {
             StageKind::Sample => &[],
         };
         out.extend(tags.iter().map(|t| format!("{}/{t}", stage.name)));
-        let held_out = match &stage.task {
-            Task::Autoencoder(s) => s.held_out.enabled(),
-            Task::Diffusion { spec, .. } => spec.held_out.enabled(),
-            _ => false,
+        let held_out: Vec<&str> = match &stage.task {
+            Task::Autoencoder(s) if s.held_out.enabled() => vec!["held_out/loss"],
+            Task::Diffusion { spec, judge, .. } if spec.held_out.enabled() => {
+                let judged = if judge.is_some() {
+                    DIFFUSION_JUDGED
+                } else {
+                    &[]
+                };
+                DIFFUSION_HELD_OUT.iter().chain(judged).copied().collect()
+            }
+            _ => Vec::new(),
         };
-        if held_out {
-            out.push(format!("{}/held_out/loss", stage.name));
+        for metric in held_out {
+            out.push(format!("{}/{metric}", stage.name));
         }
     }
     out

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::artifacts::{self, TOKENIZER_FILE};
 use super::context::{Outcome, Outputs, StageContext, augmented_tensor, images_tensor};
 use super::pipeline::{self, Ldm};
+use super::training_judge::TrainingJudge;
 use crate::conditioning::{Conditioner, PromptTokenizer, TokenizerKind, prompts};
 use crate::config::stage::{DiffusionStage, PromptGrid};
 use crate::data::{BatchOrder, FlipStream, Split, flip};
@@ -213,6 +214,8 @@ struct DiffusionTrainee<'a> {
     grid_prompts: Option<Vec<String>>,
     state: State,
     held_out: Option<HeldOut>,
+    /// Judges samples at the held-out measurements (a classifier stage among the needs).
+    judge: Option<TrainingJudge>,
     /// The autoencoder checkpoint the latents come from (saved for later stages to load).
     vae_choice: CheckpointChoice,
 }
@@ -222,6 +225,7 @@ pub fn run(
     ctx: &StageContext,
     spec: &DiffusionStage,
     vae_stage: &str,
+    judge_stage: Option<&str>,
     out: &mut Outputs<'_, '_>,
 ) -> anyhow::Result<Outcome> {
     let DiffusionStage {
@@ -229,6 +233,7 @@ pub fn run(
         held_out,
         ema,
         noise,
+        judge,
         sampling,
         grid,
         input,
@@ -286,6 +291,16 @@ pub fn run(
     } else {
         None
     };
+    let judge = match judge_stage.filter(|_| held_out.enabled()) {
+        Some(stage) => Some(TrainingJudge::build(
+            ctx,
+            stage,
+            &tokenizer,
+            conditioner.is_conditional(),
+            judge.judge_samples,
+        )?),
+        None => None,
+    };
     let mut trainee = DiffusionTrainee {
         ctx,
         unet,
@@ -302,6 +317,7 @@ pub fn run(
         grid_prompts,
         state,
         held_out: held_out_set,
+        judge,
         vae_choice: input.checkpoint,
     };
     let end = ctx.train_loop(&mut trainee, train, Some(held_out), out)?;
@@ -524,7 +540,7 @@ impl Trainee for DiffusionTrainee<'_> {
     }
 
     /// The mean squared error of the prediction target on the held-out set (training weights,
-    /// no dropout, prompts always given).
+    /// no dropout, prompts always given), and with a judge its samples' metrics.
     fn held_out(&mut self) -> anyhow::Result<Vec<(String, f64)>> {
         let Some(h) = &self.held_out else {
             return Ok(Vec::new());
@@ -556,7 +572,11 @@ impl Trainee for DiffusionTrainee<'_> {
             })?;
             sum += f64::from(errors.sum_all()?.to_scalar::<f32>()?);
         }
-        Ok(vec![("loss".into(), sum / z0.elem_count() as f64)])
+        let mut out = vec![("loss".into(), sum / z0.elem_count() as f64)];
+        if let Some(judge) = &self.judge {
+            out.extend(judge.measure(&self.sampling_model()?, &self.sampling, self.ctx)?);
+        }
+        Ok(out)
     }
 
     fn checkpoint(&self, step: u64) -> anyhow::Result<Checkpoint> {

@@ -8,7 +8,9 @@ pub mod diffusion;
 pub mod eval;
 pub mod eval_report;
 pub mod pipeline;
+pub mod reference;
 pub mod sample;
+pub mod training_judge;
 
 pub use context::{Outcome, Outputs, StageContext};
 
@@ -18,7 +20,11 @@ use crate::plan::Task;
 pub fn run_stage(ctx: &StageContext, out: &mut Outputs<'_, '_>) -> anyhow::Result<Outcome> {
     match &ctx.stage.task {
         Task::Autoencoder(spec) => autoencoder::run(ctx, spec, out),
-        Task::Diffusion { spec, autoencoder } => diffusion::run(ctx, spec, autoencoder, out),
+        Task::Diffusion {
+            spec,
+            autoencoder,
+            judge,
+        } => diffusion::run(ctx, spec, autoencoder, judge.as_deref(), out),
         Task::Sample { spec, model } => sample::run(ctx, spec, model, out),
         Task::Classifier(spec) => classifier::run(ctx, spec, out),
         Task::Eval {
