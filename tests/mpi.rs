@@ -412,3 +412,32 @@ fn two_ranks_of_two_threads_give_the_bits_of_one_process_of_four() {
         serde_json::json!({"world_size": 2, "shards_per_rank": 2})
     );
 }
+
+/// An autoencoder with a patch discriminator cannot be split over ranks: two ranks refuse it
+/// before anything is written, and say how to train it instead.
+#[test]
+fn two_ranks_refuse_a_patch_discriminator_and_write_nothing() {
+    if no_mpirun() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let mut line = two_ranks(&runs);
+    line.extend(["--set", "stages.vae.disc_weight=0.5"]);
+    let out = output(mpirun(1, &line));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in [
+        "stage `vae` trains a patch discriminator (stages.vae.disc_weight = 0.5)",
+        "cannot be split over 2 processes",
+        "train it with one process",
+        "nothing was run",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert!(
+        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+        "nothing written under {}",
+        runs.display()
+    );
+}

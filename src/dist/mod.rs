@@ -28,6 +28,8 @@ use std::sync::OnceLock;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceSpec;
+
 /// Where this process stands in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct World {
@@ -89,6 +91,23 @@ impl std::fmt::Display for Layout {
             plural(self.world_size, "es"),
             self.shards_per_rank
         )
+    }
+}
+
+/// The device this rank works on when the experiment names `spec`: with several ranks on a
+/// machine, rank r of the machine takes the r-th GPU from `spec`'s index on (`cuda` is
+/// `cuda:<local rank>`), as DDP's `LOCAL_RANK` convention has it, unless the launcher already
+/// bound one GPU to each rank (`visible`, the value of CUDA_VISIBLE_DEVICES, names exactly
+/// one), in which case every rank's only GPU is its `cuda:0`.
+pub fn rank_device(spec: DeviceSpec, w: World, visible: Option<&str>) -> DeviceSpec {
+    match spec {
+        DeviceSpec::Cpu => DeviceSpec::Cpu,
+        DeviceSpec::Cuda(_)
+            if visible.is_some_and(|v| v.split(',').count() == 1) && w.local_size > 1 =>
+        {
+            DeviceSpec::Cuda(0)
+        }
+        DeviceSpec::Cuda(i) => DeviceSpec::Cuda(i + w.local_rank),
     }
 }
 
@@ -187,4 +206,39 @@ pub fn sum_segments(parts: order::Segments) -> anyhow::Result<order::Segments> {
         return Ok(parts);
     }
     backend::sum_segments(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rank_of_a_machine_takes_its_own_gpu() {
+        let on_node = |local_rank, local_size| World {
+            rank: 4 + local_rank,
+            size: 8,
+            local_rank,
+            local_size,
+        };
+        let cuda = DeviceSpec::Cuda;
+        assert_eq!(
+            rank_device(DeviceSpec::Cpu, on_node(2, 4), None),
+            DeviceSpec::Cpu
+        );
+        assert_eq!(rank_device(cuda(1), World::ONE, None), cuda(1));
+        assert_eq!(rank_device(cuda(0), on_node(2, 4), None), cuda(2));
+        assert_eq!(rank_device(cuda(1), on_node(3, 4), None), cuda(4));
+        assert_eq!(
+            rank_device(cuda(0), on_node(3, 4), Some("0,1,2,3")),
+            cuda(3)
+        );
+        // The launcher bound one GPU to each rank: it is that rank's cuda:0.
+        assert_eq!(rank_device(cuda(0), on_node(3, 4), Some("6")), cuda(0));
+        assert_eq!(
+            rank_device(cuda(1), on_node(1, 2), Some("GPU-5a1c")),
+            cuda(0)
+        );
+        // One process per machine keeps the index it asked for.
+        assert_eq!(rank_device(cuda(1), on_node(0, 1), Some("1")), cuda(1));
+    }
 }

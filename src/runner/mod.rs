@@ -120,10 +120,11 @@ pub fn same_path(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
-/// The device of the plan's experiment, opened.
+/// The device of the plan's experiment for this rank ([`dist::rank_device`]), opened.
 pub fn open_device(plan: &Plan) -> anyhow::Result<candle_core::Device> {
     let spec: DeviceSpec = plan.resolved.experiment.experiment.device;
-    spec.open()
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    dist::rank_device(spec, dist::world(), visible.as_deref()).open()
 }
 
 /// Carries out a plan for a new run (or, when an identical run finished, reports it).

@@ -69,7 +69,7 @@ impl TrainingJudge {
     }
 
     /// Draws and judges the samples of `ldm` at `sampling`: accuracy (for a conditional
-    /// model), Frechet distance and KID. (Their time is in the held-out measurement's
+    /// model), Frechet distance, KID and its standard deviation over subsets. (Their time is in the held-out measurement's
     /// `held_out/seconds`.)
     pub fn measure(
         &self,
@@ -96,6 +96,7 @@ impl TrainingJudge {
         out.push(("frechet".into(), self.reference.frechet(&features)?));
         let kid = self.reference.kid(&features, &mut ctx.rng("judge-kid"))?;
         out.push(("kid".into(), kid.mean));
+        out.push(("kid_std".into(), kid.std));
         Ok(out)
     }
 }

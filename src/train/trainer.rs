@@ -110,7 +110,7 @@ pub fn run(
             eprintln!("warning: {bad}; using an older checkpoint");
         }
         if let Some(ckpt) = found {
-            best = best_of(&ckpt);
+            best = best_of(&ckpt)?;
             trainee.restore(&ckpt).with_context(|| {
                 format!(
                     "cannot resume stage `{}` from its step-{} checkpoint",
@@ -222,9 +222,16 @@ pub fn run(
     })
 }
 
-/// The best value so far that a checkpoint saved.
-fn best_of(ckpt: &Checkpoint) -> Option<Best> {
-    serde_json::from_value(ckpt.state["best"].clone()).unwrap_or(None)
+/// The best value so far that a checkpoint saved (none in a checkpoint from before
+/// `keep_best`); a value that does not read as one is an error, not a silent restart of the
+/// best.
+fn best_of(ckpt: &Checkpoint) -> anyhow::Result<Option<Best>> {
+    serde_json::from_value(ckpt.state["best"].clone()).with_context(|| {
+        format!(
+            "the step-{} checkpoint's best value {} is not a step and a value",
+            ckpt.step, ckpt.state["best"]
+        )
+    })
 }
 
 /// The stage's checkpoint at `step` with the loop's own state (the best so far) beside it.
@@ -275,7 +282,7 @@ fn share_state(
     }
     let ckpt = checkpoint::from_bytes(&bytes, Path::new("(rank 0's state)"), device)?;
     trainee.restore(&ckpt)?;
-    Ok((ckpt.step, best_of(&ckpt)))
+    Ok((ckpt.step, best_of(&ckpt)?))
 }
 
 /// Writes a checkpoint (rank 0; the other ranks write nothing) and records the step.
@@ -415,5 +422,22 @@ mod tests {
             [4.0],
             "the weights of step 4"
         );
+    }
+
+    #[test]
+    fn a_checkpoint_best_value_is_read_or_refused() {
+        let mut ckpt = Checkpoint::new(7, 0u64);
+        assert_eq!(best_of(&ckpt).unwrap(), None, "older checkpoints have none");
+        ckpt.state["best"] = serde_json::json!({"step": 4, "value": 0.5});
+        assert_eq!(
+            best_of(&ckpt).unwrap(),
+            Some(Best {
+                step: 4,
+                value: 0.5
+            })
+        );
+        ckpt.state["best"] = serde_json::json!("four");
+        let e = best_of(&ckpt).unwrap_err().to_string();
+        assert!(e.contains("step-7 checkpoint's best value \"four\""), "{e}");
     }
 }
