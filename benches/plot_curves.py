@@ -4,7 +4,7 @@
 Usage: benches/plot_curves.py RUN_DIR OUT.png [TAG ...]
        (default tags: every `*/held_out/loss` and `*/loss/mse` of the run)
 
-Each tag gets its own panel, against the run step (TensorBoard's step: a stage's steps count
+Each tag gets its own panel (three to a row), against the run step (TensorBoard's step: a stage's steps count
 on from the training stages before it). Needs `pip install tensorboard matplotlib`.
 """
 
@@ -33,8 +33,12 @@ def main():
     if missing or not tags:
         print(f"no scalars {missing or 'to plot'} in {run_dir}; it has: {available}", file=sys.stderr)
         sys.exit(1)
-    fig, axes = plt.subplots(1, len(tags), figsize=(4.2 * len(tags), 3.2), squeeze=False)
-    for ax, tag in zip(axes[0], tags):
+    cols = min(len(tags), 3)
+    rows = -(-len(tags) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(tags):]:
+        ax.set_visible(False)
+    for ax, tag in zip(axes.flat, tags):
         points = ea.Scalars(tag)
         ax.plot([p.step for p in points], [p.value for p in points], marker="." if len(points) < 40 else None)
         ax.set_title(tag, fontsize=10)
