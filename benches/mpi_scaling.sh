@@ -3,7 +3,8 @@
 # UNet and text encoder, batch 64) trained by `mpirun -np 2`, one thread per rank, against one
 # process of two threads. Both split every batch into 2 shards, so both compute the same numbers;
 # what differs is threads in one process against processes that all-reduce over MPI. The other
-# stages are cut short (they are not measured). Prints each configuration's `ldm  done:` line
+# stages are cut short (they are not measured), and so are the diffusion stage's held-out set
+# and judged samples (measured once, at its last step). Prints each configuration's `ldm  done:` line
 # (steps, time, steps/s) and the ratio of the rates.
 #
 # Usage: benches/mpi_scaling.sh [STEPS]   (after `cargo build --release --features mpi`)
@@ -15,7 +16,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sets=(--set stages.vae.steps=20 --set stages.vae.eval_images=100
   --set "stages.ldm.steps=$steps" --set "stages.ldm.checkpoint_every=$steps"
-  --set logging.sample_every=1000000 --set stages.clf.steps=5 --set stages.eval.samples=16)
+  --set logging.sample_every=1000000 --set stages.clf.steps=5 --set stages.eval.samples=16
+  --set stages.ldm.held_out_images=16 --set stages.ldm.judge_samples=2)
 
 rate() { sed -n 's/^ldm  done: .*(\([0-9.]*\) steps\/s)$/\1/p' "$1"; }
 
