@@ -19,7 +19,9 @@ use crate::conditioning::TokenizerKind;
 use crate::config::Experiment;
 use crate::data::DatasetCounts;
 use crate::models::autoencoder::AutoencoderConfig;
+use crate::models::classifier::FEATURES;
 use crate::models::unet::UnetConfig;
+use crate::stages::eval::GENERATE_BATCH;
 
 use super::task::Task;
 
@@ -33,8 +35,6 @@ pub const AUTOENCODER_FACTOR: f64 = 1.8;
 pub const UNET_FACTOR: f64 = 3.3;
 /// Share of the training activations a forward pass without gradients holds at its peak.
 pub const FORWARD_SHARE: f64 = 0.25;
-/// Samples per sampler call in an eval stage.
-pub const EVAL_BATCH: usize = 100;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -111,6 +111,20 @@ fn classifier_values(channels: usize, size: usize) -> f64 {
     (channels as f64 + 2.0 * 32.0 * 3.0 + 2.0 * 64.0 * 3.0 / 4.0) * s
 }
 
+/// The reference images samples are judged against, counted and in bytes: the test split
+/// for class prompts, both splits for caption prompts (see [`crate::stages::reference`]).
+fn reference_set(
+    e: &Experiment,
+    data: &DatasetCounts,
+    train_images: f64,
+    test_images: f64,
+) -> (usize, f64) {
+    match e.conditioning.tokenizer {
+        TokenizerKind::Classes => (data.test, test_images),
+        _ => (data.train + data.test, train_images + test_images),
+    }
+}
+
 /// The estimate of one stage; `params` are the parameters it trains and those it holds
 /// frozen (see [`super::params::held`]), `data` the sizes of its data set.
 pub fn estimate(
@@ -141,7 +155,7 @@ pub fn estimate(
                 ],
             }
         }
-        Task::Diffusion { spec, .. } => {
+        Task::Diffusion { spec, judge, .. } => {
             let per = unet_values(&e.unet, latent_dims, tokens);
             let ema = if spec.ema.ema_decay > 0.0 { 1.0 } else { 0.0 };
             // Mean and std of every image, and of its mirror with flips.
@@ -149,15 +163,26 @@ pub fn estimate(
             let latents = f32s(
                 copies * data.train as f64 * (latent.channels * latent.side * latent.side) as f64,
             );
-            Estimate {
-                parts: vec![
-                    ("weights, gradients, Adam and EMA", (4.0 + ema) * weights),
-                    frozen,
-                    ("activations", f32s(spec.train.batch_size as f64 * per)),
-                    ("grids", f32s(2.0 * grid * FORWARD_SHARE * per)),
-                    ("data", train_images + latents),
-                ],
+            let mut parts = vec![
+                ("weights, gradients, Adam and EMA", (4.0 + ema) * weights),
+                frozen,
+                ("activations", f32s(spec.train.batch_size as f64 * per)),
+                ("grids", f32s(2.0 * grid * FORWARD_SHARE * per)),
+                ("data", train_images + latents),
+            ];
+            if spec.held_out.enabled() {
+                // The test split the held-out set is taken from.
+                let mut held_out = test_images;
+                if judge.is_some() {
+                    let samples = spec.judge.judge_samples;
+                    let (reference, images) = reference_set(e, data, train_images, test_images);
+                    held_out += images - test_images
+                        + f32s((samples + reference) as f64 * FEATURES as f64)
+                        + f32s(2.0 * samples.min(GENERATE_BATCH) as f64 * FORWARD_SHARE * per);
+                }
+                parts.push(("held-out set and judged samples", held_out));
             }
+            Estimate { parts }
         }
         Task::Classifier(s) => {
             let ema = if s.ema.ema_decay > 0.0 { 1.0 } else { 0.0 };
@@ -181,18 +206,14 @@ pub fn estimate(
         }
         Task::Eval { spec, .. } => {
             let per = unet_values(&e.unet, latent_dims, tokens);
-            // Caption prompts compare against both splits (see stages::eval).
-            let (reference, reference_images) = match e.conditioning.tokenizer {
-                TokenizerKind::Classes => (data.test, test_images),
-                _ => (data.train + data.test, train_images + test_images),
-            };
-            let features = f32s((spec.measure.samples + reference) as f64 * 128.0);
+            let (reference, reference_images) = reference_set(e, data, train_images, test_images);
+            let features = f32s((spec.measure.samples + reference) as f64 * FEATURES as f64);
             Estimate {
                 parts: vec![
                     frozen,
                     (
                         "activations",
-                        f32s(2.0 * EVAL_BATCH as f64 * FORWARD_SHARE * per),
+                        f32s(2.0 * GENERATE_BATCH as f64 * FORWARD_SHARE * per),
                     ),
                     ("data", reference_images + features),
                 ],
@@ -223,4 +244,50 @@ pub fn available() -> Option<f64> {
         bytes = bytes.min(limit);
     }
     Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::task;
+
+    /// The diffusion stage's estimate of the smoke experiment with `sets`, on MNIST's split
+    /// sizes.
+    fn diffusion_parts(sets: &[&str]) -> Vec<(&'static str, f64)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let r = crate::config::resolve(&path, &Default::default(), &sets).unwrap();
+        let t = task::of("ldm", &r.experiment.stages).unwrap();
+        let counts = DatasetCounts {
+            train: 512,
+            test: 10_000,
+        };
+        estimate(&r.experiment, &t, (1000, 1000), &counts).parts
+    }
+
+    fn part(parts: &[(&'static str, f64)]) -> Option<f64> {
+        parts
+            .iter()
+            .find(|(name, _)| *name == "held-out set and judged samples")
+            .map(|p| p.1)
+    }
+
+    #[test]
+    fn the_held_out_set_and_the_judged_samples_are_counted() {
+        assert_eq!(part(&diffusion_parts(&[])), None);
+        let test_images = 10_000.0 * 32.0 * 32.0 * 4.0;
+        let held = part(&diffusion_parts(&["stages.ldm.eval_every=10"])).unwrap();
+        assert_eq!(held, test_images);
+        let judged = part(&diffusion_parts(&[
+            "stages.ldm.eval_every=10",
+            "stages.ldm.needs=[\"vae\", \"clf\"]",
+            "stages.ldm.judge_samples=300",
+        ]))
+        .unwrap();
+        let features = (300.0 + 10_000.0) * FEATURES as f64 * 4.0;
+        assert!(
+            judged > held + features,
+            "features and a batch of 100 samples' activations on top: {judged} vs {held}"
+        );
+    }
 }
