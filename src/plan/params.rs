@@ -58,15 +58,7 @@ pub fn trained(
             }
             out
         }
-        Task::Classifier(_) => vec![(
-            "classifier",
-            count(|st| {
-                Ok(
-                    Classifier::new(d.channels, d.image_size, classes.len(), st.vb())
-                        .map(|_| ())?,
-                )
-            }),
-        )],
+        Task::Classifier(_) => vec![("classifier", classifier(e, classes))],
         Task::Sample { .. } | Task::Eval { .. } => Vec::new(),
     }
 }
@@ -79,13 +71,20 @@ pub fn autoencoder(e: &Experiment) -> usize {
     })
 }
 
+/// The classifier's parameters for `classes`.
+pub fn classifier(e: &Experiment, classes: &[String]) -> usize {
+    let d = &e.dataset;
+    count(|st| Ok(Classifier::new(d.channels, d.image_size, classes.len(), st.vb()).map(|_| ())?))
+}
+
 /// The UNet's parameters.
 pub fn unet(e: &Experiment) -> usize {
     count(|st| Ok(UNet::new(&e.unet, e.unet_shape(), st.vb()).map(|_| ())?))
 }
 
 /// Parameters a stage trains, and those it holds frozen (the autoencoder a diffusion stage
-/// encodes with, the networks a sampling stage loads, a CLIP tower of `clip` parameters).
+/// encodes with, the networks a sampling stage loads, the classifier that judges samples, a
+/// CLIP tower of `clip` parameters).
 pub fn held(
     e: &Experiment,
     task: &Task,
@@ -98,9 +97,47 @@ pub fn held(
         .map(|(_, n)| n)
         .sum();
     let frozen = match task {
-        Task::Sample { .. } | Task::Eval { .. } => autoencoder(e) + unet(e) + clip,
-        Task::Diffusion { .. } => autoencoder(e) + clip,
+        Task::Sample { .. } => autoencoder(e) + unet(e) + clip,
+        Task::Eval { .. } => autoencoder(e) + unet(e) + clip + classifier(e, classes),
+        Task::Diffusion { judge, .. } => {
+            autoencoder(e) + clip + judge.as_ref().map_or(0, |_| classifier(e, classes))
+        }
         Task::Autoencoder(_) | Task::Classifier(_) => 0,
     };
     (trains, frozen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::task;
+
+    /// The frozen parameters of stage `name` of the smoke experiment with `sets`, and its
+    /// classifier's parameters.
+    fn frozen(name: &str, sets: &[&str]) -> (usize, usize) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let r = crate::config::resolve(&path, &Default::default(), &sets).unwrap();
+        let e = &r.experiment;
+        let classes: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let t = task::of(name, &e.stages).unwrap();
+        (held(e, &t, &classes, None, 0).1, classifier(e, &classes))
+    }
+
+    #[test]
+    fn the_judging_classifier_is_held_frozen() {
+        let (plain, clf) = frozen("ldm", &[]);
+        let (judged, _) = frozen(
+            "ldm",
+            &[
+                "stages.ldm.eval_every=10",
+                "stages.ldm.needs=[\"vae\", \"clf\"]",
+            ],
+        );
+        assert!(clf > 0);
+        assert_eq!(judged, plain + clf);
+        let (sample, _) = frozen("sample", &[]);
+        let (eval, _) = frozen("eval", &[]);
+        assert_eq!(eval, sample + clf, "an eval stage loads the classifier too");
+    }
 }
