@@ -681,6 +681,21 @@ fn file_cases() -> Vec<Case> {
             ],
         ),
         c(
+            "keep_best of the judged accuracy of an unconditional model",
+            Exp::Replace(&[
+                ("needs = [\"vae\"]", "needs = [\"vae\", \"clf\"]"),
+                (
+                    "ema_decay = 0.99",
+                    "ema_decay = 0.99\neval_every = 10\nkeep_best = \"held_out/accuracy\"",
+                ),
+                ("kind = \"text\"", "kind = \"none\""),
+            ]),
+            &[
+                "key `stages.ldm.keep_best`",
+                "`held_out/accuracy` needs prompts",
+            ],
+        ),
+        c(
             "one judged sample",
             Exp::Replace(&[
                 ("needs = [\"vae\"]", "needs = [\"vae\", \"clf\"]"),

@@ -108,3 +108,45 @@ pub fn metrics(plan: &Plan) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::checks::MemoryCheck;
+    use crate::plan::{Planning, RunIndex};
+
+    /// The metric tags of the smoke experiment's plan with `sets`.
+    fn tags(sets: &[&str]) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let resolved = crate::config::resolve(&path, &Default::default(), &sets).unwrap();
+        let index = RunIndex::default();
+        let planning = Planning {
+            index: &index,
+            reuse: true,
+            memory: MemoryCheck::Skip,
+        };
+        metrics(&Plan::new_run(resolved, &planning, &[]).unwrap())
+    }
+
+    #[test]
+    fn held_out_and_judged_metrics_are_hparams_metrics() {
+        let judged = [
+            "ldm/held_out/accuracy",
+            "ldm/held_out/frechet",
+            "ldm/held_out/kid",
+        ];
+        let plain = tags(&[]);
+        assert!(!plain.iter().any(|t| t.contains("held_out")), "{plain:?}");
+        let held = tags(&["stages.ldm.eval_every=10"]);
+        assert!(held.contains(&"ldm/held_out/loss".to_string()), "{held:?}");
+        assert!(!judged.iter().any(|t| held.contains(&t.to_string())));
+        let all = tags(&[
+            "stages.ldm.eval_every=10",
+            "stages.ldm.needs=[\"vae\", \"clf\"]",
+        ]);
+        for t in judged.iter().chain(&["ldm/held_out/loss", "eval/kid"]) {
+            assert!(all.contains(&t.to_string()), "{t}: {all:?}");
+        }
+    }
+}

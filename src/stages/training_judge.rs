@@ -31,6 +31,8 @@ pub struct TrainingJudge {
     prompts: Vec<Option<String>>,
     /// The class of each prompt.
     labels: Vec<u32>,
+    /// Whether the model takes prompts (else accuracy means nothing).
+    conditional: bool,
 }
 
 impl TrainingJudge {
@@ -65,6 +67,7 @@ impl TrainingJudge {
                 .map(|p| conditional.then_some(p))
                 .collect(),
             labels,
+            conditional,
         })
     }
 
@@ -89,7 +92,7 @@ impl TrainingJudge {
             features.extend(judged.features);
         }
         let mut out = Vec::new();
-        if self.prompts.first().is_some_and(Option::is_some) {
+        if self.conditional {
             let accuracy = Accuracy::of(&predictions, &self.labels, &self.net.class_names);
             out.push(("accuracy".to_string(), accuracy.overall));
         }
