@@ -376,7 +376,8 @@ fn captioned_pictures(root: &Path) {
 }
 
 /// Flips and a BPE tokenizer learned from captions: a run interrupted during the diffusion
-/// stage resumes (its saved tokenizer.json and the flip stream's state) to the same bytes.
+/// stage resumes (its saved tokenizer.json and the flip stream's state) to the same bytes, and
+/// its samples judged against both splits give the same curves.
 #[test]
 fn captioned_flipped_runs_resume_to_the_same_bytes() {
     let data = tempfile::tempdir().unwrap();
@@ -400,7 +401,9 @@ fn captioned_flipped_runs_resume_to_the_same_bytes() {
         "--set",
         "conditioning.max_tokens=6",
     ];
-    let (want, _) = reference(&extra, HELD_OUT_TAGS);
+    // Judged by the group classifier against both splits (caption prompts).
+    let extra = [&extra[..], JUDGED].concat();
+    let (want, want_curves) = reference(&extra, JUDGED_TAGS);
 
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path();
@@ -417,6 +420,7 @@ fn captioned_flipped_runs_resume_to_the_same_bytes() {
         final_bytes(&run) == want,
         "resumed weights, tokenizer and samples must equal the uninterrupted run's"
     );
+    assert_eq!(held_out_curves(&run, JUDGED_TAGS), want_curves);
 }
 
 #[test]
