@@ -87,8 +87,12 @@ impl DeviceSpec {
                          rebuild with `cargo build --release --features cuda` or use device = \"cpu\""
                     );
                 }
-                Device::new_cuda(index)
-                    .map_err(|e| anyhow::anyhow!("cannot open cuda:{index}: {e}"))
+                Device::new_cuda(index).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open cuda:{index}: {e} (`nvidia-smi` lists this machine's GPUs \
+                         and driver; use device = \"cpu\" without one)"
+                    )
+                })
             }
         }
     }

@@ -313,27 +313,24 @@ pub fn grads<E: Send + From<candle_core::Error>>(
 
 /// The sum over ranks of every rank's summed shards (`None`: the batch gave this rank none).
 fn sum_over_ranks(vars: &[(String, Var)], local: Option<Part>) -> Result<Part> {
-    let mut parts = order::Segments {
-        values: Vec::new(),
-        sizes: Vec::with_capacity(vars.len()),
-        present: Vec::with_capacity(vars.len()),
+    let device = vars
+        .first()
+        .map_or(Device::Cpu, |(_, v)| v.device().clone());
+    let grad = |var: &Var| local.as_ref().and_then(|(g, _)| g.get(var.as_tensor()));
+    let sizes: Vec<usize> = vars.iter().map(|(_, v)| v.elem_count()).collect();
+    let present: Vec<bool> = vars.iter().map(|(_, v)| grad(v).is_some()).collect();
+    let flat = vars
+        .iter()
+        .map(|(_, var)| match grad(var) {
+            Some(g) => g.to_dtype(DType::F32)?.flatten_all(),
+            None => Tensor::zeros(var.elem_count(), DType::F32, &device),
+        })
+        .collect::<Result<Vec<Tensor>>>()?;
+    let flat = match flat.as_slice() {
+        [] => Tensor::zeros(0, DType::F32, &device)?,
+        _ => Tensor::cat(&flat, 0)?,
     };
-    for (_, var) in vars {
-        let size = var.elem_count();
-        match local.as_ref().and_then(|(g, _)| g.get(var.as_tensor())) {
-            Some(g) => parts
-                .values
-                .extend(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
-            None => parts.values.extend(std::iter::repeat_n(0f32, size)),
-        }
-        parts.sizes.push(size);
-        parts.present.push(
-            local
-                .as_ref()
-                .is_some_and(|(g, _)| g.get(var.as_tensor()).is_some()),
-        );
-    }
-    let summed = dist::sum_segments(parts).map_err(dist_error)?;
+    let (summed, present) = dist::sum_gradients(&flat, &sizes, &present).map_err(dist_error)?;
     let (mut store, terms) = match local {
         Some(part) => part,
         // A store to fill: the gradients of a constant hold nothing for `vars`.
@@ -343,9 +340,11 @@ fn sum_over_ranks(vars: &[(String, Var)], local: Option<Part>) -> Result<Part> {
         ),
     };
     let mut at = 0;
-    for ((_, var), (&size, &present)) in vars.iter().zip(summed.sizes.iter().zip(&summed.present)) {
+    for ((_, var), (&size, &present)) in vars.iter().zip(sizes.iter().zip(&present)) {
         if present {
-            let g = Tensor::from_slice(&summed.values[at..at + size], var.shape(), var.device())?
+            let g = summed
+                .narrow(0, at, size)?
+                .reshape(var.shape())?
                 .to_dtype(var.dtype())?;
             store.insert(var.as_tensor(), g);
         } else {

@@ -279,6 +279,12 @@ fn two_ranks_give_one_process_bytes_write_once_and_resume_after_kills() {
         "rank 0 alone says it: {err}"
     );
     assert!(!err.contains("rank 1"), "rank 1 printed: {err}");
+    assert_eq!(
+        err.matches("job: 2 shards (2 processes x 1); gradients summed over MPI")
+            .count(),
+        1,
+        "rank 0 names the job's layout and transport once: {err}"
+    );
     let (writes, reads) = writes_under(&std::fs::read_to_string(&trace).unwrap(), &runs);
     assert!(writes.is_empty(), "rank 1 wrote:\n{}", writes.join("\n"));
     assert!(reads > 0, "the trace shows rank 1 reading the run's files");

@@ -14,6 +14,8 @@
 //! its input.
 
 mod launch;
+#[cfg(feature = "nccl")]
+mod nccl;
 pub mod order;
 #[cfg(feature = "mpi")]
 mod quiet;
@@ -26,6 +28,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use anyhow::bail;
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceSpec;
@@ -197,15 +200,43 @@ pub fn gather_f64(local: &[f64]) -> anyhow::Result<Vec<Vec<f64>>> {
     backend::gather_f64(local)
 }
 
-/// The sum over ranks of `parts`, in the order of [`order::pairwise`] over the ranks, the same
-/// bits on every rank. `parts` is this rank's vector of consecutive segments, each present or
-/// absent (a parameter without a gradient on this rank); a segment absent on every rank is
-/// absent in the result.
-pub fn sum_segments(parts: order::Segments) -> anyhow::Result<order::Segments> {
-    if world().size == 1 {
-        return Ok(parts);
+/// How [`sum_gradients`] carries the gradients of work on `device`, in words.
+pub fn gradient_transport(device: &candle_core::Device) -> &'static str {
+    match (device.is_cuda(), cfg!(feature = "nccl")) {
+        (true, true) => "on the GPUs over NCCL",
+        (true, false) => "through the host over MPI (a build without the `nccl` feature)",
+        (false, _) => "over MPI",
     }
-    backend::sum_segments(parts)
+}
+
+/// The sum over ranks of every rank's gradient vector `flat` (f32, one segment per parameter
+/// of `sizes`, a segment absent on this rank where `present` says so, its values zeros), in
+/// the order of [`order::pairwise`] over the ranks: the same bits on every rank, whichever
+/// transport carries them. A segment absent on every rank is absent in the result. On a GPU
+/// with the `nccl` feature the values stay on the GPUs ([`nccl`]); else they travel through
+/// the host over MPI.
+pub fn sum_gradients(
+    flat: &Tensor,
+    sizes: &[usize],
+    present: &[bool],
+) -> anyhow::Result<(Tensor, Vec<bool>)> {
+    if world().size == 1 {
+        return Ok((flat.clone(), present.to_vec()));
+    }
+    #[cfg(feature = "nccl")]
+    if flat.device().is_cuda() {
+        return nccl::sum_gradients(flat, sizes, present);
+    }
+    let summed = backend::sum_segments(order::Segments {
+        values: flat.to_vec1::<f32>()?,
+        sizes: sizes.to_vec(),
+        present: present.to_vec(),
+    })?;
+    let n = summed.values.len();
+    Ok((
+        Tensor::from_vec(summed.values, n, flat.device())?,
+        summed.present,
+    ))
 }
 
 #[cfg(test)]

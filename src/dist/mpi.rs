@@ -117,16 +117,22 @@ pub fn gather_f64(local: &[f64]) -> anyhow::Result<Vec<Vec<f64>>> {
     gather(local)
 }
 
-/// See [`super::sum_segments`]: all-to-all of the chunks, each rank folds its chunk over the
+/// Every rank's `local` flags (all of the same length), one after another in rank order.
+pub fn all_flags(local: &[bool]) -> Vec<bool> {
+    let c = comm();
+    let flags: Vec<u8> = local.iter().map(|&b| u8::from(b)).collect();
+    let mut all = vec![0u8; c.size() as usize * flags.len()];
+    c.all_gather_into(&flags[..], &mut all[..]);
+    all.iter().map(|&f| f != 0).collect()
+}
+
+/// See [`super::sum_gradients`]: all-to-all of the chunks, each rank folds its chunk over the
 /// ranks ([`order::fold_chunk`]), all-gather of the folded chunks.
 pub fn sum_segments(parts: Segments) -> anyhow::Result<Segments> {
     let c = comm();
     let (p, rank) = (c.size() as usize, c.rank() as usize);
     let n = parts.values.len();
-    let flags: Vec<u8> = parts.present.iter().map(|&b| u8::from(b)).collect();
-    let mut all_flags = vec![0u8; p * flags.len()];
-    c.all_gather_into(&flags[..], &mut all_flags[..]);
-    let present: Vec<bool> = all_flags.iter().map(|&f| f != 0).collect();
+    let present = all_flags(&parts.present);
 
     let chunks: Vec<_> = (0..p).map(|r| order::chunk(n, p, r)).collect();
     let counts = chunks

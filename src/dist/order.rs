@@ -65,19 +65,15 @@ pub fn chunk(n: usize, ranks: usize, rank: usize) -> Range<usize> {
     n * rank / ranks..n * (rank + 1) / ranks
 }
 
-/// The sum over ranks of the elements `part` of the vector: `received` holds every rank's
-/// values of `part`, one after another in rank order, and `present[r * sizes.len() + s]` says
-/// whether rank `r` has segment `s`. Each element is summed [`pairwise`] over the ranks that
-/// have its segment (zero where none has).
-pub fn fold_chunk(
-    received: &[f32],
+/// The stretches of `part` to fold in one go: consecutive segments that every rank has or
+/// lacks alike, as ranges within `part`, each with the ranks that have it.
+fn runs(
     ranks: usize,
-    part: Range<usize>,
+    part: &Range<usize>,
     sizes: &[usize],
     present: &[bool],
-) -> Vec<f32> {
-    let len = part.len();
-    let mut out = Vec::with_capacity(len);
+) -> Vec<(Range<usize>, Vec<bool>)> {
+    let mut out: Vec<(Range<usize>, Vec<bool>)> = Vec::new();
     let mut start = 0;
     for (s, &size) in sizes.iter().enumerate() {
         let seg = start..start + size;
@@ -87,20 +83,106 @@ pub fn fold_chunk(
             continue;
         }
         let at = lo - part.start..hi - part.start;
-        let items: Vec<Option<Vec<f32>>> = (0..ranks)
-            .map(|r| {
-                present[r * sizes.len() + s]
-                    .then(|| received[r * len + at.start..r * len + at.end].to_vec())
-            })
-            .collect();
-        let summed = pairwise(items, |a, b| {
-            Ok::<_, std::convert::Infallible>(add_present(a, b, add_into))
-        })
-        .unwrap_or_else(|never| match never {})
-        .flatten();
-        out.extend(summed.unwrap_or_else(|| vec![0.0; at.len()]));
+        let have: Vec<bool> = (0..ranks).map(|r| present[r * sizes.len() + s]).collect();
+        match out.last_mut() {
+            Some((run, h)) if *h == have && run.end == at.start => run.end = at.end,
+            _ => out.push((at, have)),
+        }
     }
     out
+}
+
+/// The sum over ranks of the elements `part` of the vector, whatever holds the values (host
+/// vectors, device tensors): `piece(r, at)` is rank `r`'s values of `part[at]`, and
+/// `present[r * sizes.len() + s]` says whether rank `r` has segment `s`. Each element is
+/// summed [`pairwise`] over the ranks that have its segment (`zeros` where none has). Returns
+/// the folded stretches of `part` in order, for the caller to join.
+pub fn fold_chunk_with<T, E>(
+    ranks: usize,
+    part: Range<usize>,
+    sizes: &[usize],
+    present: &[bool],
+    piece: impl Fn(usize, Range<usize>) -> Result<T, E>,
+    add: impl Fn(T, T) -> Result<T, E>,
+    zeros: impl Fn(usize) -> Result<T, E>,
+) -> Result<Vec<T>, E> {
+    runs(ranks, &part, sizes, present)
+        .into_iter()
+        .map(|(at, have)| {
+            let items = (0..ranks)
+                .map(|r| have[r].then(|| piece(r, at.clone())).transpose())
+                .collect::<Result<Vec<Option<T>>, E>>()?;
+            let summed = pairwise(items, |a, b| {
+                Ok(match (a, b) {
+                    (Some(a), Some(b)) => Some(add(a, b)?),
+                    (a, None) => a,
+                    (None, b) => b,
+                })
+            })?
+            .flatten();
+            match summed {
+                Some(t) => Ok(t),
+                None => zeros(at.len()),
+            }
+        })
+        .collect()
+}
+
+/// [`fold_chunk_with`] on the host: `received` holds every rank's values of `part`, one after
+/// another in rank order.
+pub fn fold_chunk(
+    received: &[f32],
+    ranks: usize,
+    part: Range<usize>,
+    sizes: &[usize],
+    present: &[bool],
+) -> Vec<f32> {
+    let len = part.len();
+    let folded = fold_chunk_with(
+        ranks,
+        part,
+        sizes,
+        present,
+        |r, at| {
+            Ok::<_, std::convert::Infallible>(
+                received[r * len + at.start..r * len + at.end].to_vec(),
+            )
+        },
+        |a, b| Ok(add_into(a, b)),
+        |n| Ok(vec![0.0; n]),
+    );
+    match folded {
+        Ok(runs) => runs.concat(),
+        Err(never) => match never {},
+    }
+}
+
+/// [`fold_chunk_with`] on tensors where they lie (a GPU): `pieces[r]` is rank `r`'s values of
+/// `part`, a vector of f32. The same bits as [`fold_chunk`]: both add the same pairs.
+pub fn fold_chunk_tensors(
+    pieces: &[candle_core::Tensor],
+    part: Range<usize>,
+    sizes: &[usize],
+    present: &[bool],
+) -> candle_core::Result<candle_core::Tensor> {
+    let device = match pieces.first() {
+        Some(t) => t.device().clone(),
+        None => candle_core::Device::Cpu,
+    };
+    let len = part.len();
+    let folded = fold_chunk_with(
+        pieces.len(),
+        part,
+        sizes,
+        present,
+        |r, at| pieces[r].narrow(0, at.start, at.len()),
+        |a, b| a + b,
+        |n| candle_core::Tensor::zeros(n, candle_core::DType::F32, &device),
+    )?;
+    if folded.is_empty() {
+        return candle_core::Tensor::zeros(len, candle_core::DType::F32, &device);
+    }
+    candle_core::Tensor::cat(&folded, 0)
 }
 
 #[cfg(test)]
@@ -219,6 +301,61 @@ mod tests {
             );
             assert_eq!(got.present, [true, true, true, false, true]);
         }
+    }
+
+    #[test]
+    fn tensors_fold_to_the_bits_of_the_host_fold() {
+        let sizes = [5, 3, 7, 2, 4, 6];
+        let n: usize = sizes.iter().sum();
+        let ranks = 3;
+        let mut rng = Rng::new(11);
+        // Segment 1 is absent on rank 0, segment 3 everywhere, segment 5 only present on rank 2.
+        let present: Vec<bool> = (0..ranks)
+            .flat_map(|r| {
+                (0..sizes.len()).map(move |s| !(s == 1 && r == 0) && s != 3 && (s != 5 || r == 2))
+            })
+            .collect();
+        for rank in 0..ranks {
+            let part = chunk(n, ranks, rank);
+            let received = rng.normal_vec(ranks * part.len());
+            let want = fold_chunk(&received, ranks, part.clone(), &sizes, &present);
+            let pieces: Vec<candle_core::Tensor> = received
+                .chunks(part.len())
+                .map(|c| candle_core::Tensor::new(c, &candle_core::Device::Cpu).unwrap())
+                .collect();
+            let got = fold_chunk_tensors(&pieces, part.clone(), &sizes, &present)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "rank {rank}");
+            assert_eq!(got.len(), part.len());
+        }
+        // Segment 3 (values 15..17) is absent everywhere: zeros, whoever folds it.
+        let part = 0..n;
+        let received = vec![1.0f32; ranks * n];
+        let folded = fold_chunk(&received, ranks, part, &sizes, &present);
+        assert_eq!(&folded[15..17], &[0.0, 0.0]);
+        assert_eq!(folded[0], 3.0);
+        assert_eq!(folded[5], 2.0, "segment 1 lacks rank 0");
+        assert_eq!(folded[n - 1], 1.0, "segment 5 is rank 2's alone");
+    }
+
+    #[test]
+    fn runs_join_segments_that_ranks_have_alike() {
+        let sizes = [2, 3, 4, 1];
+        // Two ranks: segment 2 is absent on rank 1.
+        let present = [true, true, true, true, true, true, false, true];
+        let got = runs(2, &(1..9), &sizes, &present);
+        assert_eq!(
+            got,
+            vec![(0..4, vec![true, true]), (4..8, vec![true, false])]
+        );
+        assert_eq!(
+            runs(2, &(9..10), &sizes, &present),
+            vec![(0..1, vec![true, true])]
+        );
+        assert!(runs(2, &(4..4), &sizes, &present).is_empty());
     }
 
     #[test]

@@ -187,6 +187,13 @@ pub fn execute(
     stop: &AtomicBool,
 ) -> anyhow::Result<RunReport> {
     let resolved = &plan.resolved;
+    if dist::world().size > 1 && dist::writes() {
+        eprintln!(
+            "job: {}; gradients summed {}",
+            crate::parallel::layout(device),
+            dist::gradient_transport(device)
+        );
+    }
     let mut events = if dist::writes() {
         let mut events = EventWriter::create(&run.root)?;
         events.text("config", &format!("```toml\n{}```", resolved.to_toml()), 0)?;
