@@ -1,7 +1,8 @@
 //! One run over several processes (`--features mpi`, Open MPI's `mpirun`): two ranks of one
 //! thread end with the bytes of one process of two threads, rank 1 writes nothing, `ls` sees
 //! one run, and a job killed (SIGKILL on rank 0) or stopped (SIGTERM on rank 1) mid-stage
-//! resumes under `mpirun` to the same bytes; 2 ranks x 2 threads give the bytes of 1 x 4.
+//! resumes under `mpirun` to the same bytes; 2 ranks x 2 threads give the bytes of 1 x 4; a
+//! diffusion stage that judges its samples while it trains logs the curves of one process.
 //! Built with `--features mpi` (README's test command); needs `apt-get install openmpi-bin
 //! libopenmpi-dev libclang-dev strace`, which tests/setup.sh installs. Without `mpirun` on PATH
 //! the tests print why and pass without running.
@@ -370,17 +371,38 @@ fn two_ranks_give_one_process_bytes_write_once_and_resume_after_kills() {
     );
 }
 
-/// The smoke experiment's autoencoder and diffusion stages alone, in `dir`.
-fn two_stages(dir: &Path) -> PathBuf {
+/// The smoke experiment with only the stages `keep`, in `dir`.
+fn stages_of(dir: &Path, keep: &[&str]) -> PathBuf {
     let smoke = std::fs::read_to_string(repo().join("experiments/smoke.toml")).unwrap();
     let mut doc: toml::Table = toml::from_str(&smoke).unwrap();
     let stages = doc["stages"].as_table_mut().unwrap();
-    stages.retain(|name, _| name == "vae" || name == "ldm");
+    stages.retain(|name, _| keep.contains(&name));
     let prompts = repo().join("experiments/sample_prompts.txt");
     stages["ldm"]["prompts_file"] = toml::Value::String(prompts.display().to_string());
-    let path = dir.join("two_stages.toml");
+    let path = dir.join("stages.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
     path
+}
+
+/// The smoke experiment's autoencoder and diffusion stages alone, in `dir`.
+fn two_stages(dir: &Path) -> PathBuf {
+    stages_of(dir, &["vae", "ldm"])
+}
+
+/// `mpirun -np 2` of `file` with `settings` into `runs`, `threads` per rank; returns the run.
+fn two_ranks_of(threads: usize, file: &Path, runs: &Path, settings: &[&str]) -> PathBuf {
+    let mut line = vec![
+        "-np",
+        "2",
+        EXE,
+        file.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ];
+    line.extend_from_slice(settings);
+    let out = output(mpirun(threads, &line));
+    assert!(out.status.success(), "{}", text(&out));
+    only_run(runs)
 }
 
 #[test]
@@ -398,20 +420,7 @@ fn two_ranks_of_two_threads_give_the_bits_of_one_process_of_four() {
         TWO_STAGE_SETTINGS,
     );
     let want = bytes(&one, files);
-    let runs = tmp.path().join("two");
-    let line = [
-        "-np",
-        "2",
-        EXE,
-        file.to_str().unwrap(),
-        "--runs-dir",
-        runs.to_str().unwrap(),
-    ];
-    let mut full: Vec<&str> = line.to_vec();
-    full.extend_from_slice(TWO_STAGE_SETTINGS);
-    let out = output(mpirun(2, &full));
-    assert!(out.status.success(), "{}", text(&out));
-    let run = only_run(&runs);
+    let run = two_ranks_of(2, &file, &tmp.path().join("two"), TWO_STAGE_SETTINGS);
     assert_same(&run, &want, files, "2 ranks x 2 threads against 1 x 4");
     assert_eq!(
         manifest(&run)["layout"],
@@ -445,5 +454,76 @@ fn two_ranks_refuse_a_patch_discriminator_and_write_nothing() {
         !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
         "nothing written under {}",
         runs.display()
+    );
+}
+
+/// The diffusion stage judges its samples with the classifier stage while it trains (at steps
+/// 4 and 8): two ranks of one thread split the held-out set and the judged samples, and log
+/// the curves of one process of two threads, point for point, beside its bytes.
+#[test]
+fn two_ranks_judge_samples_as_one_process_does() {
+    if no_mpirun() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = stages_of(tmp.path(), &["vae", "clf", "ldm"]);
+    let mut settings: Vec<&str> = SETTINGS[..12].to_vec();
+    settings.extend([
+        "--set",
+        "stages.ldm.needs=[\"vae\", \"clf\"]",
+        "--set",
+        "stages.ldm.eval_every=4",
+        "--set",
+        "stages.ldm.held_out_images=16",
+        "--set",
+        "stages.ldm.judge_samples=16",
+        "--set",
+        "stages.ldm.keep_best=held_out/frechet",
+    ]);
+    let files = &FINAL[1..3];
+    let tags = [
+        "ldm/held_out/loss",
+        "ldm/held_out/accuracy",
+        "ldm/held_out/frechet",
+        "ldm/held_out/kid",
+    ];
+    let curves = |run: &Path| -> Vec<Vec<(u64, f64)>> {
+        let tb = common::read_with_tensorboard(run);
+        tags.iter()
+            .map(|tag| {
+                tb["provider"]["."]["scalars"][tag]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("no {tag} in {tb}"))
+                    .iter()
+                    .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+                    .collect()
+            })
+            .collect()
+    };
+    let one = one_process(
+        2,
+        &tmp.path().join("one"),
+        file.to_str().unwrap(),
+        &settings,
+    );
+    let want = curves(&one);
+    assert!(
+        want.iter().all(|c| c.len() == 2 && c[1].0 == c[0].0 + 4),
+        "a point at the stage's steps 4 and 8 on every curve: {want:?}"
+    );
+    let run = two_ranks_of(1, &file, &tmp.path().join("two"), &settings);
+    assert_same(
+        &run,
+        &bytes(&one, files),
+        files,
+        "judged, 2 ranks x 1 thread",
+    );
+    assert_eq!(curves(&run), want, "the judged curves of 2 ranks");
+    let best = |run: &Path| manifest(run)["stages"]["ldm"]["metrics"]["best_step"].clone();
+    assert!(best(&one).is_number(), "{}", manifest(&one));
+    assert_eq!(
+        best(&run),
+        best(&one),
+        "the best step of the judged Frechet distance"
     );
 }
