@@ -145,6 +145,34 @@ fn middle(c: usize, cfg: &AutoencoderConfig, vb: VarBuilder) -> Result<Vec<Layer
     ])
 }
 
+/// Block `j` of a level at resolution `res`: a ResNet block from `c` to `out` channels, then
+/// self-attention where `cfg.attn_resolutions` names `res`.
+fn level_block(
+    c: usize,
+    out: usize,
+    res: usize,
+    cfg: &AutoencoderConfig,
+    vb_level: &VarBuilder,
+    j: usize,
+) -> Result<Vec<Layer>> {
+    let g = cfg.norm_groups;
+    let mut layers = vec![Layer::Res(ResnetBlock::new(
+        c,
+        out,
+        g,
+        cfg.dropout,
+        vb_level.pp(format!("block.{j}")),
+    )?)];
+    if cfg.attn_resolutions.contains(&res) {
+        layers.push(Layer::Attn(AttnBlock::new(
+            out,
+            g,
+            vb_level.pp(format!("attn.{j}")),
+        )?));
+    }
+    Ok(layers)
+}
+
 /// Image (B, C, S, S) -> moments (B, 2 z, S/f, S/f).
 #[derive(Debug, Clone)]
 pub struct Encoder {
@@ -169,21 +197,8 @@ impl Encoder {
             let vb_level = vb.pp(format!("down.{i}"));
             for j in 0..cfg.num_res_blocks {
                 let out = cfg.ch * m;
-                layers.push(Layer::Res(ResnetBlock::new(
-                    c,
-                    out,
-                    g,
-                    cfg.dropout,
-                    vb_level.pp(format!("block.{j}")),
-                )?));
+                layers.extend(level_block(c, out, res, cfg, &vb_level, j)?);
                 c = out;
-                if cfg.attn_resolutions.contains(&res) {
-                    layers.push(Layer::Attn(AttnBlock::new(
-                        c,
-                        g,
-                        vb_level.pp(format!("attn.{j}")),
-                    )?));
-                }
             }
             if i + 1 != cfg.ch_mult.len() {
                 layers.push(Layer::Down(Downsample::new(c, vb_level.pp("downsample"))?));
@@ -236,21 +251,8 @@ impl Decoder {
             let vb_level = vb.pp(format!("up.{i}"));
             for j in 0..=cfg.num_res_blocks {
                 let out = cfg.ch * cfg.ch_mult[i];
-                layers.push(Layer::Res(ResnetBlock::new(
-                    c,
-                    out,
-                    g,
-                    cfg.dropout,
-                    vb_level.pp(format!("block.{j}")),
-                )?));
+                layers.extend(level_block(c, out, res, cfg, &vb_level, j)?);
                 c = out;
-                if cfg.attn_resolutions.contains(&res) {
-                    layers.push(Layer::Attn(AttnBlock::new(
-                        c,
-                        g,
-                        vb_level.pp(format!("attn.{j}")),
-                    )?));
-                }
             }
             if i != 0 {
                 layers.push(Layer::Up(Upsample::new(c, vb_level.pp("upsample"))?));
