@@ -428,33 +428,43 @@ fn two_ranks_of_two_threads_give_the_bits_of_one_process_of_four() {
     );
 }
 
-/// An autoencoder with a patch discriminator cannot be split over ranks: two ranks refuse it
-/// before anything is written, and say how to train it instead.
+/// Two ranks refuse, before anything is written and with their reason, an autoencoder with a
+/// patch discriminator (it cannot be split over ranks) and a GPU this build cannot open.
 #[test]
-fn two_ranks_refuse_a_patch_discriminator_and_write_nothing() {
+fn two_ranks_refuse_bad_inputs_and_write_nothing() {
     if no_mpirun() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let runs = tmp.path().join("runs");
-    let mut line = two_ranks(&runs);
-    line.extend(["--set", "stages.vae.disc_weight=0.5"]);
-    let out = output(mpirun(1, &line));
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for part in [
-        "stage `vae` trains a patch discriminator (stages.vae.disc_weight = 0.5)",
-        "cannot be split over 2 processes",
-        "train it with one process",
-        "nothing was run",
-    ] {
-        assert!(err.contains(part), "{part}: {err}");
+    let no_cuda = "device cuda:0 asked for, but this ldm-run was built without CUDA";
+    let table: &[(&[&str], &[&str])] = &[
+        (
+            &["--set", "stages.vae.disc_weight=0.5"],
+            &[
+                "stage `vae` trains a patch discriminator (stages.vae.disc_weight = 0.5)",
+                "cannot be split over 2 processes",
+                "train it with one process",
+                "nothing was run",
+            ],
+        ),
+        (&["--device", "cuda"], &[no_cuda]),
+    ];
+    for (extra, parts) in table {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = tmp.path().join("runs");
+        let mut line = two_ranks(&runs);
+        line.extend_from_slice(extra);
+        let out = output(mpirun(1, &line));
+        assert!(!out.status.success(), "{extra:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for part in *parts {
+            assert!(err.contains(part), "{extra:?}: {part}: {err}");
+        }
+        assert!(
+            !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+            "{extra:?}: nothing written under {}",
+            runs.display()
+        );
     }
-    assert!(
-        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
-        "nothing written under {}",
-        runs.display()
-    );
 }
 
 /// The diffusion stage judges its samples with the classifier stage while it trains (at steps

@@ -124,7 +124,25 @@ pub fn same_path(path: &Path) -> anyhow::Result<PathBuf> {
 pub fn open_device(plan: &Plan) -> anyhow::Result<candle_core::Device> {
     let spec: DeviceSpec = plan.resolved.experiment.experiment.device;
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    dist::rank_device(spec, dist::world(), visible.as_deref()).open()
+    let w = dist::world();
+    let device = dist::rank_device(spec, w, visible.as_deref());
+    let opened = device.open();
+    match device {
+        // A build with CUDA that cannot open this rank's GPU: say which rank takes which GPU.
+        DeviceSpec::Cuda(i) if w.local_size > 1 && candle_core::utils::cuda_is_available() => {
+            opened.with_context(|| {
+                format!(
+                    "rank {} is process {} of {} on this machine and takes GPU {i} (one GPU per \
+                     process: start as many processes per machine as it has GPUs, or bind one \
+                     to each with CUDA_VISIBLE_DEVICES)",
+                    w.rank,
+                    w.local_rank + 1,
+                    w.local_size
+                )
+            })
+        }
+        _ => opened,
+    }
 }
 
 /// Carries out a plan for a new run (or, when an identical run finished, reports it).
