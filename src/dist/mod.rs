@@ -146,6 +146,8 @@ impl Session {
     /// Passes a command's result on. With several ranks an error is printed (other ranks
     /// prefix their rank) and ends the whole job: the other ranks may be waiting for this one.
     pub fn end(self, result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+        #[cfg(feature = "nccl")]
+        nccl::release();
         match result {
             Err(e) if world().size > 1 => backend::fail(&crate::commands::describe_error(&e)),
             other => other,

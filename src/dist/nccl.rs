@@ -51,6 +51,12 @@ fn with_comm<R>(
     })
 }
 
+/// Ends this rank's communicator, if it made one, while its GPU's context is surely alive
+/// (before MPI and the process end, not in a thread-local destructor at exit).
+pub fn release() {
+    COMM.with_borrow_mut(|slot| drop(slot.take()));
+}
+
 /// Makes the communicator: rank 0's unique id, broadcast over MPI, joined by every rank.
 fn join(device: &CudaDevice) -> anyhow::Result<Comm> {
     let w = super::world();
