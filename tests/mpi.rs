@@ -497,19 +497,7 @@ fn two_ranks_judge_samples_as_one_process_does() {
         "ldm/held_out/frechet",
         "ldm/held_out/kid",
     ];
-    let curves = |run: &Path| -> Vec<Vec<(u64, f64)>> {
-        let tb = common::read_with_tensorboard(run);
-        tags.iter()
-            .map(|tag| {
-                tb["provider"]["."]["scalars"][tag]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("no {tag} in {tb}"))
-                    .iter()
-                    .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
-                    .collect()
-            })
-            .collect()
-    };
+    let curves = |run: &Path| common::scalar_curves(run, &tags);
     let one = one_process(
         2,
         &tmp.path().join("one"),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{data_dir, ldm_run, repo, text, wait_for};
+use common::{Curve, data_dir, ldm_run, repo, text, wait_for};
 
 /// Short stages with frequent checkpoints, the same for every run of this file.
 const SETTINGS: &[&str] = &[
@@ -138,24 +138,6 @@ fn final_bytes(run: &Path) -> Vec<Vec<u8>> {
     bytes
 }
 
-/// A curve as TensorBoard shows it: (run step, value) per point.
-type Curve = Vec<(u64, f64)>;
-
-/// Each curve of `tags` as TensorBoard shows it.
-fn held_out_curves(run: &Path, tags: &[&str]) -> Vec<Curve> {
-    let tb = common::read_with_tensorboard(run);
-    tags.iter()
-        .map(|tag| {
-            tb["provider"]["."]["scalars"][tag]
-                .as_array()
-                .unwrap_or_else(|| panic!("no {tag} in {tb}"))
-                .iter()
-                .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
-                .collect()
-        })
-        .collect()
-}
-
 fn status(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
@@ -177,7 +159,7 @@ fn reference(extra: &[&str], tags: &[&str]) -> (Vec<Vec<u8>>, Vec<Curve>) {
     let out = ldm_run(&repo(), &args(tmp.path(), extra));
     assert!(out.status.success(), "{}", text(&out));
     let run = run_dir(tmp.path());
-    (final_bytes(&run), held_out_curves(&run, tags))
+    (final_bytes(&run), common::scalar_curves(&run, tags))
 }
 
 #[test]
@@ -309,7 +291,7 @@ fn interrupted_runs_resume_to_the_same_bytes() {
     // The held-out curves, the judged samples' too: a point every 8 steps, once each,
     // bit-identical to the uninterrupted run's; the sample stage loaded the best checkpoint
     // the diffusion kept.
-    let curves = held_out_curves(&run, JUDGED_TAGS);
+    let curves = common::scalar_curves(&run, JUDGED_TAGS);
     assert_eq!(
         curves, want_curves,
         "held-out curves across two kills and resumes"
@@ -420,7 +402,7 @@ fn captioned_flipped_runs_resume_to_the_same_bytes() {
         final_bytes(&run) == want,
         "resumed weights, tokenizer and samples must equal the uninterrupted run's"
     );
-    assert_eq!(held_out_curves(&run, JUDGED_TAGS), want_curves);
+    assert_eq!(common::scalar_curves(&run, JUDGED_TAGS), want_curves);
 }
 
 #[test]

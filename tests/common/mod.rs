@@ -134,6 +134,24 @@ pub fn read_with_tensorboard(logdir: &Path) -> Value {
     })
 }
 
+/// A curve as TensorBoard shows it: (run step, value) per point.
+pub type Curve = Vec<(u64, f64)>;
+
+/// Each scalar curve of `tags` in the run `run`, as TensorBoard reads it.
+pub fn scalar_curves(run: &Path, tags: &[&str]) -> Vec<Curve> {
+    let tb = read_with_tensorboard(run);
+    tags.iter()
+        .map(|tag| {
+            tb["provider"]["."]["scalars"][tag]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {tag} in {tb}"))
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
 /// Waits until `path` exists (the run reached that checkpoint).
 pub fn wait_for(path: &Path, child: &mut Child) {
     let start = Instant::now();
