@@ -13,6 +13,9 @@
 //! started without a launcher, the process is a world of one and every collective here returns
 //! its input.
 
+// The NCCL path's transport-neutral half; built without it, only for its tests.
+#[cfg(any(feature = "nccl", test))]
+mod exchange;
 mod launch;
 #[cfg(feature = "nccl")]
 mod nccl;

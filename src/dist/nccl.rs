@@ -1,10 +1,7 @@
 //! [`super::sum_gradients`] on GPUs, over NCCL (cudarc's bindings, through candle): the
 //! gradients never leave the GPUs. NCCL's own all-reduce sums in an order of its choosing, so
-//! the sum is written out as [`super::order`] describes, with NCCL's point-to-point calls:
-//! every rank sends chunk r of its vector to rank r, folds the chunk it received from all
-//! ranks in the one pairwise order ([`order::fold_chunk_tensors`], on the GPU), and sends the
-//! folded chunk to every rank. The same bytes on the wire as a ring all-reduce, and the same
-//! bits as the host path over MPI.
+//! the sum is [`super::exchange`]'s, in the one pairwise order, with NCCL's point-to-point
+//! calls as its transport: each round is one NCCL group of sends and receives.
 //!
 //! The communicator is made at the first sum, collectively: rank 0 draws NCCL's unique id and
 //! MPI broadcasts it. It runs on candle's stream of the rank's GPU, so it follows the
@@ -12,16 +9,15 @@
 //! without a synchronisation of its own. Only the main thread sums, as only it calls MPI.
 
 use std::cell::RefCell;
-use std::ops::Range;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use candle_core::cuda::cudarc::driver::CudaSlice;
 use candle_core::cuda::cudarc::nccl::safe::{Comm, Id, group_end, group_start};
 use candle_core::cuda::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Device, Storage, Tensor};
 
-use super::order;
+use super::exchange::{self, Exchange};
 
 thread_local! {
     /// This rank's communicator, with the ordinal of the GPU it was made on.
@@ -105,18 +101,53 @@ fn grouped(calls: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     result
 }
 
-/// Sends `part` of the vector `t` to `peer`.
-fn send(comm: &Comm, t: &Tensor, part: Range<usize>, peer: usize) -> anyhow::Result<()> {
+/// Sends the vector `t` to `peer`.
+fn send(comm: &Comm, t: &Tensor, peer: usize) -> anyhow::Result<()> {
+    let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cuda(s) = &*storage else {
         bail!("NCCL sends GPU tensors; this one is on {:?}", t.device());
     };
     let at = layout.start_offset();
-    let view = s
-        .as_cuda_slice::<f32>()?
-        .slice(at + part.start..at + part.end);
+    let view = s.as_cuda_slice::<f32>()?.slice(at..at + t.elem_count());
     comm.send(&view, peer as i32)
         .map_err(nccl_error("sending gradients"))
+}
+
+/// [`Exchange`] over this rank's NCCL communicator on `device`.
+struct Nccl<'a> {
+    device: &'a CudaDevice,
+}
+
+impl Exchange for Nccl<'_> {
+    fn exchange(
+        &self,
+        sends: &[Option<Tensor>],
+        lens: &[usize],
+    ) -> anyhow::Result<Vec<Option<Tensor>>> {
+        let mut buffers = lens
+            .iter()
+            .map(|&len| (len > 0).then(|| alloc(self.device, len)).transpose())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        with_comm(self.device, |comm| {
+            grouped(|| {
+                for (peer, (t, buffer)) in sends.iter().zip(buffers.iter_mut()).enumerate() {
+                    if let Some(t) = t {
+                        send(comm, t, peer)?;
+                    }
+                    if let Some(buffer) = buffer {
+                        comm.recv(buffer, peer as i32)
+                            .map_err(nccl_error("receiving gradients"))?;
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        Ok(buffers
+            .into_iter()
+            .map(|b| b.map(|b| tensor(b, self.device)))
+            .collect())
+    }
 }
 
 pub fn sum_gradients(
@@ -125,65 +156,14 @@ pub fn sum_gradients(
     present: &[bool],
 ) -> anyhow::Result<(Tensor, Vec<bool>)> {
     let w = super::world();
-    let (p, rank) = (w.size, w.rank);
     let Device::Cuda(device) = flat.device() else {
         bail!("the NCCL gradient sum needs a GPU tensor");
     };
-    let flat = flat.contiguous()?;
-    let n = flat.elem_count();
     let all_present = super::backend::all_flags(present);
     let segments = sizes.len();
     let present = (0..segments)
-        .map(|s| (0..p).any(|r| all_present[r * segments + s]))
+        .map(|s| (0..w.size).any(|r| all_present[r * segments + s]))
         .collect();
-    if n == 0 {
-        return Ok((flat, present));
-    }
-    let chunks: Vec<Range<usize>> = (0..p).map(|r| order::chunk(n, p, r)).collect();
-    let mine = chunks[rank].clone();
-
-    // All-to-all: chunk r of every rank's vector to rank r.
-    // A rank whose chunk is empty (a vector shorter than the world) receives nothing.
-    let mut pieces = match mine.is_empty() {
-        true => Vec::new(),
-        false => (0..p)
-            .map(|_| alloc(device, mine.len()))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    };
-    with_comm(device, |comm| {
-        grouped(|| {
-            for (r, part) in chunks.iter().enumerate() {
-                if !part.is_empty() {
-                    send(comm, &flat, part.clone(), r)?;
-                }
-                if !mine.is_empty() {
-                    comm.recv(&mut pieces[r], r as i32)
-                        .map_err(nccl_error("receiving gradients"))?;
-                }
-            }
-            Ok(())
-        })
-    })?;
-    let pieces: Vec<Tensor> = pieces.into_iter().map(|s| tensor(s, device)).collect();
-    let folded = order::fold_chunk_tensors(&pieces, mine.clone(), sizes, &all_present)
-        .context("folding the received gradients")?
-        .contiguous()?;
-
-    // All-gather: every rank's folded chunk to every rank.
-    let mut out = alloc(device, n)?;
-    with_comm(device, |comm| {
-        grouped(|| {
-            for (r, part) in chunks.iter().enumerate() {
-                if !mine.is_empty() {
-                    send(comm, &folded, 0..mine.len(), r)?;
-                }
-                if !part.is_empty() {
-                    comm.recv(&mut out.slice_mut(part.clone()), r as i32)
-                        .map_err(nccl_error("receiving summed gradients"))?;
-                }
-            }
-            Ok(())
-        })
-    })?;
-    Ok((tensor(out, device), present))
+    let summed = exchange::sum(&Nccl { device }, w.rank, w.size, flat, sizes, &all_present)?;
+    Ok((summed, present))
 }
