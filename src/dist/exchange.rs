@@ -14,6 +14,8 @@ use candle_core::Tensor;
 use super::order;
 
 /// One round of point-to-point messages between the ranks of a job, all in flight at once.
+/// The vectors sent are contiguous; they must stay alive until the round is over, which they
+/// do: the caller holds them until `exchange` returns.
 pub trait Exchange {
     /// Sends `sends[q]` (a vector of f32, where there is one) to rank q, for every q (this
     /// rank included), and receives from every rank r a vector of `lens[r]` values (none
@@ -36,10 +38,11 @@ pub fn sum(
     sizes: &[usize],
     present: &[bool],
 ) -> anyhow::Result<Tensor> {
+    // The chunks sent are views of one buffer, as a transport that reads device memory needs.
+    let flat = flat.contiguous()?;
     let n = flat.elem_count();
     let chunks: Vec<Range<usize>> = (0..ranks).map(|r| order::chunk(n, ranks, r)).collect();
     let mine = chunks[rank].clone();
-    let lens = |part: &Range<usize>| part.len();
 
     let sends = chunks
         .iter()
@@ -58,7 +61,8 @@ pub fn sum(
         .context("folding the received gradients")?;
 
     let sends = vec![(!mine.is_empty()).then_some(folded); ranks];
-    let received = ex.exchange(&sends, &chunks.iter().map(lens).collect::<Vec<_>>())?;
+    let lens: Vec<usize> = chunks.iter().map(|part| part.len()).collect();
+    let received = ex.exchange(&sends, &lens)?;
     let parts: Vec<Tensor> = received.into_iter().flatten().collect();
     match parts.as_slice() {
         [] => Ok(flat.zeros_like()?),
@@ -91,6 +95,7 @@ mod tests {
         ) -> anyhow::Result<Vec<Option<Tensor>>> {
             for (q, t) in sends.iter().enumerate() {
                 if let Some(t) = t {
+                    anyhow::ensure!(t.is_contiguous(), "a strided vector sent to {q}");
                     self.to[q].send(t.to_vec1::<f32>()?)?;
                 }
             }
@@ -150,7 +155,12 @@ mod tests {
                 .zip(vectors)
                 .map(|(ex, v)| {
                     s.spawn(move || {
-                        let flat = Tensor::new(v.as_slice(), &Device::Cpu).unwrap();
+                        // Every other element of a (n, 2) matrix: a strided vector.
+                        let column = Tensor::new(v.as_slice(), &Device::Cpu).unwrap();
+                        let flat = Tensor::stack(&[&column, &column.zeros_like().unwrap()], 1)
+                            .and_then(|m| m.narrow(1, 0, 1)?.squeeze(1))
+                            .unwrap();
+                        assert!(flat.elem_count() < 2 || !flat.is_contiguous());
                         sum(&ex, ex.rank, ranks, &flat, sizes, present)
                             .unwrap()
                             .to_vec1::<f32>()

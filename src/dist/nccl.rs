@@ -101,9 +101,15 @@ fn grouped(calls: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     result
 }
 
-/// Sends the vector `t` to `peer`.
+/// Sends the vector `t` to `peer`. NCCL reads `t`'s memory when the group ends, so `t` must
+/// be the caller's own contiguous tensor, not a copy made here and freed before then.
 fn send(comm: &Comm, t: &Tensor, peer: usize) -> anyhow::Result<()> {
-    let t = t.contiguous()?;
+    if !t.is_contiguous() {
+        bail!(
+            "NCCL sends contiguous vectors; this one has layout {:?}",
+            t.layout()
+        );
+    }
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cuda(s) = &*storage else {
         bail!("NCCL sends GPU tensors; this one is on {:?}", t.device());

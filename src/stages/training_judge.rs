@@ -72,8 +72,8 @@ impl TrainingJudge {
     }
 
     /// Draws and judges the samples of `ldm` at `sampling`: accuracy (for a conditional
-    /// model), Frechet distance, KID and its standard deviation over subsets. (Their time is in the held-out measurement's
-    /// `held_out/seconds`.)
+    /// model), Frechet distance, KID and its standard deviation over subsets. (Their time is
+    /// in the held-out measurement's `held_out/seconds`.)
     pub fn measure(
         &self,
         ldm: &Ldm,
