@@ -69,6 +69,14 @@ pub fn resolve(path: &Path, env: &Environment, sets: &[String]) -> Result<Resolv
     resolve_layers(path, &[], env, sets)
 }
 
+/// The shipped smoke experiment with `sets` (`key=value`), for unit tests.
+#[cfg(test)]
+pub fn smoke(sets: &[&str]) -> Resolved {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    resolve(&path, &Default::default(), &sets).expect("the smoke experiment resolves")
+}
+
 /// The experiments a file stands for: itself, or one per member of its `[sweep]`, each
 /// checked; members' names must differ.
 pub fn members(

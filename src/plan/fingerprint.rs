@@ -175,9 +175,7 @@ mod tests {
     use crate::config;
 
     fn prints(sets: &[&str]) -> BTreeMap<String, String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let r = config::resolve(&path, &Default::default(), &sets).unwrap();
+        let r = config::smoke(sets);
         let order: Vec<String> = ["vae", "ldm", "sample", "clf", "eval"]
             .iter()
             .map(|s| s.to_string())

@@ -254,9 +254,7 @@ mod tests {
     /// The diffusion stage's estimate of the smoke experiment with `sets`, on MNIST's split
     /// sizes.
     fn diffusion_parts(sets: &[&str]) -> Vec<(&'static str, f64)> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let r = crate::config::resolve(&path, &Default::default(), &sets).unwrap();
+        let r = crate::config::smoke(sets);
         let t = task::of("ldm", &r.experiment.stages).unwrap();
         let counts = DatasetCounts {
             train: 512,

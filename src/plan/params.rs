@@ -115,9 +115,7 @@ mod tests {
     /// The frozen parameters of stage `name` of the smoke experiment with `sets`, and its
     /// classifier's parameters.
     fn frozen(name: &str, sets: &[&str]) -> (usize, usize) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let r = crate::config::resolve(&path, &Default::default(), &sets).unwrap();
+        let r = crate::config::smoke(sets);
         let e = &r.experiment;
         let classes: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         let t = task::of(name, &e.stages).unwrap();

@@ -117,9 +117,7 @@ mod tests {
 
     /// The metric tags of the smoke experiment's plan with `sets`.
     fn tags(sets: &[&str]) -> Vec<String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let resolved = crate::config::resolve(&path, &Default::default(), &sets).unwrap();
+        let resolved = crate::config::smoke(sets);
         let index = RunIndex::default();
         let planning = Planning {
             index: &index,
